@@ -1,0 +1,33 @@
+# ckpt-ledger: `make demo` runs the demo, `make test` runs every test (CI calls it).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev
+
+.PHONY: demo test lint typecheck venv bench clean
+
+$(BIN)/ckpt-ledger: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+venv: $(BIN)/ckpt-ledger
+
+demo: venv
+	$(BIN)/ckpt-ledger demo
+
+lint: venv
+	$(BIN)/ruff check ledger backends adapters cli tests bench
+
+typecheck: venv
+	$(BIN)/mypy ledger backends adapters cli
+
+test: venv lint typecheck
+	$(BIN)/pytest -q
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Hypervisor adapters: the mock hypervisor (mock:///state.json) and real libvirt."""

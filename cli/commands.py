@@ -1,0 +1,285 @@
+"""The checkpoint commands: create, delete, redefine, list, show, bitmaps, plan, log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from ledger import CheckpointView, Ledger
+from ledger.errors import LedgerError
+
+from .output import handles_errors, print_json, table
+
+JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+MAX_XML_FILE = 1 << 20
+
+
+def _settings(ctx: typer.Context) -> Ledger:
+    lg: Ledger = ctx.obj.open()
+    return lg
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
+
+
+def _read_xml_file(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_XML_FILE + 1)
+    except IsADirectoryError:
+        raise LedgerError("INVALID_ARG", f"{path} is a directory, not an XML file") from None
+    except OSError as err:
+        raise LedgerError("INVALID_ARG", f"cannot read {path}: {err.strerror}") from None
+    if len(data) > MAX_XML_FILE:
+        raise LedgerError("XML_ERROR", f"{path} is larger than 1 MiB")
+    return data
+
+
+def tree_lines(views: list[CheckpointView], start: str | None = None) -> list[str]:
+    """virsh's ``checkpoint-list --tree`` drawing (siblings sorted by name)."""
+    by_parent: dict[str | None, list[str]] = {}
+    names = {v.name for v in views}
+    for v in sorted(views, key=lambda v: v.name):
+        parent = v.parent if v.parent in names else None
+        by_parent.setdefault(parent, []).append(v.name)
+    lines: list[str] = []
+
+    def walk(name: str, indent: str) -> None:
+        kids = by_parent.get(name, [])
+        for i, kid in enumerate(kids):
+            last = i == len(kids) - 1
+            lines.append(f"{indent}  |")
+            lines.append(f"{indent}  +- {kid}")
+            walk(kid, indent + ("    " if last else "  | "))
+
+    for root in by_parent.get(None, []) if start is None else [start]:
+        lines.append(root)
+        walk(root, "")
+        lines.append("")
+    return lines
+
+
+def register(app: typer.Typer) -> None:
+    """Add every checkpoint command to ``app``."""
+
+    @app.command()
+    @handles_errors
+    def create(
+        ctx: typer.Context,
+        domain: str = typer.Argument(..., help="Domain name."),
+        name: str | None = typer.Argument(None, help="Checkpoint name (default: the time)."),
+        disk: list[str] = typer.Option(
+            [], "--disk", "--diskspec", metavar="SPEC",
+            help="virsh diskspec: vda[,checkpoint=bitmap|no][,bitmap=NAME]; repeatable.",
+        ),
+        description: str | None = typer.Option(None, "--description"),
+        reason: str | None = typer.Option(None, "--reason", help="Why, kept with the event."),
+        print_xml: bool = typer.Option(False, "--print-xml", help="Show the XML, create nothing."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Create a checkpoint (virsh checkpoint-create-as) and record it."""
+        with _settings(ctx) as lg:
+            if print_xml:
+                typer.echo(lg.print_xml(name, disk or None, description), nl=False)
+                return
+            view = lg.create(domain, name, disk or None, description, reason=reason)
+        if json_out:
+            print_json(view)
+        else:
+            typer.echo(f"Domain checkpoint {view.name} created")
+
+    @app.command()
+    @handles_errors
+    def delete(
+        ctx: typer.Context,
+        domain: str = typer.Argument(...),
+        name: str = typer.Argument(...),
+        children: bool = typer.Option(False, "--children", help="Delete its descendants too."),
+        children_only: bool = typer.Option(False, "--children-only",
+                                           help="Delete only its descendants."),
+        metadata_only: bool = typer.Option(False, "--metadata-only", "--metadata",
+                                           help="Forget the metadata, leave the bitmaps."),
+        reason: str | None = typer.Option(None, "--reason"),
+        json_out: bool = JSON,
+    ) -> None:
+        """Delete a checkpoint (virsh checkpoint-delete) and record what happened."""
+        with _settings(ctx) as lg:
+            result = lg.delete(domain, name, children=children, children_only=children_only,
+                               metadata_only=metadata_only, reason=reason)
+        if json_out:
+            print_json(result)
+        elif children_only:
+            typer.echo(f"Domain checkpoint {name} children deleted")
+        else:
+            typer.echo(f"Domain checkpoint {name} deleted")
+
+    @app.command()
+    @handles_errors
+    def redefine(
+        ctx: typer.Context,
+        domain: str = typer.Argument(...),
+        file: Path = typer.Argument(..., help="Checkpoint XML, as checkpoint-dumpxml prints it."),
+        validate: bool = typer.Option(False, "--validate",
+                                      help="REDEFINE_VALIDATE: check the bitmaps exist."),
+        reason: str | None = typer.Option(None, "--reason"),
+        json_out: bool = JSON,
+    ) -> None:
+        """Redefine a checkpoint from XML (virsh checkpoint-create --redefine)."""
+        data = _read_xml_file(file)
+        with _settings(ctx) as lg:
+            view = lg.redefine(domain, data, validate=validate, reason=reason)
+        if json_out:
+            print_json(view)
+        else:
+            typer.echo(f"Domain checkpoint {view.name} created from '{file}'")
+
+    @app.command("list")
+    @handles_errors
+    def list_(
+        ctx: typer.Context,
+        domain: str = typer.Argument(...),
+        tree: bool = typer.Option(False, "--tree"),
+        topological: bool = typer.Option(False, "--topological"),
+        roots: bool = typer.Option(False, "--roots"),
+        leaves: bool = typer.Option(False, "--leaves"),
+        no_leaves: bool = typer.Option(False, "--no-leaves"),
+        from_: str | None = typer.Option(None, "--from", metavar="NAME"),
+        descendants: bool = typer.Option(False, "--descendants"),
+        name_only: bool = typer.Option(False, "--name", help="Names only."),
+        json_out: bool = JSON,
+    ) -> None:
+        """List checkpoints (virsh checkpoint-list) from the ledger."""
+        clashes = [
+            (tree, roots, "--tree", "--roots"),
+            (tree, leaves, "--tree", "--leaves"),
+            (tree, no_leaves, "--tree", "--no-leaves"),
+            (roots, from_, "--roots", "--from"),
+            (tree, name_only, "--tree", "--name"),
+        ]
+        for a, b, an, bn in clashes:
+            if a and b:
+                raise LedgerError("INVALID_ARG", f"{an} and {bn} are mutually exclusive")
+        if descendants and from_ is None:
+            raise LedgerError("INVALID_ARG", "--descendants requires --from")
+        with _settings(ctx) as lg:
+            views = lg.list(domain, roots=roots, leaves=leaves, no_leaves=no_leaves,
+                            topological=topological, from_=from_,
+                            descendants=descendants or (tree and from_ is not None))
+            if tree and from_ is not None:
+                views = [lg.show(domain, from_), *views]
+        if json_out:
+            print_json([v.model_dump(mode="json", exclude={"children"}) for v in views])
+        elif tree:
+            typer.echo("\n".join(tree_lines(views, from_)))
+        elif name_only:
+            for v in views:
+                typer.echo(v.name)
+        else:
+            rows = [(v.name + (" *" if v.current else ""), _when(v.creation_time), v.parent or "-",
+                     ",".join(d.name for d in v.disks if d.checkpoint == "bitmap") or "-")
+                    for v in views]
+            typer.echo(table(["Name", "Creation Time", "Parent", "Bitmap disks"], rows))
+
+    @app.command()
+    @handles_errors
+    def show(
+        ctx: typer.Context,
+        domain: str = typer.Argument(...),
+        name: str = typer.Argument(...),
+        xml: bool = typer.Option(False, "--xml", help="The XML exactly as libvirt formats it."),
+        no_domain: bool = typer.Option(False, "--no-domain", help="With --xml: omit <domain>."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Show one checkpoint, or its XML."""
+        with _settings(ctx) as lg:
+            if xml:
+                typer.echo(lg.xml(domain, name, no_domain=no_domain), nl=False)
+                return
+            view = lg.show(domain, name)
+        if json_out:
+            print_json(view)
+            return
+        typer.echo(f"Name:           {view.name}")
+        typer.echo(f"Domain:         {domain}")
+        typer.echo(f"Parent:         {view.parent or '-'}")
+        typer.echo(f"Created:        {_when(view.creation_time)}")
+        typer.echo(f"Current:        {'yes' if view.current else 'no'}")
+        typer.echo(f"Children:       {len(view.children)}")
+        if view.description:
+            typer.echo(f"Description:    {view.description}")
+        for d in view.disks:
+            extra = f" bitmap={d.bitmap}" if d.bitmap else ""
+            typer.echo(f"Disk:           {d.name} checkpoint={d.checkpoint}{extra}")
+
+    @app.command()
+    @handles_errors
+    def bitmaps(
+        ctx: typer.Context, domain: str = typer.Argument(...), json_out: bool = JSON
+    ) -> None:
+        """Every bitmap on every disk, as the ledger believes the hypervisor holds them."""
+        with _settings(ctx) as lg:
+            view = lg.bitmaps(domain)
+        if json_out:
+            print_json(view)
+            return
+        rows = [(disk, b.bitmap, b.checkpoint, "active" if b.active else "disabled")
+                for disk, bms in view.disks.items() for b in bms]
+        typer.echo(f"Domain {view.domain}, policy {view.policy}")
+        typer.echo(table(["Disk", "Bitmap", "Checkpoint", "State"], rows))
+
+    @app.command()
+    @handles_errors
+    def plan(
+        ctx: typer.Context,
+        domain: str = typer.Argument(...),
+        since: str = typer.Option(..., "--since", metavar="NAME",
+                                  help="The reference checkpoint of the backup."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Which bitmaps, per disk, hold every block written since a checkpoint."""
+        with _settings(ctx) as lg:
+            view = lg.plan(domain, since)
+        if json_out:
+            print_json(view)
+            return
+        typer.echo(f"Backup plan for {view.domain} since {view.since} ({view.policy} policy)")
+        rows = [(disk, p.mode, ", ".join(p.bitmaps) or "-", p.reason or "")
+                for disk, p in view.disks.items()]
+        typer.echo(table(["Disk", "Mode", "Bitmaps (oldest first)", "Why"], rows))
+
+    @app.command()
+    @handles_errors
+    def log(
+        ctx: typer.Context,
+        domain: str | None = typer.Option(None, "--domain"),
+        json_out: bool = JSON,
+    ) -> None:
+        """Every event, oldest first."""
+        with _settings(ctx) as lg:
+            events = lg.log(domain)
+        if json_out:
+            print_json([e.model_dump(mode="json", include={
+                "position", "stream_version", "domain", "type", "recorded_at", "actor",
+                "reason", "data"}) for e in events])
+            return
+        rows = [(e.position, e.recorded_at, e.domain, e.type, _summary(e.data), e.actor)
+                for e in events]
+        typer.echo(table(["Pos", "Recorded", "Domain", "Event", "What", "Actor"], rows))
+
+
+def _summary(data: dict[str, object]) -> str:
+    if "bitmap" in data:
+        into = f" -> {data['into']}" if "into" in data else ""
+        return f"{data['disk']}/{data['bitmap']}{into}"
+    if "deleted" in data:
+        gone = data["deleted"]
+        names = ", ".join(str(n) for n in gone) if isinstance(gone, list) else ""
+        return f"{data['name']} ({names or 'children'})"
+    if "policy" in data:
+        return f"{data['name']} {data['policy']}"
+    name = str(data.get("name", data.get("kind", "")))
+    parent = data.get("parent")
+    return f"{name} <- {parent}" if parent else name

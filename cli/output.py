@@ -1,0 +1,69 @@
+"""How the CLI speaks: JSON with --json, plain tables on a terminal, errors as one line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from ledger.errors import LedgerError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` (one line) on stderr and return the Exit to raise."""
+    typer.echo("error: " + " ".join(message.split()), err=True)
+    return typer.Exit(code)
+
+
+def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a LedgerError (or a bad file) into one line on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except LedgerError as err:
+            raise fail(f"{err.one_line()} [{err.code}]") from None
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise fail(f"invalid value: {first.get('msg')} [INVALID_ARG]") from None
+
+    return wrapper
+
+
+def to_plain(value: Any) -> Any:
+    """Pydantic models (and lists of them) as plain JSON data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Only JSON on stdout."""
+    sys.stdout.write(json.dumps(to_plain(value), indent=2, ensure_ascii=False) + "\n")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A virsh-style table: a header, a dashed rule, left-aligned columns."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [len(h) for h in headers]
+    for r in cells:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+    line = " " + "   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line.rstrip(), "-" * (len(line) + 1)]
+    for r in cells:
+        out.append((" " + "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))).rstrip())
+    return "\n".join(out)

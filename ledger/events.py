@@ -1,0 +1,154 @@
+"""Every event the ledger records: immutable facts about a domain's checkpoints.
+
+Each event type is a pydantic model with a ``type`` tag. :data:`EVENT_TYPES` maps the tag to
+the class and :func:`parse_event` turns a stored payload back into a model. ``SCHEMA_VERSION``
+is stored with every event; a reader refuses a version newer than its own.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from .model import CheckpointDisk, DomainDisk, Policy
+
+SCHEMA_VERSION = 1
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DomainEnrolled(_Event):
+    """The ledger saw a domain for the first time (or its disks or policy changed)."""
+
+    type: Literal["DomainEnrolled"] = "DomainEnrolled"
+    name: str
+    uuid: str
+    disks: tuple[DomainDisk, ...]
+    policy: Policy
+    hypervisor: str | None = None
+
+
+class CheckpointCreated(_Event):
+    """A checkpoint was created (not a redefine): what the hypervisor really made."""
+
+    type: Literal["CheckpointCreated"] = "CheckpointCreated"
+    name: str
+    parent: str | None
+    creation_time: int
+    description: str | None = None
+    disks: tuple[CheckpointDisk, ...]
+    domain_xml: str | None = None
+    xml: str
+
+
+class CheckpointRedefined(_Event):
+    """A checkpoint's metadata was redefined: a new entry or an in-place update."""
+
+    type: Literal["CheckpointRedefined"] = "CheckpointRedefined"
+    name: str
+    parent: str | None
+    creation_time: int
+    description: str | None = None
+    disks: tuple[CheckpointDisk, ...]
+    domain_xml: str | None = None
+    xml: str
+    update: bool = False  # True when the name already existed (children are kept)
+    validate_bitmaps: bool = False
+
+
+class CheckpointDeleted(_Event):
+    """A checkpoint (and with CHILDREN, its descendants) was deleted."""
+
+    type: Literal["CheckpointDeleted"] = "CheckpointDeleted"
+    name: str
+    children: bool = False
+    children_only: bool = False
+    metadata_only: bool = False
+    deleted: tuple[str, ...]  # every checkpoint that went, deepest first
+    reparented: dict[str, str | None] = Field(default_factory=dict)  # child -> new parent
+
+
+class _BitmapEvent(_Event):
+    disk: str
+    bitmap: str
+    checkpoint: str  # the checkpoint whose create/delete caused it
+
+
+class BitmapDisabled(_BitmapEvent):
+    """A bitmap stopped recording (chained policy: a newer checkpoint took over the disk)."""
+
+    type: Literal["BitmapDisabled"] = "BitmapDisabled"
+
+
+class BitmapEnabled(_BitmapEvent):
+    """A bitmap started recording again (chained: the leaf on that disk was deleted)."""
+
+    type: Literal["BitmapEnabled"] = "BitmapEnabled"
+
+
+class BitmapMerged(_BitmapEvent):
+    """``bitmap`` was merged into ``into`` on ``disk`` (chained delete)."""
+
+    type: Literal["BitmapMerged"] = "BitmapMerged"
+    into: str
+
+
+class BitmapRemoved(_BitmapEvent):
+    """A bitmap was removed from the disk (a non-metadata delete)."""
+
+    type: Literal["BitmapRemoved"] = "BitmapRemoved"
+
+
+class DriftObserved(_Event):
+    """Something observed on the hypervisor that the ledger did not cause (verify --record)."""
+
+    type: Literal["DriftObserved"] = "DriftObserved"
+    kind: str
+    checkpoint: str | None = None
+    disk: str | None = None
+    bitmap: str | None = None
+    detail: str = ""
+
+
+Event = Annotated[
+    DomainEnrolled
+    | CheckpointCreated
+    | CheckpointRedefined
+    | CheckpointDeleted
+    | BitmapDisabled
+    | BitmapEnabled
+    | BitmapMerged
+    | BitmapRemoved
+    | DriftObserved,
+    Field(discriminator="type"),
+]
+
+EVENT_TYPES: dict[str, type[_Event]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (
+        DomainEnrolled,
+        CheckpointCreated,
+        CheckpointRedefined,
+        CheckpointDeleted,
+        BitmapDisabled,
+        BitmapEnabled,
+        BitmapMerged,
+        BitmapRemoved,
+        DriftObserved,
+    )
+}
+
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(data: dict[str, object]) -> Event:
+    """Validate a decoded payload back into its event model."""
+    return _ADAPTER.validate_python(data)
+
+
+def event_data(event: _Event) -> dict[str, object]:
+    """The event as plain data (what is encoded into the store)."""
+    return event.model_dump(mode="json")

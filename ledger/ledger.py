@@ -1,0 +1,445 @@
+"""The :class:`Ledger` facade: one object that runs every command through the same flow.
+
+    catch up (fold new events) -> decide (rules, pure) -> apply (hypervisor)
+    -> append (store, with the expected stream version) -> fold
+
+Reads (``list``, ``show``, ``bitmaps``, ``plan``, ``log``) use the projections only and never
+touch the hypervisor. The store and hypervisor are reached through ``ledger.ports``; a URL is
+turned into one by ``ledger.plugins``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import rules
+from .domain_xml import parse_domain_xml
+from .envelope import Provenance, StoredRecord, decode_record, new_record
+from .errors import LedgerError, VersionConflict, no_checkpoint, no_domain
+from .events import DomainEnrolled, Event
+from .model import CheckpointDef, CheckpointDisk, DomainInfo
+from .plugins import open_hypervisor, open_store
+from .policies import plan as plan_disks
+from .ports import EventStore, Hypervisor, PartialDelete
+from .projections import DomainState
+from .views import (
+    BitmapsView,
+    BitmapView,
+    CheckpointView,
+    DeleteResult,
+    EventView,
+    PlanView,
+)
+from .xml import create_request_xml, parse_checkpoint_xml, parse_diskspec
+
+RETRIES = 3
+
+
+def default_store_url() -> str:
+    """``$CKPT_LEDGER_STORE``, else ``$XDG_DATA_HOME/ckpt-ledger/ledger.db``."""
+    env = os.environ.get("CKPT_LEDGER_STORE")
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    folder = Path(base) / "ckpt-ledger"
+    folder.mkdir(parents=True, exist_ok=True)
+    return "sqlite:///" + str(folder / "ledger.db")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Ledger:
+    """The library API: every CLI command is one method here."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        hypervisor: Hypervisor | str | None = None,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.store = store
+        self._hypervisor = hypervisor
+        self.actor = actor
+        self.reason = reason
+        self.states: dict[str, DomainState] = {}  # stream id -> state
+        self.by_name: dict[str, str] = {}  # domain name -> stream id
+        self.position = 0
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(
+        cls,
+        store: str | EventStore | None = None,
+        hypervisor: str | Hypervisor | None = None,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> Ledger:
+        """Open a ledger on a store URL (or instance) and, optionally, a hypervisor URI."""
+        if store is None or isinstance(store, str):
+            opened: EventStore = open_store(store or default_store_url())
+        else:
+            opened = store
+        if hypervisor is None:
+            hypervisor = os.environ.get("CKPT_LEDGER_HYPERVISOR") or None
+        lg = cls(opened, hypervisor, actor=actor, reason=reason)
+        try:
+            lg.catch_up()
+        except Exception:
+            lg.close()
+            raise
+        return lg
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the store and the hypervisor connection."""
+        if self._hypervisor is not None and not isinstance(self._hypervisor, str):
+            self._hypervisor.close()
+        self.store.close()
+
+    @property
+    def hypervisor(self) -> Hypervisor:
+        """The hypervisor, opened on first use (reads never need one)."""
+        if self._hypervisor is None:
+            raise LedgerError(
+                "STORE_URL",
+                "this command needs a hypervisor: pass --hypervisor URI or set "
+                "CKPT_LEDGER_HYPERVISOR (mock:///path/state.json, qemu:///system ...)",
+            )
+        if isinstance(self._hypervisor, str):
+            self._hypervisor = open_hypervisor(self._hypervisor)
+        assert not isinstance(self._hypervisor, str)
+        return self._hypervisor
+
+    # -------------------------------------------------------------- projections
+    def catch_up(self) -> None:
+        """Fold every event appended since the last one this ledger saw."""
+        for record in self.store.read_all(after=self.position):
+            self._fold(record)
+
+    def _fold(self, record: StoredRecord) -> None:
+        event, _ = decode_record(record)
+        state = self.states.get(record.stream_id)
+        if state is None:
+            state = self.states[record.stream_id] = DomainState(stream_id=record.stream_id)
+        state.apply(event, record.stream_version, record.position)
+        if state.name:
+            self.by_name[state.name] = record.stream_id
+        self.position = record.position
+
+    def state(self, domain: str) -> DomainState:
+        """The projection of ``domain`` (NO_DOMAIN if the ledger has never seen it)."""
+        stream = self.by_name.get(domain)
+        if stream is None:
+            raise no_domain(domain)
+        return self.states[stream]
+
+    def domains(self) -> list[str]:
+        """Names of every domain the ledger knows, sorted."""
+        return sorted(self.by_name)
+
+    def event_count(self) -> int:
+        """How many events the store holds."""
+        return self.store.last_position()
+
+    # ------------------------------------------------------------ the write path
+    def _provenance(self, reason: str | None) -> Provenance:
+        return Provenance.default(actor=self.actor, reason=reason or self.reason)
+
+    def _enrollment(self, info: DomainInfo) -> tuple[DomainState, list[Event]]:
+        """The domain's state, plus a DomainEnrolled event if it is new or has changed."""
+        state = self.states.get(info.uuid)
+        enrolled = DomainEnrolled(
+            name=info.name,
+            uuid=info.uuid,
+            disks=info.disks,
+            policy=info.policy,
+            hypervisor=getattr(self.hypervisor, "uri", None),
+        )
+        if state is None:
+            state = DomainState(stream_id=info.uuid)
+        elif (state.name, state.disks, state.policy) == (info.name, info.disks, info.policy):
+            return state, []
+        trial = state.clone()
+        trial.apply(enrolled)
+        return trial, [enrolled]
+
+    @contextmanager
+    def _domain_lock(self, domain: str) -> Iterator[DomainInfo]:
+        info = self.hypervisor.domain_info(domain)
+        with self.store.lock(info.uuid):
+            self.catch_up()
+            yield info
+
+    def _append(self, info: DomainInfo, events: Sequence[Event], reason: str | None) -> None:
+        prov = self._provenance(reason)
+        state = self.states.get(info.uuid)
+        expected = state.version if state else 0
+        now = time.time()
+        records = [new_record(info.uuid, info.name, ev, prov, now) for ev in events]
+        try:
+            self.store.append(records, expected_version=expected)
+        except VersionConflict as err:
+            raise LedgerError(
+                "VERSION_CONFLICT",
+                f"another writer changed domain {info.name} meanwhile ({err.detail}); "
+                "the hypervisor was changed but this event was not recorded: run "
+                "`ckpt-ledger import` to reconcile",
+            ) from err
+        self.catch_up()
+
+    def create(
+        self,
+        domain: str,
+        name: str | None = None,
+        disks: Sequence[str | CheckpointDisk] | None = None,
+        description: str | None = None,
+        reason: str | None = None,
+    ) -> CheckpointView:
+        """Create a checkpoint (``virsh checkpoint-create-as``) and record what was made."""
+        request = self._request(name, disks, description)
+        with self._domain_lock(domain) as info:
+            state, pre = self._enrollment(info)
+            rules.decide_create(state, info, request, int(time.time()))
+            xml = self.hypervisor.create_checkpoint(domain, self._request_xml(request))
+            actual = parse_checkpoint_xml(xml, redefine=True)
+            self._append(info, [*pre, *rules.created_events(state, actual, xml)], reason)
+        assert actual.name is not None
+        return self.show(domain, actual.name)
+
+    def _request(
+        self,
+        name: str | None,
+        disks: Sequence[str | CheckpointDisk] | None,
+        description: str | None,
+    ) -> CheckpointDef:
+        parsed = None
+        if disks:
+            parsed = tuple(d if isinstance(d, CheckpointDisk) else parse_diskspec(d) for d in disks)
+        request = CheckpointDef(name=name, description=description, disks=parsed)
+        parse_checkpoint_xml(self._request_xml(request))  # the schema checks, as libvirt's
+        return request
+
+    @staticmethod
+    def _request_xml(request: CheckpointDef) -> str:
+        return create_request_xml(request.name, request.description, request.disks)
+
+    def print_xml(
+        self,
+        name: str | None = None,
+        disks: Sequence[str | CheckpointDisk] | None = None,
+        description: str | None = None,
+    ) -> str:
+        """The XML ``create`` would send (``--print-xml``); creates nothing."""
+        return self._request_xml(self._request(name, disks, description))
+
+    def redefine(
+        self, domain: str, xml: str | bytes, validate: bool = False, reason: str | None = None
+    ) -> CheckpointView:
+        """Redefine a checkpoint from its XML (``checkpoint-create --redefine``)."""
+        request = parse_checkpoint_xml(xml, redefine=True)
+        embedded = None
+        if request.domain_xml is not None:
+            dom = parse_domain_xml(request.domain_xml)
+            embedded = (dom.uuid, dom.disks)
+        with self._domain_lock(domain) as info:
+            state, pre = self._enrollment(info)
+            rules.decide_redefine(state, request, embedded)
+            text = xml.decode() if isinstance(xml, bytes) else xml
+            out = self.hypervisor.redefine_checkpoint(domain, text, validate=validate)
+            actual = parse_checkpoint_xml(out, redefine=True)
+            events = rules.redefined_events(state, actual, out, validate)
+            self._append(info, [*pre, *events], reason)
+        assert actual.name is not None
+        return self.show(domain, actual.name)
+
+    def delete(
+        self,
+        domain: str,
+        name: str,
+        *,
+        children: bool = False,
+        children_only: bool = False,
+        metadata_only: bool = False,
+        reason: str | None = None,
+    ) -> DeleteResult:
+        """Delete a checkpoint (``virsh checkpoint-delete``) and record what happened."""
+        rules.check_delete_flags(children, children_only)
+        with self._domain_lock(domain) as info:
+            state, pre = self._enrollment(info)
+            flags: dict[str, Any] = dict(
+                children=children, children_only=children_only, metadata_only=metadata_only
+            )
+            events = rules.decide_delete(state, name, **flags)
+            try:
+                self.hypervisor.delete_checkpoint(domain, name, **flags)
+            except PartialDelete as partial:
+                self._record_partial(info, state, pre, name, partial, reason)
+                raise partial.error from None
+            self._append(info, [*pre, *events], reason)
+        deleted = events[-1]
+        return DeleteResult(
+            name=name,
+            deleted=list(getattr(deleted, "deleted", [])),
+            reparented=dict(getattr(deleted, "reparented", {})),
+            children_only=children_only,
+        )
+
+    def _record_partial(
+        self,
+        info: DomainInfo,
+        state: DomainState,
+        pre: list[Event],
+        name: str,
+        partial: PartialDelete,
+        reason: str | None,
+    ) -> None:
+        """Record the reparenting a failed qemu delete did before it failed (§5.2 item 3)."""
+        events: list[Event] = list(pre)
+        for child, new_parent in partial.reparented.items():
+            cp = state.get(child)
+            if cp is None:
+                continue
+            moved = cp.definition().model_copy(update={"parent": new_parent})
+            xml = self.hypervisor.checkpoint_xml(info.name, child)
+            events.extend(rules.redefined_events(state, moved, xml))
+        if len(events) > len(pre):
+            self._append(info, events, reason or f"partial delete of {name}: {partial.error}")
+
+    # ------------------------------------------------------------------- reads
+    def _view(self, state: DomainState, name: str) -> CheckpointView:
+        cp = state.checkpoints[name]
+        return CheckpointView(
+            name=cp.name,
+            parent=cp.parent,
+            creation_time=cp.creation_time,
+            description=cp.description,
+            current=state.current == cp.name,
+            disks=list(cp.disks),
+            children=list(cp.children),
+        )
+
+    def show(self, domain: str, name: str) -> CheckpointView:
+        """One checkpoint (NO_DOMAIN_CHECKPOINT if it does not exist)."""
+        state = self.state(domain)
+        if name not in state.checkpoints:
+            raise no_checkpoint(name)
+        return self._view(state, name)
+
+    def xml(self, domain: str, name: str, no_domain: bool = False) -> str:
+        """The checkpoint's XML exactly as libvirt formats it."""
+        from .xml import format_checkpoint_xml
+
+        state = self.state(domain)
+        cp = state.get(name)
+        if cp is None:
+            raise no_checkpoint(name)
+        return format_checkpoint_xml(cp.definition(), no_domain=no_domain)
+
+    def list(
+        self,
+        domain: str,
+        *,
+        roots: bool = False,
+        leaves: bool = False,
+        no_leaves: bool = False,
+        topological: bool = False,
+        from_: str | None = None,
+        descendants: bool = False,
+    ) -> list[CheckpointView]:
+        """``virDomainListAllCheckpoints`` / ``ListAllChildren`` with libvirt's filters.
+
+        Without ``topological`` the order is by name; with it, parents come first.
+        """
+        state = self.state(domain)
+        if from_ is not None:
+            if from_ not in state.checkpoints:
+                raise no_checkpoint(from_)
+            names = (
+                state.descendants(from_) if descendants else list(state.checkpoints[from_].children)
+            )
+            if roots and not descendants:
+                raise LedgerError("INVALID_ARG", "--roots and --from are mutually exclusive")
+        else:
+            names = state.topological()
+            if roots:
+                names = [n for n in names if state.checkpoints[n].parent is None]
+        if leaves:
+            names = [n for n in names if not state.checkpoints[n].children]
+        if no_leaves:
+            names = [n for n in names if state.checkpoints[n].children]
+        if not topological:
+            names = sorted(names, key=lambda n: (n.lower(), n))
+        return [self._view(state, n) for n in names]
+
+    def bitmaps(self, domain: str) -> BitmapsView:
+        """Every bitmap the ledger believes each disk holds, in creation order."""
+        state = self.state(domain)
+        disks = {
+            disk: [
+                BitmapView(bitmap=b.name, checkpoint=b.checkpoint, active=b.active)
+                for b in state.bitmaps.get(disk, {}).values()
+            ]
+            for disk in state.disk_names()
+        }
+        for disk, bms in state.bitmaps.items():  # bitmaps on disks no longer listed
+            if disk not in disks and bms:
+                disks[disk] = [BitmapView(bitmap=b.name, checkpoint=b.checkpoint,
+                                          active=b.active) for b in bms.values()]
+        return BitmapsView(domain=state.name, policy=state.policy, disks=disks)
+
+    def plan(self, domain: str, since: str) -> PlanView:
+        """Which bitmaps to merge, per disk, to back up everything written since ``since``."""
+        state = self.state(domain)
+        if since not in state.checkpoints:
+            raise no_checkpoint(since)
+        return PlanView(
+            domain=state.name, since=since, policy=state.policy, disks=plan_disks(state, since)
+        )
+
+    def log(self, domain: str | None = None) -> builtins.list[EventView]:
+        """Every event, oldest first (only ``domain``'s when given)."""
+        if domain is not None:
+            records: Iterator[StoredRecord] = self.store.read_stream(self.state(domain).stream_id)
+        else:
+            records = self.store.read_all()
+        out = []
+        for rec in records:
+            event, prov = decode_record(rec)
+            out.append(
+                EventView(
+                    position=rec.position,
+                    stream_version=rec.stream_version,
+                    domain=rec.stream_name,
+                    stream_id=rec.stream_id,
+                    type=rec.type,
+                    recorded_at=_iso(rec.recorded_at),
+                    actor=prov.actor,
+                    host=prov.host,
+                    reason=prov.reason,
+                    data={k: v for k, v in event.model_dump(mode="json").items() if k != "type"},
+                )
+            )
+        return out

@@ -1,0 +1,83 @@
+"""Value objects shared by the rules, the XML codec, the events and the adapters."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Policy = Literal["chained", "independent"]
+DiskFormat = Literal["qcow2", "raw"]
+CheckpointType = Literal["bitmap", "no"]
+
+
+class Frozen(BaseModel):
+    """Immutable, strict-field base model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CheckpointDisk(Frozen):
+    """One ``<disk>`` of a checkpoint: its target, ``checkpoint`` type and bitmap name."""
+
+    name: str
+    checkpoint: CheckpointType = "bitmap"
+    bitmap: str | None = None
+    size: int | None = None
+
+
+class CheckpointDef(Frozen):
+    """A ``<domaincheckpoint>`` definition, as parsed from or formatted to XML.
+
+    ``disks`` is ``None`` when the XML had no ``<disks>`` element (libvirt then picks
+    the disks itself); ``domain_xml`` is the embedded ``<domain>`` element, verbatim
+    and dedented, or ``None``.
+    """
+
+    name: str | None = None
+    description: str | None = None
+    parent: str | None = None
+    creation_time: int | None = None
+    disks: tuple[CheckpointDisk, ...] | None = None
+    domain_xml: str | None = None
+
+    def bitmap_disks(self) -> tuple[CheckpointDisk, ...]:
+        """The disks with ``checkpoint='bitmap'``."""
+        return tuple(d for d in (self.disks or ()) if d.checkpoint == "bitmap")
+
+    def disk(self, name: str) -> CheckpointDisk | None:
+        """The disk entry named ``name``, if any."""
+        for d in self.disks or ():
+            if d.name == name:
+                return d
+        return None
+
+
+class DomainDisk(Frozen):
+    """A disk of a domain, as the hypervisor reports it."""
+
+    name: str  # target dev, e.g. vda
+    format: DiskFormat | str = "qcow2"
+    readonly: bool = False
+    empty: bool = False
+    source: str | None = None
+    size: int = 1 << 30
+
+
+class DomainInfo(Frozen):
+    """What a hypervisor says about one domain at this moment."""
+
+    name: str
+    uuid: str
+    running: bool
+    policy: Policy
+    disks: tuple[DomainDisk, ...] = Field(default_factory=tuple)
+    domain_xml: str | None = None  # the inactive definition, as libvirt formats it
+
+    def disk(self, name: str) -> DomainDisk | None:
+        """The disk whose target or source path is ``name`` (libvirt's lookup)."""
+        for d in self.disks:
+            if d.name == name:
+                return d
+        matches = [d for d in self.disks if d.source is not None and d.source == name]
+        return matches[0] if len(matches) == 1 else None

@@ -1,0 +1,86 @@
+"""Find the store or hypervisor for a URL without importing backends/ or adapters/.
+
+Backends and adapters register an opener under the entry-point groups
+``ckpt_ledger.stores`` and ``ckpt_ledger.hypervisors`` (see pyproject.toml), keyed by URL
+scheme. A hypervisor URI whose scheme has no opener goes to the ``libvirt`` opener, since
+libvirt accepts many schemes (``qemu+ssh``, ``test`` ...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from .errors import LedgerError
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def scheme_of(url: str) -> str | None:
+    """The URL's scheme, or None for a bare path."""
+    m = _SCHEME.match(url)
+    return m.group(1).lower() if m else None
+
+
+def path_of(url: str) -> str:
+    """The file path of ``scheme:///rel`` or ``scheme:////abs`` (SQLAlchemy's convention)."""
+    m = _SCHEME.match(url)
+    if not m:
+        return url
+    rest = url[m.end():]
+    if rest.startswith("/"):
+        rest = rest[1:]  # "sqlite:///rel.db" -> "rel.db"; "sqlite:////abs" -> "/abs"
+    elif rest:
+        raise LedgerError(
+            "STORE_URL",
+            f"'{url}' has a host part; a file URL is {m.group(1)}:///relative/path or "
+            f"{m.group(1)}:////absolute/path",
+        )
+    if not rest:
+        raise LedgerError("STORE_URL", f"'{url}' names no file")
+    return os.path.expanduser(rest)
+
+
+def _openers(group: str) -> dict[str, Callable[[], Any]]:
+    found: dict[str, Callable[[], Any]] = {}
+    for ep in entry_points(group=group):
+        found[ep.name] = ep.load
+    return found
+
+
+def open_store(url: str) -> Any:
+    """Open the event store at ``url`` (a bare path means SQLite)."""
+    if not isinstance(url, str) or not url.strip():
+        raise LedgerError("STORE_URL", "the store URL is empty")
+    scheme = scheme_of(url) or "sqlite"
+    if scheme in ("postgres", "postgresql+psycopg"):
+        scheme = "postgresql"
+    loaders = _openers("ckpt_ledger.stores")
+    if scheme not in loaders:
+        known = ", ".join(sorted(f"{k}://" for k in loaders))
+        raise LedgerError(
+            "STORE_URL", f"unknown store URL scheme '{scheme}' in '{url}' (known: {known})"
+        )
+    opener = loaders[scheme]()
+    return opener(url)
+
+
+def open_hypervisor(uri: str) -> Any:
+    """Open the hypervisor at ``uri``: ``mock:///state.json`` or any libvirt URI."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise LedgerError("STORE_URL", "the hypervisor URI is empty")
+    scheme = scheme_of(uri)
+    if scheme is None:
+        raise LedgerError(
+            "STORE_URL",
+            f"'{uri}' is not a hypervisor URI (try mock:///path/state.json or qemu:///system)",
+        )
+    loaders = _openers("ckpt_ledger.hypervisors")
+    key = scheme if scheme in loaders else "libvirt"
+    if key not in loaders:
+        raise LedgerError("STORE_URL", f"no hypervisor adapter for '{uri}'")
+    opener = loaders[key]()
+    return opener(uri)

@@ -1,0 +1,135 @@
+"""The two small protocols through which the core meets the outside world.
+
+``ledger/`` owns these; ``backends/`` implement :class:`EventStore` and ``adapters/``
+implement :class:`Hypervisor`. Nothing in ``ledger/`` imports either package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Literal, Protocol, runtime_checkable
+
+from .envelope import NewRecord, StoredRecord
+from .model import DomainInfo
+
+ANY: Literal["any"] = "any"
+NO_STREAM: Literal["no_stream"] = "no_stream"
+ExpectedVersion = int | Literal["any", "no_stream"]
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """An append-only log of events, in streams (one per domain) with global positions.
+
+    Contract (tests/store_contract.py runs it against every backend):
+
+    * ``append`` writes all ``records`` (one stream) atomically or not at all. Positions
+      are global, 1-based, gapless and increasing; stream versions are 1-based and gapless.
+    * ``expected_version`` is the stream's version before the append: an int (0 means
+      empty), ``"no_stream"`` (same as 0) or ``"any"``. A mismatch raises
+      :class:`ledger.errors.VersionConflict` and writes nothing.
+    * ``idempotency_key``: a second append with the same key and the same payloads writes
+      nothing and returns the originally stored records; with different payloads it raises
+      LedgerError("OPERATION_FAILED").
+    * Records are durable once ``append`` returns.
+    """
+
+    url: str
+
+    def append(
+        self,
+        records: Sequence[NewRecord],
+        expected_version: ExpectedVersion = ANY,
+        idempotency_key: str | None = None,
+    ) -> list[StoredRecord]:
+        """Append records of one stream; return them as stored."""
+        ...
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
+        """Records with position > ``after``, oldest first."""
+        ...
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
+        """Records of one stream with version > ``after_version``, oldest first."""
+        ...
+
+    def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        ...
+
+    def last_position(self) -> int:
+        """The highest position in the store (0 when empty)."""
+        ...
+
+    def lock(self, stream_id: str) -> AbstractContextManager[None]:
+        """A per-stream lock held across check-apply-append (may be a no-op in memory)."""
+        ...
+
+    def close(self) -> None:
+        """Release files and connections."""
+        ...
+
+
+class Hypervisor(Protocol):
+    """What the ledger needs from a hypervisor; mirrors libvirt's checkpoint API.
+
+    Every method raises :class:`ledger.errors.LedgerError` with libvirt's code when the
+    hypervisor refuses. Methods that change state either do it fully or raise; a partial
+    delete raises :class:`PartialDelete`.
+    """
+
+    uri: str
+
+    def domain_info(self, domain: str) -> DomainInfo:
+        """Name, UUID, state, bitmap policy and disks of ``domain`` (NO_DOMAIN if absent)."""
+        ...
+
+    def list_domains(self) -> list[str]:
+        """Names of every domain the hypervisor knows."""
+        ...
+
+    def create_checkpoint(self, domain: str, xml: str, quiesce: bool = False) -> str:
+        """``virDomainCheckpointCreateXML(xml, 0)``; return the new checkpoint's XML."""
+        ...
+
+    def redefine_checkpoint(self, domain: str, xml: str, validate: bool = False) -> str:
+        """CreateXML with REDEFINE (and REDEFINE_VALIDATE); return the resulting XML."""
+        ...
+
+    def delete_checkpoint(
+        self,
+        domain: str,
+        name: str,
+        *,
+        children: bool = False,
+        children_only: bool = False,
+        metadata_only: bool = False,
+    ) -> None:
+        """``virDomainCheckpointDelete`` with the matching flags."""
+        ...
+
+    def checkpoint_xml(self, domain: str, name: str, no_domain: bool = False) -> str:
+        """``virDomainCheckpointGetXMLDesc`` (SECURE, plus NO_DOMAIN if asked)."""
+        ...
+
+    def list_checkpoints(self, domain: str) -> list[str]:
+        """Names of every checkpoint of ``domain``, parents before children."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+class PartialDelete(Exception):
+    """A delete the hypervisor did only in part (libvirt-checkpoints.md §5.2 item 3).
+
+    ``reparented`` maps each child that was moved to its new parent; ``error`` is the
+    hypervisor's error for the step that failed.
+    """
+
+    def __init__(self, error: Exception, reparented: dict[str, str | None]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.reparented = reparented

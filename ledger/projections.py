@@ -1,0 +1,303 @@
+"""Projections: the state of one domain, folded from its events one at a time.
+
+:class:`DomainState` holds the checkpoint tree (parents, children in link order, libvirt's
+internal *current* checkpoint) and what the ledger believes each disk's bitmaps are.
+It is only ever changed by :meth:`DomainState.apply`; the rules read it, never write it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import (
+    BitmapDisabled,
+    BitmapEnabled,
+    BitmapMerged,
+    BitmapRemoved,
+    CheckpointCreated,
+    CheckpointDeleted,
+    CheckpointRedefined,
+    DomainEnrolled,
+    DriftObserved,
+    Event,
+)
+from .model import CheckpointDef, CheckpointDisk, DomainDisk, Policy
+
+PROJECTION_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A live checkpoint in the tree."""
+
+    name: str
+    parent: str | None
+    creation_time: int
+    description: str | None
+    disks: tuple[CheckpointDisk, ...]
+    domain_xml: str | None
+    xml: str
+    children: list[str] = field(default_factory=list)
+
+    def bitmap_on(self, disk: str) -> str | None:
+        """The bitmap name this checkpoint has on ``disk`` (None for checkpoint='no')."""
+        for d in self.disks:
+            if d.name == disk and d.checkpoint == "bitmap":
+                return d.bitmap or self.name
+        return None
+
+    def disk(self, name: str) -> CheckpointDisk | None:
+        """This checkpoint's entry for disk ``name``, if it lists it."""
+        for d in self.disks:
+            if d.name == name:
+                return d
+        return None
+
+    def definition(self) -> CheckpointDef:
+        """This checkpoint as an XML definition."""
+        return CheckpointDef(
+            name=self.name,
+            description=self.description,
+            parent=self.parent,
+            creation_time=self.creation_time,
+            disks=self.disks,
+            domain_xml=self.domain_xml,
+        )
+
+
+@dataclass
+class Bitmap:
+    """A bitmap the ledger believes exists on a disk."""
+
+    name: str
+    checkpoint: str
+    active: bool
+
+
+@dataclass
+class DomainState:
+    """Everything the ledger knows about one domain (one stream)."""
+
+    stream_id: str
+    name: str = ""
+    uuid: str = ""
+    policy: Policy = "independent"
+    disks: tuple[DomainDisk, ...] = ()
+    checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
+    current: str | None = None
+    bitmaps: dict[str, dict[str, Bitmap]] = field(default_factory=dict)  # disk -> name -> Bitmap
+    version: int = 0  # stream version of the last folded event
+    position: int = 0  # global position of the last folded event
+
+    # ------------------------------------------------------------------ queries
+    def get(self, name: str) -> Checkpoint | None:
+        """The live checkpoint called ``name``, if any."""
+        return self.checkpoints.get(name)
+
+    def roots(self) -> list[str]:
+        """Checkpoints without a parent, in creation order."""
+        return [c.name for c in self.checkpoints.values() if c.parent is None]
+
+    def ancestors(self, name: str | None) -> Iterator[Checkpoint]:
+        """``name`` itself, then its parent, grandparent ... up to a root."""
+        seen: set[str] = set()
+        while name is not None and name not in seen:
+            seen.add(name)
+            cp = self.checkpoints.get(name)
+            if cp is None:
+                return
+            yield cp
+            name = cp.parent
+
+    def descendants(self, name: str) -> list[str]:
+        """Every descendant of ``name`` in pre-order (parents before children), without it."""
+        out: list[str] = []
+        stack = list(reversed(self.checkpoints[name].children))
+        while stack:
+            n = stack.pop()
+            out.append(n)
+            stack.extend(reversed(self.checkpoints[n].children))
+        return out
+
+    def topological(self) -> list[str]:
+        """Every checkpoint, each parent before its children (pre-order from the roots)."""
+        out: list[str] = []
+        for root in self.roots():
+            out.append(root)
+            out.extend(self.descendants(root))
+        return out
+
+    def disk_names(self) -> list[str]:
+        """The domain's disks, then any other disk a live checkpoint mentions."""
+        names = [d.name for d in self.disks]
+        for cp in self.checkpoints.values():
+            for d in cp.disks:
+                if d.name not in names:
+                    names.append(d.name)
+        return names
+
+    # -------------------------------------------------------------------- fold
+    def apply(self, event: Event, version: int = 0, position: int = 0) -> None:
+        """Fold one event into the state."""
+        if isinstance(event, DomainEnrolled):
+            self.name, self.uuid, self.policy = event.name, event.uuid, event.policy
+            self.disks = event.disks
+        elif isinstance(event, CheckpointCreated):
+            self._insert(event.name, event)
+            self.current = event.name
+            for d in event.disks:
+                if d.checkpoint == "bitmap":
+                    self._add_bitmap(d.name, d.bitmap or event.name, event.name, True)
+        elif isinstance(event, CheckpointRedefined):
+            self._redefine(event)
+        elif isinstance(event, CheckpointDeleted):
+            self._delete(event)
+        elif isinstance(event, BitmapDisabled | BitmapEnabled):
+            bm = self.bitmaps.get(event.disk, {}).get(event.bitmap)
+            if bm is not None:
+                bm.active = isinstance(event, BitmapEnabled)
+        elif isinstance(event, BitmapRemoved):
+            self.bitmaps.get(event.disk, {}).pop(event.bitmap, None)
+        elif isinstance(event, BitmapMerged | DriftObserved):
+            pass  # a merge changes no bitmap's existence or state; drift is a note
+        if version:
+            self.version = version
+        if position:
+            self.position = position
+
+    def _add_bitmap(self, disk: str, name: str, checkpoint: str, active: bool) -> None:
+        self.bitmaps.setdefault(disk, {})[name] = Bitmap(name, checkpoint, active)
+
+    def _insert(self, name: str, ev: CheckpointCreated | CheckpointRedefined) -> None:
+        self.checkpoints[name] = Checkpoint(
+            name=name,
+            parent=ev.parent,
+            creation_time=ev.creation_time,
+            description=ev.description,
+            disks=ev.disks,
+            domain_xml=ev.domain_xml,
+            xml=ev.xml,
+        )
+        if ev.parent is not None and ev.parent in self.checkpoints:
+            self.checkpoints[ev.parent].children.append(name)
+
+    def _redefine(self, ev: CheckpointRedefined) -> None:
+        make_current = self.current is None or ev.parent == self.current
+        old = self.checkpoints.get(ev.name)
+        if old is not None:  # in-place update: keep the children, relink the parent
+            if old.parent is not None and old.parent in self.checkpoints:
+                self.checkpoints[old.parent].children.remove(ev.name)
+            children = old.children
+            self._insert(ev.name, ev)
+            self.checkpoints[ev.name].children = children
+        else:
+            self._insert(ev.name, ev)
+        if make_current:
+            self.current = ev.name
+        # REDEFINE touches no bitmap; the ledger now believes the checkpoint's bitmaps
+        # exist as the policy would have left them.
+        for d in ev.disks:
+            if d.checkpoint != "bitmap":
+                continue
+            bitmap = d.bitmap or ev.name
+            if bitmap in self.bitmaps.get(d.name, {}):
+                continue
+            active = self.policy == "independent" or self._newest_on(d.name, ev.name)
+            if active and self.policy == "chained":
+                for bm in self.bitmaps.get(d.name, {}).values():
+                    bm.active = False
+            self._add_bitmap(d.name, bitmap, ev.name, active)
+
+    def _newest_on(self, disk: str, name: str) -> bool:
+        """Chained belief: no descendant of ``name`` has a bitmap on ``disk``."""
+        return not any(self.checkpoints[n].bitmap_on(disk) for n in self.descendants(name))
+
+    def _delete(self, ev: CheckpointDeleted) -> None:
+        target = self.checkpoints[ev.name]
+        gone = set(ev.deleted)
+        for child, new_parent in ev.reparented.items():
+            cp = self.checkpoints.get(child)
+            if cp is None:
+                continue
+            cp.parent = new_parent
+            if new_parent is not None and new_parent in self.checkpoints:
+                self.checkpoints[new_parent].children.append(child)
+        for name in ev.deleted:
+            cp = self.checkpoints.pop(name, None)
+            if cp is not None and cp.parent is not None and cp.parent in self.checkpoints:
+                siblings = self.checkpoints[cp.parent].children
+                if name in siblings:
+                    siblings.remove(name)
+        if self.current in gone:
+            self.current = ev.name if ev.name not in gone else target.parent
+            if self.current is not None and self.current not in self.checkpoints:
+                self.current = None
+
+    # ------------------------------------------------------------- snapshots
+    def clone(self) -> DomainState:
+        """A deep copy, for trying events out without touching this state."""
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for snapshots and the mock hypervisor's state file."""
+        return {
+            "projection_version": PROJECTION_VERSION,
+            "stream_id": self.stream_id,
+            "name": self.name,
+            "uuid": self.uuid,
+            "policy": self.policy,
+            "disks": [d.model_dump() for d in self.disks],
+            "checkpoints": [
+                {
+                    "name": c.name,
+                    "parent": c.parent,
+                    "creation_time": c.creation_time,
+                    "description": c.description,
+                    "disks": [d.model_dump() for d in c.disks],
+                    "domain_xml": c.domain_xml,
+                    "xml": c.xml,
+                    "children": list(c.children),
+                }
+                for c in self.checkpoints.values()
+            ],
+            "current": self.current,
+            "bitmaps": {
+                disk: [[b.name, b.checkpoint, b.active] for b in bms.values()]
+                for disk, bms in self.bitmaps.items()
+            },
+            "version": self.version,
+            "position": self.position,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DomainState:
+        """Rebuild a state written by :meth:`to_dict` (ValueError for another version)."""
+        if data.get("projection_version") != PROJECTION_VERSION:
+            raise ValueError("projection version mismatch")
+        st = cls(
+            stream_id=data["stream_id"],
+            name=data["name"],
+            uuid=data["uuid"],
+            policy=data["policy"],
+            disks=tuple(DomainDisk.model_validate(d) for d in data["disks"]),
+            current=data["current"],
+            version=data["version"],
+            position=data["position"],
+        )
+        for c in data["checkpoints"]:
+            st.checkpoints[c["name"]] = Checkpoint(
+                name=c["name"],
+                parent=c["parent"],
+                creation_time=c["creation_time"],
+                description=c["description"],
+                disks=tuple(CheckpointDisk.model_validate(d) for d in c["disks"]),
+                domain_xml=c["domain_xml"],
+                xml=c["xml"],
+                children=list(c["children"]),
+            )
+        for disk, rows in data["bitmaps"].items():
+            st.bitmaps[disk] = {r[0]: Bitmap(r[0], r[1], bool(r[2])) for r in rows}
+        return st
