@@ -13,7 +13,7 @@ import typer
 
 from ledger import Ledger
 
-from . import commands, demo, mock_cmd
+from . import commands, demo, mock_cmd, recovery_cmd
 from .output import fail
 
 app = typer.Typer(
@@ -61,6 +61,7 @@ def root(
 
 
 commands.register(app)
+recovery_cmd.register(app)
 app.add_typer(mock_cmd.app, name="mock")
 app.command("demo")(demo.demo_command)
 

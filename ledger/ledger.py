@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import rules
+from . import recovery, rules
 from .domain_xml import parse_domain_xml
 from .envelope import Provenance, StoredRecord, decode_record, new_record
 from .errors import LedgerError, VersionConflict, no_checkpoint, no_domain
@@ -36,7 +36,10 @@ from .views import (
     CheckpointView,
     DeleteResult,
     EventView,
+    ImportReport,
     PlanView,
+    ReplayReport,
+    VerifyReport,
 )
 from .xml import create_request_xml, parse_checkpoint_xml, parse_diskspec
 
@@ -165,10 +168,16 @@ class Ledger:
         return self.store.last_position()
 
     # ------------------------------------------------------------ the write path
-    def _provenance(self, reason: str | None) -> Provenance:
-        return Provenance.default(actor=self.actor, reason=reason or self.reason)
+    def _provenance(self, reason: str | None, actor: str | None = None) -> Provenance:
+        return Provenance.default(actor=actor or self.actor, reason=reason or self.reason)
 
-    def _enrollment(self, info: DomainInfo) -> tuple[DomainState, list[Event]]:
+    def has_hypervisor(self) -> bool:
+        """Whether a hypervisor was given (reads never need one)."""
+        return self._hypervisor is not None
+
+    def _enrollment(
+        self, info: DomainInfo, hypervisor_uri: str | None | bool = True
+    ) -> tuple[DomainState, list[Event]]:
         """The domain's state, plus a DomainEnrolled event if it is new or has changed."""
         state = self.states.get(info.uuid)
         enrolled = DomainEnrolled(
@@ -176,7 +185,7 @@ class Ledger:
             uuid=info.uuid,
             disks=info.disks,
             policy=info.policy,
-            hypervisor=getattr(self.hypervisor, "uri", None),
+            hypervisor=self.hypervisor.uri if hypervisor_uri is True else hypervisor_uri or None,
         )
         if state is None:
             state = DomainState(stream_id=info.uuid)
@@ -193,8 +202,14 @@ class Ledger:
             self.catch_up()
             yield info
 
-    def _append(self, info: DomainInfo, events: Sequence[Event], reason: str | None) -> None:
-        prov = self._provenance(reason)
+    def _append(
+        self,
+        info: DomainInfo,
+        events: Sequence[Event],
+        reason: str | None,
+        actor: str | None = None,
+    ) -> None:
+        prov = self._provenance(reason, actor)
         state = self.states.get(info.uuid)
         expected = state.version if state else 0
         now = time.time()
@@ -327,6 +342,34 @@ class Ledger:
             events.extend(rules.redefined_events(state, moved, xml))
         if len(events) > len(pre):
             self._append(info, events, reason or f"partial delete of {name}: {partial.error}")
+
+    # ------------------------------------------------ recovery (ledger/recovery.py)
+    def import_(self, domains: Sequence[str] = ()) -> builtins.list[ImportReport]:
+        """Append what the hypervisor has and the ledger does not (actor ``import``)."""
+        return recovery.import_domains(self, domains)
+
+    def import_xml(self, domain: str, folder: str | Path) -> ImportReport:
+        """Import a directory of checkpoint XML files, ordered by their parent links."""
+        return recovery.import_xml_dir(self, domain, Path(folder))
+
+    def replay(
+        self,
+        domains: Sequence[str] = (),
+        *,
+        dry_run: bool = False,
+        validate: bool = False,
+        overwrite: bool = False,
+        as_of: Any = None,
+        progress: Any = None,
+    ) -> builtins.list[ReplayReport]:
+        """Redefine every live checkpoint into the hypervisor, parents first."""
+        return recovery.replay(self, domains, dry_run=dry_run, validate=validate,
+                               overwrite=overwrite, as_of=as_of, progress=progress)
+
+    def verify(self, domains: Sequence[str] = (), record: bool = False) -> builtins.list[
+            VerifyReport]:
+        """Compare the ledger, the hypervisor's metadata and the bitmaps in the images."""
+        return recovery.verify(self, domains, record=record)
 
     # ------------------------------------------------------------------- reads
     def _view(self, state: DomainState, name: str) -> CheckpointView:

@@ -118,6 +118,13 @@ def plan(state: DomainState, since: str) -> dict[str, DiskPlan]:
                 mode="full", bitmaps=[], reason=f"bitmap '{missing[0]}' is missing on {disk}"
             )
             continue
+        broken = [b for b in bitmaps if state.bitmaps[disk][b].problem]
+        if broken:
+            problem = state.bitmaps[disk][broken[0]].problem
+            out[disk] = DiskPlan(
+                mode="full", bitmaps=[], reason=f"bitmap '{broken[0]}' on {disk}: {problem}"
+            )
+            continue
         if state.policy == "independent" and not state.bitmaps[disk][bitmaps[0]].active:
             out[disk] = DiskPlan(
                 mode="full", bitmaps=[], reason=f"bitmap '{bitmaps[0]}' is not recording"

@@ -117,6 +117,18 @@ class Hypervisor(Protocol):
         """Names of every checkpoint of ``domain``, parents before children."""
         ...
 
+    def checkpoint_xmls(self, domain: str) -> list[str]:
+        """Every checkpoint's XML (with <domain>), parents before children."""
+        ...
+
+    def observed_bitmaps(self, domain: str) -> dict[str, list[dict[str, object]]]:
+        """Per disk target, the bitmaps really in the images.
+
+        Each is ``{"name", "recording", "inconsistent", "in_use", "count"}``; ``in_use``
+        is only true for an image that is not open but was not closed cleanly.
+        """
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...

@@ -29,6 +29,11 @@ from .model import CheckpointDef, CheckpointDisk, DomainDisk, Policy
 PROJECTION_VERSION = 1
 
 
+def drift_key(kind: str, checkpoint: str | None, disk: str | None, bitmap: str | None) -> str:
+    """A stable key for one kind of drift on one thing."""
+    return "|".join([kind, checkpoint or "", disk or "", bitmap or ""])
+
+
 @dataclass
 class Checkpoint:
     """A live checkpoint in the tree."""
@@ -75,6 +80,7 @@ class Bitmap:
     name: str
     checkpoint: str
     active: bool
+    problem: str | None = None  # observed drift that makes the bitmap unusable
 
 
 @dataclass
@@ -89,6 +95,7 @@ class DomainState:
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     current: str | None = None
     bitmaps: dict[str, dict[str, Bitmap]] = field(default_factory=dict)  # disk -> name -> Bitmap
+    drift: dict[str, str] = field(default_factory=dict)  # recorded drift key -> detail
     version: int = 0  # stream version of the last folded event
     position: int = 0  # global position of the last folded event
 
@@ -161,12 +168,33 @@ class DomainState:
                 bm.active = isinstance(event, BitmapEnabled)
         elif isinstance(event, BitmapRemoved):
             self.bitmaps.get(event.disk, {}).pop(event.bitmap, None)
-        elif isinstance(event, BitmapMerged | DriftObserved):
-            pass  # a merge changes no bitmap's existence or state; drift is a note
+        elif isinstance(event, DriftObserved):
+            self._drift(event)
+        elif isinstance(event, BitmapMerged):
+            pass  # a merge changes no bitmap's existence or state
         if version:
             self.version = version
         if position:
             self.position = position
+
+    def _drift(self, ev: DriftObserved) -> None:
+        """Observed drift: a bitmap gone or broken makes plans through it full backups."""
+        key = drift_key(ev.kind, ev.checkpoint, ev.disk, ev.bitmap)
+        if ev.kind.endswith("-ok"):
+            self.drift.pop(drift_key(ev.kind[:-3], ev.checkpoint, ev.disk, ev.bitmap), None)
+        else:
+            self.drift[key] = ev.detail
+        if ev.disk is None or ev.bitmap is None:
+            return
+        bms = self.bitmaps.get(ev.disk, {})
+        if ev.kind == "bitmap-missing":
+            bms.pop(ev.bitmap, None)
+        elif ev.kind in ("bitmap-inconsistent", "bitmap-not-recording") and ev.bitmap in bms:
+            bms[ev.bitmap].problem = ev.detail or ev.kind
+            if ev.kind == "bitmap-not-recording":
+                bms[ev.bitmap].active = False
+        elif ev.kind in ("bitmap-inconsistent-ok", "bitmap-not-recording-ok") and ev.bitmap in bms:
+            bms[ev.bitmap].problem = None
 
     def _add_bitmap(self, disk: str, name: str, checkpoint: str, active: bool) -> None:
         self.bitmaps.setdefault(disk, {})[name] = Bitmap(name, checkpoint, active)
@@ -205,6 +233,8 @@ class DomainState:
             bitmap = d.bitmap or ev.name
             if bitmap in self.bitmaps.get(d.name, {}):
                 continue
+            if old is not None and old.bitmap_on(d.name) == bitmap:
+                continue  # an in-place update: the bitmap is what it was (maybe gone)
             active = self.policy == "independent" or self._newest_on(d.name, ev.name)
             if active and self.policy == "chained":
                 for bm in self.bitmaps.get(d.name, {}).values():
@@ -265,9 +295,10 @@ class DomainState:
             ],
             "current": self.current,
             "bitmaps": {
-                disk: [[b.name, b.checkpoint, b.active] for b in bms.values()]
+                disk: [[b.name, b.checkpoint, b.active, b.problem] for b in bms.values()]
                 for disk, bms in self.bitmaps.items()
             },
+            "drift": dict(self.drift),
             "version": self.version,
             "position": self.position,
         }
@@ -284,6 +315,7 @@ class DomainState:
             policy=data["policy"],
             disks=tuple(DomainDisk.model_validate(d) for d in data["disks"]),
             current=data["current"],
+            drift=dict(data.get("drift", {})),
             version=data["version"],
             position=data["position"],
         )
@@ -299,5 +331,5 @@ class DomainState:
                 children=list(c["children"]),
             )
         for disk, rows in data["bitmaps"].items():
-            st.bitmaps[disk] = {r[0]: Bitmap(r[0], r[1], bool(r[2])) for r in rows}
+            st.bitmaps[disk] = {r[0]: Bitmap(r[0], r[1], bool(r[2]), r[3]) for r in rows}
         return st

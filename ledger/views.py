@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from .events import DriftObserved
 from .model import CheckpointDisk, Policy
 
 PlanMode = Literal["incremental", "differential", "full"]
@@ -78,3 +79,55 @@ class DeleteResult(BaseModel):
     deleted: list[str]
     reparented: dict[str, str | None]
     children_only: bool = False
+
+
+class ImportReport(BaseModel):
+    """What ``import`` / ``import-xml`` learned for one domain."""
+
+    domain: str
+    added: list[str] = []
+    changed: list[str] = []
+    unchanged: list[str] = []
+    missing_on_host: list[str] = []
+
+
+class ReplayStep(BaseModel):
+    """One checkpoint in a replay plan."""
+
+    name: str
+    action: Literal["redefine", "skip", "conflict"]
+    why: str | None = None
+
+
+class ReplayReport(BaseModel):
+    """What ``replay`` did (or, with ``dry_run``, would do) for one domain."""
+
+    domain: str
+    dry_run: bool = False
+    steps: list[ReplayStep] = []
+    unknown_on_host: list[str] = []
+
+
+class Finding(BaseModel):
+    """One disagreement between the ledger, the hypervisor and the images."""
+
+    kind: str
+    checkpoint: str | None = None
+    disk: str | None = None
+    bitmap: str | None = None
+    detail: str = ""
+
+    def to_event(self) -> DriftObserved:
+        """The event that records this finding."""
+        return DriftObserved(kind=self.kind, checkpoint=self.checkpoint, disk=self.disk,
+                             bitmap=self.bitmap, detail=self.detail)
+
+
+class VerifyReport(BaseModel):
+    """``verify`` for one domain: findings and the backup plans they make unusable."""
+
+    domain: str
+    ok: bool
+    findings: list[Finding] = []
+    unusable_plans: dict[str, dict[str, str]] = {}  # reference checkpoint -> disk -> reason
+    recorded: int = 0

@@ -399,3 +399,13 @@ def test_state_round_trips_through_to_dict() -> None:
     st = seed("chained")
     again = DomainState.from_dict(st.to_dict())
     assert again.to_dict() == st.to_dict()
+
+
+def test_in_place_redefine_does_not_resurrect_a_bitmap_observed_missing() -> None:
+    from ledger.events import DriftObserved
+
+    st = chain()
+    st.apply(DriftObserved(kind="bitmap-missing", checkpoint="c2", disk="vda", bitmap="c2"))
+    assert plan(st, "c2")["vda"].mode == "full"
+    redefine(st, "c2", "c1")
+    assert "c2" not in st.bitmaps["vda"] and plan(st, "c2")["vda"].mode == "full"

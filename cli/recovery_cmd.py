@@ -1,0 +1,137 @@
+"""import, import-xml, replay and verify: learning from and restoring to a hypervisor."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ledger import Ledger
+
+from .output import handles_errors, print_json, table
+
+JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+DRIFT_EXIT = 3
+
+
+def _open(ctx: typer.Context) -> Ledger:
+    lg: Ledger = ctx.obj.open()
+    return lg
+
+
+def register(app: typer.Typer) -> None:
+    """Add the recovery commands to ``app``."""
+
+    @app.command("import")
+    @handles_errors
+    def import_(
+        ctx: typer.Context,
+        domains: list[str] = typer.Argument(None, help="Domains (default: all on the host)."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Learn every checkpoint the hypervisor has and the ledger does not."""
+        with _open(ctx) as lg:
+            reports = lg.import_(domains or ())
+        if json_out:
+            print_json(reports)
+            return
+        for r in reports:
+            typer.echo(f"{r.domain}: {len(r.added)} added, {len(r.changed)} changed outside the "
+                       f"ledger, {len(r.unchanged)} already known")
+            for n in r.changed:
+                typer.echo(f"  {n}: changed outside the ledger (recorded)")
+            for n in r.missing_on_host:
+                typer.echo(f"  {n}: in the ledger but not on the host (replay restores it)")
+
+    @app.command("import-xml")
+    @handles_errors
+    def import_xml(
+        ctx: typer.Context,
+        domain: str = typer.Argument(...),
+        directory: Path = typer.Argument(..., help="A folder of checkpoint *.xml files."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Import checkpoint XML files (libvirt's or virtnbdbackup's), parents first."""
+        with _open(ctx) as lg:
+            report = lg.import_xml(domain, directory)
+        if json_out:
+            print_json(report)
+        else:
+            typer.echo(f"{domain}: {len(report.added)} added, {len(report.changed)} changed, "
+                       f"{len(report.unchanged)} already known")
+
+    @app.command()
+    @handles_errors
+    def replay(
+        ctx: typer.Context,
+        domains: list[str] = typer.Argument(None, help="Domains (default: every one)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, touch nothing."),
+        validate: bool = typer.Option(False, "--validate",
+                                      help="REDEFINE_VALIDATE: libvirt checks the bitmaps."),
+        overwrite: bool = typer.Option(False, "--overwrite",
+                                       help="Replace checkpoints the host defines differently."),
+        as_of: str | None = typer.Option(None, "--as-of", metavar="POSITION|TIME",
+                                         help="Replay the chain as it stood then."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Redefine the ledger's checkpoints into the hypervisor after a host loss."""
+        with _open(ctx) as lg:
+            bar = None
+            progress = None
+            if sys.stdout.isatty() and not json_out and not dry_run:
+                bar = typer.progressbar(length=0, label="Redefining")
+
+                def progress(done: int, total: int) -> None:
+                    assert bar is not None
+                    bar.length = total
+                    bar.update(1)
+
+            reports = lg.replay(domains or (), dry_run=dry_run, validate=validate,
+                                overwrite=overwrite, as_of=as_of, progress=progress)
+            if bar is not None:
+                bar.render_finish()
+        if json_out:
+            print_json(reports)
+            return
+        for r in reports:
+            verb = "would redefine" if r.dry_run else "redefined"
+            todo = [s.name for s in r.steps if s.action == "redefine"]
+            skipped = [s.name for s in r.steps if s.action == "skip"]
+            typer.echo(f"{r.domain}: {verb} {len(todo)}, skipped {len(skipped)} already defined")
+            rows = [(s.name, s.action, s.why or "") for s in r.steps]
+            if rows:
+                typer.echo(table(["Checkpoint", "Action", "Why"], rows))
+            for n in r.unknown_on_host:
+                typer.echo(f"  {n}: on the host but not in the ledger (left alone)")
+
+    @app.command()
+    @handles_errors
+    def verify(
+        ctx: typer.Context,
+        domains: list[str] = typer.Argument(None, help="Domains (default: every one)."),
+        record: bool = typer.Option(False, "--record", help="Append what was observed."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Compare the ledger, libvirt's metadata and the bitmaps in the images.
+
+        Exit status 0 when all agree, 3 when they do not.
+        """
+        with _open(ctx) as lg:
+            reports = lg.verify(domains or (), record=record)
+        if json_out:
+            print_json(reports)
+        else:
+            for r in reports:
+                typer.echo(f"{r.domain}: {'OK' if r.ok else f'{len(r.findings)} problem(s)'}")
+                rows = [(f.kind, f.checkpoint or "-", f.disk or "-", f.bitmap or "-", f.detail)
+                        for f in r.findings]
+                if rows:
+                    typer.echo(table(["Kind", "Checkpoint", "Disk", "Bitmap", "Detail"], rows))
+                for cp, disks in r.unusable_plans.items():
+                    for disk, why in disks.items():
+                        typer.echo(f"  plan since {cp} on {disk}: full backup needed ({why})")
+                if r.recorded:
+                    typer.echo(f"  recorded {r.recorded} observation(s) in the ledger")
+        if not all(r.ok for r in reports):
+            raise typer.Exit(DRIFT_EXIT)

@@ -1,0 +1,348 @@
+"""Learning from and restoring to a hypervisor: import, import-xml, replay and verify.
+
+* import: append what the hypervisor has and the ledger does not (actor ``import``).
+* import-xml: the same from a directory of checkpoint XML files, ordered by parent links.
+* replay: redefine every live checkpoint of the ledger into the hypervisor, parents first.
+* verify: compare the ledger, the hypervisor's metadata and the bitmaps really in the images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import rules
+from .domain_xml import parse_domain_xml
+from .errors import LedgerError
+from .events import DomainEnrolled, Event
+from .model import CheckpointDef, DomainInfo
+from .policies import plan as plan_disks
+from .projections import DomainState, drift_key
+from .views import Finding, ImportReport, ReplayReport, ReplayStep, VerifyReport
+from .xml import format_checkpoint_xml, parse_checkpoint_xml
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+MAX_FILES = 100_000
+
+
+def same_definition(a: CheckpointDef, b: CheckpointDef) -> bool:
+    """Whether two definitions agree on everything but the embedded <domain> text."""
+    keys = ("name", "parent", "creation_time", "description")
+    return all(getattr(a, k) == getattr(b, k) for k in keys) and tuple(
+        (d.name, d.checkpoint, d.bitmap) for d in a.disks or ()
+    ) == tuple((d.name, d.checkpoint, d.bitmap) for d in b.disks or ())
+
+
+def _learn(
+    state: DomainState, defs: Sequence[tuple[CheckpointDef, str]], report: ImportReport
+) -> list[Event]:
+    """Redefine events for definitions the ledger lacks or has otherwise (folded on ``state``)."""
+    events: list[Event] = []
+    for d, xml in defs:
+        assert d.name is not None
+        known = state.get(d.name)
+        if known is not None and same_definition(known.definition(), d):
+            report.unchanged.append(d.name)
+            continue
+        (report.changed if known is not None else report.added).append(d.name)
+        for ev in rules.redefined_events(state, d, xml):
+            state.apply(ev)
+            events.append(ev)
+    return events
+
+
+def import_domains(lg: Ledger, domains: Sequence[str]) -> list[ImportReport]:
+    """Import every checkpoint of ``domains`` (all the hypervisor's when empty)."""
+    names = list(domains) or lg.hypervisor.list_domains()
+    reports = []
+    for name in names:
+        with lg._domain_lock(name) as info:
+            state, pre = lg._enrollment(info)
+            trial = state.clone()
+            report = ImportReport(domain=name)
+            defs = [(parse_checkpoint_xml(x, redefine=True), x)
+                    for x in lg.hypervisor.checkpoint_xmls(name)]
+            events = _learn(trial, defs, report)
+            host = {d.name for d, _ in defs}
+            report.missing_on_host = [n for n in state.topological() if n not in host]
+            if pre or events:
+                lg._append(info, [*pre, *events], f"imported from {lg.hypervisor.uri}",
+                           actor="import")
+            reports.append(report)
+    return reports
+
+
+def _read_dir(folder: Path) -> list[tuple[Path, CheckpointDef, str]]:
+    if not folder.is_dir():
+        raise LedgerError("INVALID_ARG", f"{folder} is not a directory")
+    files = sorted(folder.glob("*.xml"))
+    if not files:
+        raise LedgerError("INVALID_ARG", f"no checkpoint XML files (*.xml) in {folder}")
+    if len(files) > MAX_FILES:
+        raise LedgerError("INVALID_ARG", f"more than {MAX_FILES} files in {folder}")
+    out = []
+    for f in files:
+        try:
+            raw = f.read_bytes()
+        except OSError as err:
+            raise LedgerError("INVALID_ARG", f"cannot read {f}: {err.strerror}") from None
+        try:
+            d = parse_checkpoint_xml(raw, redefine=True)
+        except LedgerError as err:
+            raise LedgerError(err.code, f"{f.name}: {err.message}", prefixed=False) from None
+        out.append((f, d, raw.decode()))
+    return out
+
+
+def order_by_parents(
+    items: list[tuple[Path, CheckpointDef, str]], known: set[str]
+) -> list[tuple[Path, CheckpointDef, str]]:
+    """Parents before children, by the parent links (never by file name or time)."""
+    by_name: dict[str, tuple[Path, CheckpointDef, str]] = {}
+    for item in items:
+        name = item[1].name or ""
+        if name in by_name:
+            raise LedgerError(
+                "INVALID_ARG",
+                f"checkpoint {name} is defined twice: {by_name[name][0].name} and {item[0].name}",
+            )
+        by_name[name] = item
+    ordered: list[tuple[Path, CheckpointDef, str]] = []
+    placed: set[str] = set()
+    while len(ordered) < len(items):
+        ready = [n for n, it in by_name.items() if n not in placed and (
+            it[1].parent is None or it[1].parent in placed or
+            (it[1].parent in known and it[1].parent not in by_name))]
+        if not ready:
+            waiting = sorted(n for n in by_name if n not in placed)
+            missing = sorted({by_name[n][1].parent or "" for n in waiting} - set(by_name) - known)
+            if missing:
+                raise LedgerError(
+                    "INVALID_ARG",
+                    f"parent {missing[0]} of checkpoint "
+                    f"{next(n for n in waiting if by_name[n][1].parent == missing[0])} "
+                    "is neither in the directory nor in the ledger",
+                )
+            raise LedgerError(
+                "INVALID_ARG", f"the parent links of {', '.join(waiting)} form a cycle"
+            )
+        for n in sorted(ready, key=lambda n: (by_name[n][1].creation_time or 0, n)):
+            placed.add(n)
+            ordered.append(by_name[n])
+    return ordered
+
+
+def import_xml_dir(lg: Ledger, domain: str, folder: Path) -> ImportReport:
+    """Import a directory of checkpoint XML (libvirt's or virtnbdbackup's) into the ledger."""
+    items = _read_dir(folder)
+    uuid = next((parse_domain_xml(d.domain_xml).uuid for _, d, _ in items if d.domain_xml), None)
+    info = _info_for(lg, domain, uuid)
+    with lg.store.lock(info.uuid):
+        lg.catch_up()
+        state, pre = lg._enrollment(info, hypervisor_uri=None) if info.uuid not in lg.states \
+            else (lg.states[info.uuid], [])
+        trial = state.clone()
+        ordered = order_by_parents(items, set(trial.checkpoints))
+        defs = []
+        for path, d, _ in ordered:
+            try:
+                embedded = None
+                if d.domain_xml is not None:
+                    dom = parse_domain_xml(d.domain_xml)
+                    embedded = (dom.uuid, dom.disks)
+                checked = rules.decide_redefine(trial, d, embedded)
+            except LedgerError as err:
+                raise LedgerError(err.code, f"{path.name}: {err.message}", prefixed=False) from None
+            defs.append((checked, format_checkpoint_xml(checked)))
+            trial.apply(rules.redefined_events(trial, checked, defs[-1][1])[0])
+        report = ImportReport(domain=domain)
+        events = _learn(state.clone(), defs, report)
+        if pre or events:
+            lg._append(info, [*pre, *events], f"imported from {folder}", actor="import")
+    return report
+
+
+def _info_for(lg: Ledger, domain: str, uuid: str | None) -> DomainInfo:
+    """The domain as the ledger, the hypervisor or the XML's <domain> knows it."""
+    if domain in lg.by_name:
+        st = lg.state(domain)
+        if uuid and uuid.lower() != st.uuid.lower():
+            raise LedgerError(
+                "INVALID_ARG", f"the files are for domain uuid {uuid}, the ledger's {domain} "
+                f"is {st.uuid}")
+        return DomainInfo(name=st.name, uuid=st.uuid, running=False, policy=st.policy,
+                          disks=st.disks)
+    if lg.has_hypervisor():
+        return lg.hypervisor.domain_info(domain)
+    if uuid:
+        return DomainInfo(name=domain, uuid=uuid, running=False, policy="independent")
+    raise LedgerError(
+        "NO_DOMAIN", f"domain {domain} is not in the ledger, the XML files carry no <domain>, "
+        "and no --hypervisor was given to look it up")
+
+
+def replay(
+    lg: Ledger,
+    domains: Sequence[str],
+    *,
+    dry_run: bool = False,
+    validate: bool = False,
+    overwrite: bool = False,
+    as_of: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[ReplayReport]:
+    """Redefine the ledger's live checkpoints into the hypervisor, parents first."""
+    names = list(domains) or lg.domains()
+    reports = []
+    for name in names:
+        state = lg.state_at(name, as_of) if as_of is not None else lg.state(name)
+        info = lg.hypervisor.domain_info(name)
+        if info.uuid.lower() != state.uuid.lower():
+            raise LedgerError(
+                "INVALID_ARG", f"domain {name} has uuid {info.uuid} on {lg.hypervisor.uri} but "
+                f"{state.uuid} in the ledger: refusing to replay into another domain")
+        host = {}
+        for x in lg.hypervisor.checkpoint_xmls(name):
+            d = parse_checkpoint_xml(x, redefine=True)
+            host[d.name or ""] = d
+        report = ReplayReport(domain=name, dry_run=dry_run)
+        order = replay_order(state)
+        report.unknown_on_host = sorted(n for n in host if n not in state.checkpoints)
+        todo = []
+        for n in order:
+            mine = state.checkpoints[n].definition()
+            theirs = host.get(n)
+            if theirs is not None and same_definition(mine, theirs):
+                report.steps.append(ReplayStep(name=n, action="skip", why="already defined"))
+            elif theirs is not None and not overwrite:
+                report.steps.append(ReplayStep(
+                    name=n, action="conflict", why="defined differently on the host "
+                    "(use --overwrite to replace it)"))
+            else:
+                todo.append(n)
+                report.steps.append(ReplayStep(name=n, action="redefine"))
+        if not dry_run:
+            for i, n in enumerate(todo):
+                xml = _replay_xml(state, n, info)
+                lg.redefine(name, xml, validate=validate, reason="replay")
+                if progress:
+                    progress(i + 1, len(todo))
+        reports.append(report)
+    return reports
+
+
+def replay_order(state: DomainState) -> list[str]:
+    """Parents first, the path to the current checkpoint before its siblings.
+
+    libvirt makes a redefined checkpoint current when its parent is current (or there is
+    none), so walking the current's branch first leaves it current at the end.
+    """
+    on_path = {cp.name for cp in state.ancestors(state.current)}
+    out: list[str] = []
+
+    def visit(n: str) -> None:
+        out.append(n)
+        kids = sorted(state.checkpoints[n].children, key=lambda k: (k not in on_path, k))
+        for k in kids:
+            visit(k)
+
+    for root in sorted(state.roots(), key=lambda k: (k not in on_path, k)):
+        visit(root)
+    return out
+
+
+def _replay_xml(state: DomainState, name: str, info: DomainInfo) -> str:
+    d = state.checkpoints[name].definition()
+    if d.domain_xml is None and info.domain_xml is not None:
+        d = d.model_copy(update={"domain_xml": info.domain_xml})
+    return format_checkpoint_xml(d)
+
+
+def verify(lg: Ledger, domains: Sequence[str], record: bool = False) -> list[VerifyReport]:
+    """Compare ledger, hypervisor metadata and real bitmaps for each domain."""
+    names = list(domains) or lg.domains()
+    return [_verify_one(lg, n, record) for n in names]
+
+
+def _verify_one(lg: Ledger, name: str, record: bool) -> VerifyReport:
+    state = lg.state(name)
+    hv = lg.hypervisor
+    info = hv.domain_info(name)
+    report = VerifyReport(domain=name, ok=True)
+    if info.uuid.lower() != state.uuid.lower():
+        report.findings.append(Finding(kind="uuid-mismatch", detail=f"host {info.uuid}, "
+                                       f"ledger {state.uuid}"))
+    host = {}
+    for x in hv.checkpoint_xmls(name):
+        d = parse_checkpoint_xml(x, redefine=True)
+        host[d.name or ""] = d
+    for n in state.topological():
+        if n not in host:
+            report.findings.append(Finding(kind="missing-on-host", checkpoint=n,
+                                           detail="in the ledger, not in the hypervisor"))
+        elif host[n].parent != state.checkpoints[n].parent:
+            report.findings.append(Finding(
+                kind="parent-mismatch", checkpoint=n,
+                detail=f"ledger parent {state.checkpoints[n].parent}, host {host[n].parent}"))
+    for n in sorted(set(host) - set(state.checkpoints)):
+        report.findings.append(Finding(kind="extra-on-host", checkpoint=n,
+                                       detail="in the hypervisor, not in the ledger"))
+    report.findings.extend(_bitmap_findings(state, hv.observed_bitmaps(name), info.running))
+    trial = state.clone()
+    drift = [Finding.to_event(f) for f in report.findings]
+    for ev in drift:
+        trial.apply(ev)
+    for n in state.topological():
+        before, after = plan_disks(state, n), plan_disks(trial, n)
+        for disk, p in after.items():
+            if p.mode == "full" and before.get(disk) and before[disk].mode != "full":
+                report.unusable_plans.setdefault(n, {})[disk] = p.reason or "full"
+    report.ok = not report.findings
+    if record:
+        new = [ev for ev in drift
+               if drift_key(ev.kind, ev.checkpoint, ev.disk, ev.bitmap) not in state.drift]
+        if new:
+            lg._append(info, new, "verify", actor="verify")
+        report.recorded = len(new)
+    return report
+
+
+def _bitmap_findings(
+    state: DomainState, observed: dict[str, list[dict[str, Any]]], running: bool
+) -> list[Finding]:
+    out: list[Finding] = []
+    owned: dict[str, set[str]] = {}
+    for cp in state.checkpoints.values():
+        for disk in cp.disks:
+            bitmap = cp.bitmap_on(disk.name)
+            if bitmap is None:
+                continue
+            owned.setdefault(disk.name, set()).add(bitmap)
+            seen = {b["name"]: b for b in observed.get(disk.name, [])}
+            b = seen.get(bitmap)
+            mine = state.bitmaps.get(disk.name, {}).get(bitmap)
+            if b is None:
+                out.append(Finding(kind="bitmap-missing", checkpoint=cp.name, disk=disk.name,
+                                   bitmap=bitmap, detail=f"bitmap {bitmap} is not on {disk.name}"))
+            elif b.get("inconsistent") or b.get("in_use"):
+                why = "in-use on an image that is not open (not closed cleanly)" if not running \
+                    else "inconsistent (QEMU did not close the image cleanly)"
+                out.append(Finding(kind="bitmap-inconsistent", checkpoint=cp.name,
+                                   disk=disk.name, bitmap=bitmap, detail=why))
+            elif mine is not None and mine.active and not b.get("recording"):
+                out.append(Finding(kind="bitmap-not-recording", checkpoint=cp.name,
+                                   disk=disk.name, bitmap=bitmap,
+                                   detail=f"bitmap {bitmap} on {disk.name} is not recording"))
+    for target, bms in observed.items():
+        for b in bms:
+            if b["name"] not in owned.get(target, set()):
+                out.append(Finding(
+                    kind="orphan-bitmap", disk=target, bitmap=b["name"],
+                    detail=f"no live checkpoint owns bitmap {b['name']} on {target}"))
+    return out
+
+
+__all__ = ["DomainEnrolled", "import_domains", "import_xml_dir", "replay", "verify"]
