@@ -1,0 +1,122 @@
+"""Helpers every backend shares: batch checks, expected-version checks, idempotency digests.
+
+Nothing here touches storage; each backend calls these inside its own write transaction so
+the rules of :class:`ledger.ports.EventStore` are enforced the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from ledger.envelope import NewRecord, StoredRecord
+from ledger.errors import LedgerError, VersionConflict
+from ledger.ports import ANY, NO_STREAM, ExpectedVersion
+
+
+def one_line(text: object) -> str:
+    """``text`` folded onto a single line (driver errors can span several)."""
+    return " ".join(str(text).split())
+
+
+def check_batch(records: Sequence[NewRecord]) -> str | None:
+    """The stream id shared by ``records`` (None when empty); INVALID_ARG otherwise."""
+    if not records:
+        return None
+    stream_id = records[0].stream_id
+    for rec in records:
+        if not isinstance(rec, NewRecord):
+            raise LedgerError("INVALID_ARG", f"expected a NewRecord, got {type(rec).__name__}")
+        if rec.stream_id != stream_id:
+            raise LedgerError(
+                "INVALID_ARG",
+                f"one append writes one stream; got {stream_id} and {rec.stream_id}",
+            )
+        if not isinstance(rec.payload, bytes | bytearray | memoryview):
+            raise LedgerError("INVALID_ARG", "a record's payload must be bytes")
+    return stream_id
+
+
+def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
+    """Raise :class:`VersionConflict` unless ``actual`` satisfies ``expected``."""
+    if expected == ANY:
+        return
+    if expected == NO_STREAM:
+        if actual != 0:
+            raise VersionConflict(stream_id, NO_STREAM, actual)
+        return
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise LedgerError(
+            "INVALID_ARG",
+            f"expected_version must be an int >= 0, 'any' or 'no_stream', not {expected!r}",
+        )
+    if expected != actual:
+        raise VersionConflict(stream_id, expected, actual)
+
+
+def digest(records: Sequence[NewRecord]) -> str:
+    """sha256 over the stream, types, schema versions and payloads of a batch.
+
+    Each field is length-prefixed so that no two different batches share a digest.
+    ``recorded_at`` is left out: a retry naturally carries a new timestamp.
+    """
+    h = hashlib.sha256()
+
+    def put(b: bytes) -> None:
+        h.update(len(b).to_bytes(8, "big"))
+        h.update(b)
+
+    put(str(len(records)).encode())
+    for rec in records:
+        put(rec.stream_id.encode())
+        put(rec.stream_name.encode())
+        put(rec.type.encode())
+        put(str(rec.schema_version).encode())
+        put(bytes(rec.payload))
+    return h.hexdigest()
+
+
+def idempotency_mismatch(key: str) -> LedgerError:
+    """The error for an idempotency key reused with different content."""
+    return LedgerError(
+        "OPERATION_FAILED",
+        f"idempotency key '{key}' was already used for a different append",
+    )
+
+
+def stored(records: Sequence[NewRecord], first_position: int, version: int) -> list[StoredRecord]:
+    """``records`` as stored from ``first_position``, after stream version ``version``."""
+    return [
+        StoredRecord(
+            position=first_position + i,
+            stream_id=rec.stream_id,
+            stream_name=rec.stream_name,
+            stream_version=version + 1 + i,
+            type=rec.type,
+            schema_version=rec.schema_version,
+            recorded_at=float(rec.recorded_at),
+            payload=bytes(rec.payload),
+        )
+        for i, rec in enumerate(records)
+    ]
+
+
+@contextmanager
+def file_lock(path: str) -> Iterator[None]:
+    """An exclusive ``fcntl.flock`` on ``path`` (created if missing), held for the block.
+
+    Each call opens its own file description, so two threads of one process exclude each
+    other as two processes do. The lock is not re-entrant: nesting it in one thread blocks.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise LedgerError("STORE_ERROR", f"cannot open lock file {path}: {e.strerror}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the flock

@@ -1,0 +1,102 @@
+"""Look at a would-be SQLite store without changing a byte of it.
+
+:func:`inspect` runs before :class:`backends.sqlite.SqliteStore` opens a read-write
+connection: it checks the path, the 100-byte SQLite header and (through a read-only,
+``immutable`` connection when no WAL is pending) the application id, tables and schema
+version, so a file that is not a usable ledger is refused with STORE_ERROR untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from contextlib import closing
+
+from ledger.errors import LedgerError
+
+from ._common import one_line
+
+APPLICATION_ID = 0x636B706C  # "ckpl", in PRAGMA application_id
+BUSY_TIMEOUT_MS = 30_000
+_HEADER = b"SQLite format 3\x00"
+
+
+def err(detail: str) -> LedgerError:
+    """A one-line STORE_ERROR."""
+    return LedgerError("STORE_ERROR", one_line(detail))
+
+
+def inspect(path: str, schema_version: int) -> None:
+    """Refuse ``path`` unless it is absent, empty, or a ledger this code understands."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise err(f"cannot open store {path}: directory {parent} does not exist")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise err(f"cannot open store {path}: {e.strerror}") from e
+    if stat.S_ISDIR(st.st_mode):
+        raise err(f"cannot open store {path}: it is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise err(f"cannot open store {path}: not a regular file")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError as e:
+        raise err(f"cannot read store {path}: {e.strerror}") from e
+    try:
+        os.close(os.open(path, os.O_RDWR))  # opening for writing changes nothing
+    except OSError as e:
+        raise err(f"cannot write store {path}: {e.strerror}") from e
+    if not header:
+        return  # an empty file is an empty SQLite database
+    if len(header) < 100 or not header.startswith(_HEADER):
+        raise err(f"cannot open store {path}: file is not a database")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # With a non-empty -wal beside it, the main file may lag its header until recovery.
+    valid = header[24:28] == header[92:96] and not _nonempty(path + "-wal")
+    if page_size < 512 or st.st_size % page_size or (valid and st.st_size < pages * page_size):
+        raise err(f"cannot open store {path}: file is truncated or damaged ({st.st_size} bytes)")
+    # immutable=1 reads without creating -wal/-shm sidecars; it would ignore a WAL that
+    # still holds commits, so a non-empty -wal is read through a plain read-only connection.
+    mode = "mode=ro" if _nonempty(path + "-wal") else "mode=ro&immutable=1"
+    uri = "file:" + _quote(os.path.abspath(path)) + "?" + mode
+    try:
+        with closing(sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)) as ro:
+            tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            app_id = ro.execute("PRAGMA application_id").fetchone()[0]
+            version = ro.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as e:
+        raise err(f"cannot open store {path}: {e}") from e
+    check_identity(path, tables, app_id, version, schema_version)
+
+
+def check_identity(
+    path: str, tables: set[str], app_id: int, version: int, schema_version: int
+) -> None:
+    """Refuse a database that is not a ledger, or one newer than ``schema_version``."""
+    if not tables and app_id == 0 and version == 0:
+        return  # an empty SQLite database: becomes a new store
+    if app_id != APPLICATION_ID or "events" not in tables:
+        raise err(f"cannot open store {path}: a SQLite database but not a ckpt-ledger store")
+    if version > schema_version:
+        raise err(
+            f"cannot open store {path}: written by a newer ckpt-ledger (store schema version "
+            f"{version}; this version understands up to {schema_version})"
+        )
+
+
+def _nonempty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
+def _quote(path: str) -> str:
+    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")

@@ -1,0 +1,122 @@
+"""An in-process event store (``memory://``): for tests and dry runs, gone on close.
+
+Every method takes one :class:`threading.RLock`, so one store may be shared by threads.
+Positions are the list index + 1, hence global, 1-based and gapless.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from ledger.envelope import NewRecord, StoredRecord
+from ledger.errors import LedgerError
+from ledger.plugins import scheme_of
+from ledger.ports import ANY, ExpectedVersion
+
+from ._common import check_batch, check_expected, digest, idempotency_mismatch, stored
+
+
+class MemoryStore:
+    """An :class:`ledger.ports.EventStore` held in a list; thread-safe, not durable."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._mutex = threading.RLock()
+        self._records: list[StoredRecord] = []
+        self._streams: dict[str, list[int]] = {}  # stream id -> positions, in version order
+        self._idempotency: dict[str, tuple[str, int, int]] = {}  # key -> digest, first, last
+        self._stream_locks: dict[str, threading.Lock] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LedgerError("STORE_ERROR", f"store {self.url} is closed")
+
+    def append(
+        self,
+        records: Sequence[NewRecord],
+        expected_version: ExpectedVersion = ANY,
+        idempotency_key: str | None = None,
+    ) -> list[StoredRecord]:
+        """Append records of one stream atomically; see the EventStore contract."""
+        stream_id = check_batch(records)
+        with self._mutex:
+            self._check_open()
+            if stream_id is None:
+                return []
+            if idempotency_key is not None:
+                seen = self._idempotency.get(idempotency_key)
+                if seen is not None:
+                    if seen[0] != digest(records):
+                        raise idempotency_mismatch(idempotency_key)
+                    return self._records[seen[1] - 1 : seen[2]]
+            positions = self._streams.get(stream_id, [])
+            check_expected(stream_id, expected_version, len(positions))
+            new = stored(records, len(self._records) + 1, len(positions))
+            self._records.extend(new)
+            self._streams.setdefault(stream_id, []).extend(r.position for r in new)
+            if idempotency_key is not None:
+                self._idempotency[idempotency_key] = (
+                    digest(records), new[0].position, new[-1].position
+                )
+            return list(new)
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
+        """Records with position > ``after``, oldest first, at most ``limit`` of them."""
+        with self._mutex:
+            self._check_open()
+            start = max(after, 0)
+            stop = len(self._records) if limit is None else min(len(self._records), start + limit)
+            batch = self._records[start:stop]
+        return iter(batch)
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
+        """Records of one stream with version > ``after_version``, oldest first."""
+        with self._mutex:
+            self._check_open()
+            positions = self._streams.get(stream_id, [])[max(after_version, 0) :]
+            batch = [self._records[p - 1] for p in positions]
+        return iter(batch)
+
+    def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        with self._mutex:
+            self._check_open()
+            return len(self._streams.get(stream_id, []))
+
+    def last_position(self) -> int:
+        """The highest position (0 when empty)."""
+        with self._mutex:
+            self._check_open()
+            return len(self._records)
+
+    @contextmanager
+    def lock(self, stream_id: str) -> Iterator[None]:
+        """A per-stream :class:`threading.Lock` (excludes threads of this process only)."""
+        with self._mutex:
+            lk = self._stream_locks.setdefault(stream_id, threading.Lock())
+        with lk:
+            yield
+
+    def close(self) -> None:
+        """Drop the records; later calls raise STORE_ERROR."""
+        with self._mutex:
+            self._closed = True
+            self._records = []
+            self._streams = {}
+            self._idempotency = {}
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_url(url: str) -> MemoryStore:
+    """A new, empty :class:`MemoryStore` for ``memory://`` (each call is a new store)."""
+    if scheme_of(url) != "memory":
+        raise LedgerError("STORE_URL", f"'{url}' is not a memory:// URL")
+    return MemoryStore(url)

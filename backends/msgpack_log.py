@@ -1,0 +1,298 @@
+"""The append-only file store (``msgpack:///rel.log`` or ``msgpack:////abs/ledger.log``).
+
+File format: a 16-byte header (``CKPTLEDGER-LOG\\0`` + format version 1), then one frame per
+record: ``[u32 length][u32 crc32][msgpack]`` (big-endian; crc32 of the msgpack bytes). The
+msgpack is the array ``[position, stream_id, stream_name, stream_version, type,
+schema_version, recorded_at, payload, batch_first, batch_size, idempotency_key, digest]``;
+the key and digest are set on a batch's first record only. A batch (one ``append``) counts
+only once all its frames are present, which makes multi-record appends atomic.
+
+Opening verifies every frame. A torn end (an interrupted append: short frame, bad crc or
+an unfinished batch with nothing valid after it) is truncated away with a
+:class:`TornTailWarning` naming its offset and size; damage followed by valid frames is
+refused with STORE_ERROR naming the position and offset. Appends hold an exclusive
+``flock`` on the log itself and ``fsync`` before returning; readers take no lock and pick
+up new frames by scanning on from the last offset they verified. ``lock(stream_id)`` is
+an exclusive flock on the sidecar ``<log path>.lock`` (one lock for every stream).
+"""
+
+from __future__ import annotations
+
+import array
+import logging
+import os
+import stat
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import msgpack
+
+from ledger.envelope import NewRecord, StoredRecord
+from ledger.errors import LedgerError
+from ledger.plugins import path_of, scheme_of
+from ledger.ports import ANY, ExpectedVersion
+
+from . import _frames as fr
+from ._common import check_batch, check_expected, digest, file_lock, idempotency_mismatch, stored
+
+log = logging.getLogger(__name__)
+
+
+class TornTailWarning(UserWarning):
+    """An interrupted append was found at the end of a log and truncated away."""
+
+
+def _err(detail: str) -> LedgerError:
+    return LedgerError("STORE_ERROR", " ".join(detail.split()))
+
+
+class MsgpackLogStore:
+    """An :class:`ledger.ports.EventStore` in one append-only file of framed msgpack records."""
+
+    def __init__(self, path: str, url: str | None = None) -> None:
+        """Open (creating if absent) the log at ``path``, verifying every frame."""
+        self.path = path
+        self.url = url or f"msgpack:///{path}"
+        self.lock_path = path + ".lock"
+        self._mutex = threading.RLock()
+        self._offsets = array.array("q")  # frame offset of position p at [p - 1]
+        self._lengths = array.array("q")
+        self._streams: dict[str, list[int]] = {}
+        self._idempotency: dict[str, tuple[str, int, int]] = {}
+        self._end = len(fr.HEADER)  # offset after the last verified, complete batch
+        self._fd = self._open()
+        try:
+            with self._writer():
+                self._check_header()
+                self._refresh(locked=True)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _open(self) -> int:
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent):
+            raise _err(f"cannot open store {self.path}: directory {parent} does not exist")
+        if os.path.isdir(self.path):
+            raise _err(f"cannot open store {self.path}: it is a directory")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise _err(f"cannot open store {self.path} for writing: {e.strerror}") from e
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _err(f"cannot open store {self.path}: not a regular file")
+        return fd
+
+    def _check_header(self) -> None:
+        head = os.pread(self._fd, len(fr.HEADER), 0)
+        if not head and os.fstat(self._fd).st_size == 0:  # new (or empty) file
+            self._write_at(fr.HEADER, 0)
+            os.fsync(self._fd)
+            dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            return
+        if len(head) < len(fr.HEADER) or not head.startswith(fr.MAGIC):
+            raise _err(f"cannot open store {self.path}: not a ckpt-ledger log (bad magic)")
+        if head[-1] > fr.FORMAT_VERSION:
+            raise _err(f"cannot open store {self.path}: log format version {head[-1]} is newer "
+                       f"than this ckpt-ledger understands ({fr.FORMAT_VERSION})")
+
+    def _writer(self) -> AbstractContextManager[None]:
+        return fr.Flock(self._fd)
+
+    def _write_at(self, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    # --- scanning -----------------------------------------------------------------------
+
+    def _refresh(self, locked: bool) -> None:
+        """Verify and index frames past ``_end``; repair a torn end only when ``locked``."""
+        size = os.fstat(self._fd).st_size
+        if size <= self._end:
+            return
+        # Under the writer lock nobody can shrink the file, so a mapping is safe (and spares
+        # memory on a big log); without it a torn-end repair could, so read a copy instead.
+        with fr.mapping(self._fd, size, self._end, locked) as (view, base):
+            problem = self._scan(view, size, base)
+            if problem is None:
+                return
+            off, pos, why, search = problem
+            if fr.valid_frame_from(view, search - base, size - base):
+                raise _err(f"store {self.path} is damaged: record at position {pos} "
+                           f"(offset {off}): {why}; later records follow it")
+        if locked:
+            msg = (f"{self.path}: truncating a torn record at offset {self._end} "
+                   f"({size - self._end} bytes) left by an interrupted append ({why})")
+            warnings.warn(msg, TornTailWarning, stacklevel=3)
+            log.warning(msg)
+            os.ftruncate(self._fd, self._end)
+            os.fsync(self._fd)
+
+    def _scan(self, buf: memoryview, size: int, base: int) -> tuple[int, int, str, int] | None:
+        """Index complete batches from ``_end``; the first problem or None.
+
+        A problem is (offset, position, why, where to look for valid frames after it).
+
+        ``buf`` holds the file's bytes from offset ``base`` up to ``size``.
+        """
+        off, pos = self._end, len(self._offsets) + 1
+        pending: list[tuple[int, int, list[Any]]] = []
+        versions: dict[str, int] = {}
+        while off < size:
+            rel, f = off - base, None
+            length, crc = fr.FRAME.unpack_from(buf, rel) if size - off >= 8 else (0, 0)
+            body = buf[rel + 8 : rel + 8 + length]
+            if size - off < 8:
+                why: str | None = "short frame header"
+            elif length == 0 or length > size - off - 8:
+                why = f"frame length {length} runs past the end of the file"
+            elif zlib.crc32(body) != crc:
+                why = "crc32 mismatch"
+            elif (f := fr.decode(body)) is None:
+                why = "not a well-formed record"
+            else:
+                v = versions.get(f[1], len(self._streams.get(f[1], ())))
+                why = fr.out_of_place(f, pos, v, pending[0][2] if pending else None)
+            if why is not None or f is None:
+                return off, pos, why or "unreadable", off
+            versions[f[1]] = f[3]
+            pending.append((off, length, f))
+            pos, off = pos + 1, off + 8 + length
+            if f[0] == f[8] + f[9] - 1:  # the batch is complete
+                for foff, flen, ff in pending:
+                    self._index(foff, flen, ff)
+                self._end, pending = off, []
+        if pending:
+            return pending[0][0], pending[0][2][0], "unfinished multi-record append", off
+        return None
+
+    def _index(self, off: int, length: int, f: list[Any]) -> None:
+        self._offsets.append(off)
+        self._lengths.append(length)
+        self._streams.setdefault(f[1], []).append(f[0])
+        if f[10] is not None:
+            self._idempotency[f[10]] = (f[11], f[0], f[0] + f[9] - 1)
+
+    def _record(self, position: int) -> StoredRecord:
+        off, length = self._offsets[position - 1], self._lengths[position - 1]
+        f = msgpack.unpackb(os.pread(self._fd, length, off + 8), raw=False)
+        return StoredRecord(*f[:8])
+
+    # --- the EventStore API ---------------------------------------------------------------
+
+    def append(
+        self,
+        records: Sequence[NewRecord],
+        expected_version: ExpectedVersion = ANY,
+        idempotency_key: str | None = None,
+    ) -> list[StoredRecord]:
+        """Append records of one stream under the writer lock; fsync before returning."""
+        stream_id = check_batch(records)
+        if stream_id is None:
+            return []
+        with self._mutex, self._writer():
+            self._refresh(locked=True)
+            if idempotency_key is not None and idempotency_key in self._idempotency:
+                dig, first, last = self._idempotency[idempotency_key]
+                if dig != digest(records):
+                    raise idempotency_mismatch(idempotency_key)
+                return [self._record(p) for p in range(first, last + 1)]
+            version = len(self._streams.get(stream_id, ()))
+            check_expected(stream_id, expected_version, version)
+            new = stored(records, len(self._offsets) + 1, version)
+            frames = []
+            for i, r in enumerate(new):
+                key, sig = (idempotency_key, digest(records)) if i == 0 else (None, None)
+                frames.append(fr.encode(
+                    [r.position, r.stream_id, r.stream_name, r.stream_version, r.type,
+                     r.schema_version, r.recorded_at, r.payload, new[0].position, len(new),
+                     key, sig]))
+            try:
+                self._write_at(b"".join(frames), self._end)
+                os.fsync(self._fd)
+            except OSError as e:
+                try:
+                    os.ftruncate(self._fd, self._end)
+                    os.fsync(self._fd)
+                except OSError:
+                    pass  # the next open truncates the torn end
+                raise _err(f"cannot append to store {self.path}: {e.strerror or e}") from e
+            self._refresh(locked=True)
+            return new
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
+        """Records with position > ``after``, oldest first, read in pages of 256."""
+        pos = max(after, 0) + 1
+        left = limit
+        while left is None or left > 0:
+            with self._mutex:
+                self._refresh_unlocked()
+                stop = min(len(self._offsets), pos - 1 + (256 if left is None else min(256, left)))
+                page = [self._record(p) for p in range(pos, stop + 1)]
+            yield from page
+            if not page:
+                return
+            pos += len(page)
+            left = None if left is None else left - len(page)
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
+        """Records of one stream with version > ``after_version``, oldest first."""
+        with self._mutex:
+            self._refresh_unlocked()
+            positions = self._streams.get(stream_id, [])[max(after_version, 0) :]
+        for i in range(0, len(positions), 256):
+            with self._mutex:
+                page = [self._record(p) for p in positions[i : i + 256]]
+            yield from page
+
+    def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        with self._mutex:
+            self._refresh_unlocked()
+            return len(self._streams.get(stream_id, ()))
+
+    def last_position(self) -> int:
+        """The highest position (0 when empty)."""
+        with self._mutex:
+            self._refresh_unlocked()
+            return len(self._offsets)
+
+    def _refresh_unlocked(self) -> None:
+        if self._fd < 0:
+            raise _err(f"store {self.url} is closed")
+        self._refresh(locked=False)
+
+    def lock(self, stream_id: str) -> AbstractContextManager[None]:
+        """An exclusive flock on ``<log path>.lock``: one lock for every stream of the log."""
+        return file_lock(self.lock_path)
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._mutex:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> MsgpackLogStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_url(url: str) -> MsgpackLogStore:
+    """Open ``msgpack:///rel.log`` or ``msgpack:////abs/ledger.log``."""
+    if scheme_of(url) != "msgpack":
+        raise LedgerError("STORE_URL", f"'{url}' is not a msgpack:/// URL")
+    return MsgpackLogStore(path_of(url), url)

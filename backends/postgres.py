@@ -1,0 +1,280 @@
+"""The PostgreSQL event store: ``postgresql://user@host:5432/db?schema=name`` (psycopg 3).
+
+``schema`` is this store's own URL parameter (removed before connecting; default
+``public``): every table lives in that schema, so one database can hold several ledgers
+(the tests use one schema each and drop it afterwards). Other query parameters go to libpq.
+
+Tables: ``events(position BIGINT PRIMARY KEY, stream_id, stream_name, stream_version,
+type, schema_version, recorded_at DOUBLE PRECISION, payload BYTEA,
+UNIQUE(stream_id, stream_version))``, ``idempotency(key PRIMARY KEY, digest,
+first_position, last_position)`` and ``ckpt_ledger_meta(version)``.
+
+Positions are not a sequence: an append takes ``LOCK TABLE events IN EXCLUSIVE MODE``
+(readers' ACCESS SHARE is not blocked) and writes ``max(position) + 1`` onwards, so
+commit order equals position order and a reader tailing positions never skips an event
+that commits later (docs/event-store.md §1.3). The append ``NOTIFY``s the channel
+``ckpt_ledger_<schema>``, which :meth:`PostgresStore.follow` ``LISTEN``s to.
+``lock(stream_id)`` is ``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on a
+connection of its own, so it excludes other threads and processes alike.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from ledger.envelope import NewRecord, StoredRecord
+from ledger.errors import LedgerError
+from ledger.ports import ANY, ExpectedVersion
+
+from ._common import check_batch, check_expected, digest, idempotency_mismatch, one_line, stored
+
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")
+_COLUMNS = ("position, stream_id, stream_name, stream_version, type, schema_version, "
+            "recorded_at, payload")
+MIGRATIONS: list[list[str]] = [[
+    "CREATE TABLE {s}.events (position BIGINT PRIMARY KEY, stream_id TEXT NOT NULL, "
+    "stream_name TEXT NOT NULL, stream_version INTEGER NOT NULL, type TEXT NOT NULL, "
+    "schema_version INTEGER NOT NULL, recorded_at DOUBLE PRECISION NOT NULL, "
+    "payload BYTEA NOT NULL, UNIQUE (stream_id, stream_version))",
+    "CREATE TABLE {s}.idempotency (key TEXT PRIMARY KEY, digest TEXT NOT NULL, "
+    "first_position BIGINT NOT NULL, last_position BIGINT NOT NULL)",
+    "CREATE TABLE {s}.ckpt_ledger_meta (version INTEGER NOT NULL)",
+    "INSERT INTO {s}.ckpt_ledger_meta VALUES (0)",
+]]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def parse_url(url: str) -> tuple[str, str, str]:
+    """``(libpq conninfo, schema, url for messages)``; the last carries no password."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+        raise LedgerError("STORE_URL", f"'{url}' is not a postgresql:// URL")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in reversed(query) if k == "schema"), "public")
+    if not _SCHEMA_NAME.match(schema):
+        raise LedgerError("STORE_URL", f"schema name '{schema}' is not a plain identifier "
+                          "(letters, digits, _; at most 50)")
+    rest = [(k, v) for k, v in query if k != "schema"]
+    if not any(k == "connect_timeout" for k, _ in rest):
+        rest.append(("connect_timeout", "10"))
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username + "@" if parts.username else ""
+    return conninfo, schema, f"postgresql://{user}{host}{parts.path}?schema={schema}"
+
+
+class PostgresStore:
+    """An :class:`ledger.ports.EventStore` in PostgreSQL; thread-safe, multi-process."""
+
+    def __init__(self, url: str) -> None:
+        """Connect, create or migrate the schema's tables; STORE_ERROR when that fails."""
+        self.url = url
+        self._conninfo, self.schema, self.display = parse_url(url)
+        self._password = urlsplit(url).password
+        self.channel = f"ckpt_ledger_{self.schema}".lower()
+        self._s = sql.Identifier(self.schema)
+        self._mutex = threading.RLock()
+        self._conn = self._connect()
+        try:
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _err(self, what: str, e: BaseException) -> LedgerError:
+        detail = one_line(e)
+        if self._password:
+            detail = detail.replace(self._password, "***")
+        return LedgerError("STORE_ERROR", f"{what} {self.display}: {detail}")
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as e:
+            raise self._err("cannot connect to PostgreSQL store", e) from e
+
+    def _sql(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(s=self._s)
+
+    def _migrate(self) -> None:
+        c = self._conn
+        try:
+            with c.transaction():
+                c.execute("SELECT pg_advisory_xact_lock(hashtext('ckpt_ledger'), hashtext(%s))",
+                          [self.schema])
+                tables = {r[0] for r in c.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                    [self.schema])}
+                version = 0
+                if "ckpt_ledger_meta" in tables:
+                    row = c.execute(self._sql("SELECT max(version) FROM {s}.ckpt_ledger_meta"))
+                    version = (row.fetchone() or [0])[0] or 0
+                elif {"events", "idempotency"} & tables:
+                    raise LedgerError("STORE_ERROR", f"cannot open store {self.display}: the "
+                                      "schema has tables but is not a ckpt-ledger store")
+                if version > SCHEMA_VERSION:
+                    raise LedgerError(
+                        "STORE_ERROR", f"cannot open store {self.display}: written by a newer "
+                        f"ckpt-ledger (store schema version {version}; this version "
+                        f"understands up to {SCHEMA_VERSION})")
+                if version == SCHEMA_VERSION:
+                    return
+                c.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
+                for step in MIGRATIONS[version:]:
+                    for statement in step:
+                        c.execute(self._sql(statement))
+                c.execute(self._sql("UPDATE {s}.ckpt_ledger_meta SET version = %s"),
+                          [SCHEMA_VERSION])
+        except psycopg.Error as e:
+            raise self._err("cannot open store", e) from e
+
+    def _query(self, text: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._mutex:
+            try:
+                return self._conn.execute(self._sql(text), params).fetchall()
+            except psycopg.Error as e:
+                raise self._err("cannot read store", e) from e
+
+    def append(
+        self,
+        records: Sequence[NewRecord],
+        expected_version: ExpectedVersion = ANY,
+        idempotency_key: str | None = None,
+    ) -> list[StoredRecord]:
+        """Append records of one stream in one transaction holding the table's EXCLUSIVE lock."""
+        stream_id = check_batch(records)
+        if stream_id is None:
+            return []
+        with self._mutex:
+            try:
+                with self._conn.transaction():
+                    return self._append(stream_id, records, expected_version, idempotency_key)
+            except psycopg.Error as e:
+                raise self._err("cannot append to store", e) from e
+
+    def _append(
+        self, stream_id: str, records: Sequence[NewRecord], expected: ExpectedVersion,
+        key: str | None,
+    ) -> list[StoredRecord]:
+        c = self._conn
+        c.execute("SET LOCAL lock_timeout = '60s'")
+        c.execute(self._sql("LOCK TABLE {s}.events IN EXCLUSIVE MODE"))
+        if key is not None:
+            row = c.execute(self._sql("SELECT digest, first_position, last_position "
+                                      "FROM {s}.idempotency WHERE key = %s"), [key]).fetchone()
+            if row is not None:
+                if row[0] != digest(records):
+                    raise idempotency_mismatch(key)
+                rows = c.execute(self._sql(f"SELECT {_COLUMNS} FROM {{s}}.events WHERE position "
+                                           "BETWEEN %s AND %s ORDER BY position"), row[1:])
+                return [StoredRecord(*r) for r in rows]
+        version = c.execute(self._sql("SELECT coalesce(max(stream_version), 0) FROM {s}.events "
+                                      "WHERE stream_id = %s"), [stream_id]).fetchone()
+        check_expected(stream_id, expected, version[0] if version else 0)
+        last = c.execute(self._sql("SELECT coalesce(max(position), 0) FROM {s}.events"))
+        new = stored(records, (last.fetchone() or [0])[0] + 1, version[0] if version else 0)
+        with c.cursor() as cur:
+            cur.executemany(
+                self._sql(f"INSERT INTO {{s}}.events ({_COLUMNS}) "
+                          "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"),
+                [(r.position, r.stream_id, r.stream_name, r.stream_version, r.type,
+                  r.schema_version, r.recorded_at, r.payload) for r in new])
+        if key is not None:
+            c.execute(self._sql("INSERT INTO {s}.idempotency VALUES (%s, %s, %s, %s)"),
+                      [key, digest(records), new[0].position, new[-1].position])
+        c.execute("SELECT pg_notify(%s, %s)", [self.channel, str(new[-1].position)])
+        return new
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
+        """Records with position > ``after``, oldest first, fetched in pages of 500."""
+        left = limit
+        while left is None or left > 0:
+            page = 500 if left is None else min(500, left)
+            rows = self._query(f"SELECT {_COLUMNS} FROM {{s}}.events WHERE position > %s "
+                               "ORDER BY position LIMIT %s", [after, page])
+            yield from (StoredRecord(*r) for r in rows)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+            left = None if left is None else left - len(rows)
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
+        """Records of one stream with version > ``after_version``, oldest first."""
+        while True:
+            rows = self._query(f"SELECT {_COLUMNS} FROM {{s}}.events WHERE stream_id = %s AND "
+                               "stream_version > %s ORDER BY stream_version LIMIT 500",
+                               [stream_id, after_version])
+            yield from (StoredRecord(*r) for r in rows)
+            if len(rows) < 500:
+                return
+            after_version = rows[-1][3]
+
+    def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        return int(self._query("SELECT coalesce(max(stream_version), 0) FROM {s}.events "
+                               "WHERE stream_id = %s", [stream_id])[0][0])
+
+    def last_position(self) -> int:
+        """The highest position (0 when empty)."""
+        return int(self._query("SELECT coalesce(max(position), 0) FROM {s}.events", [])[0][0])
+
+    @contextmanager
+    def lock(self, stream_id: str) -> Iterator[None]:
+        """``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on its own connection."""
+        conn = self._connect()
+        try:
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))",
+                         [self.schema, stream_id])
+            yield
+        finally:
+            conn.close()  # ending the session releases the advisory lock
+
+    def follow(self, after: int = 0, timeout: float | None = None) -> Iterator[StoredRecord]:
+        """Records after ``after`` as they commit, woken by ``LISTEN``.
+
+        Ends once ``timeout`` seconds pass with nothing new (``None``: never ends).
+        """
+        conn = self._connect()
+        try:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            last, idle_since = after, time.monotonic()
+            while True:
+                for r in self.read_all(after=last):
+                    last, idle_since = r.position, time.monotonic()
+                    yield r
+                wait = 5.0
+                if timeout is not None:
+                    wait = min(wait, timeout - (time.monotonic() - idle_since))
+                    if wait <= 0:
+                        return
+                for _ in conn.notifies(timeout=wait, stop_after=1):
+                    pass
+        except psycopg.Error as e:
+            raise self._err("cannot follow store", e) from e
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._mutex:
+            self._conn.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_url(url: str) -> PostgresStore:
+    """Open ``postgresql://user@host:port/db?schema=name`` (``postgres://`` also accepted)."""
+    return PostgresStore(url)

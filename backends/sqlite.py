@@ -1,0 +1,259 @@
+"""The SQLite event store (``sqlite:///rel.db``, ``sqlite:////abs.db`` or a bare path).
+
+Layout (schema version 1, kept in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
+the file as a ckpt-ledger store)::
+
+    events(position INTEGER PRIMARY KEY, stream_id TEXT, stream_name TEXT,
+           stream_version INTEGER, type TEXT, schema_version INTEGER, recorded_at REAL,
+           payload BLOB, UNIQUE(stream_id, stream_version))       + index on stream_id
+    idempotency(key TEXT PRIMARY KEY, digest TEXT, first_position INTEGER,
+                last_position INTEGER)
+
+The database runs in WAL mode with ``synchronous=FULL``. An append is one
+``BEGIN IMMEDIATE`` transaction (check the expected version, insert, commit); positions are
+assigned as ``max(position) + 1`` inside it and rows are never deleted, so they are gapless.
+
+An existing file is inspected before anything is written to it (header bytes, then a
+read-only connection): a directory, an unreadable or read-only file, a file that is not
+SQLite, a truncated file, a SQLite database that is not a ledger, or a ledger written by a
+newer schema version is refused with STORE_ERROR and left byte-for-byte untouched.
+
+``lock(stream_id)`` takes an exclusive ``flock`` on the sidecar file ``<db path>.lock``: one
+lock per store file (all streams share it), excluding other threads and processes alike.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import sqlite_utils
+
+from ledger.envelope import NewRecord, StoredRecord
+from ledger.errors import LedgerError
+from ledger.plugins import path_of, scheme_of
+from ledger.ports import ANY, ExpectedVersion
+
+from ._common import (
+    check_batch,
+    check_expected,
+    digest,
+    file_lock,
+    idempotency_mismatch,
+    stored,
+)
+from ._sqlite_inspect import APPLICATION_ID, BUSY_TIMEOUT_MS, check_identity, err, inspect
+
+_COLUMNS = (
+    "position, stream_id, stream_name, stream_version, type, schema_version, recorded_at, payload"
+)
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE events (position INTEGER PRIMARY KEY, stream_id TEXT NOT NULL, "
+        "stream_name TEXT NOT NULL, stream_version INTEGER NOT NULL, type TEXT NOT NULL, "
+        "schema_version INTEGER NOT NULL, recorded_at REAL NOT NULL, payload BLOB NOT NULL, "
+        "UNIQUE(stream_id, stream_version))"
+    )
+    db.execute("CREATE INDEX events_stream_id ON events(stream_id)")
+    db.execute(
+        "CREATE TABLE idempotency (key TEXT PRIMARY KEY, digest TEXT NOT NULL, "
+        "first_position INTEGER NOT NULL, last_position INTEGER NOT NULL)"
+    )
+
+
+# MIGRATIONS[i] takes a store from schema version i to i + 1, inside one transaction.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SqliteStore:
+    """An :class:`ledger.ports.EventStore` in one SQLite file; thread-safe, multi-process."""
+
+    def __init__(self, path: str, url: str | None = None) -> None:
+        """Open (creating if absent) the store at ``path``; STORE_ERROR if it is unusable."""
+        self.path = path
+        self.url = url or f"sqlite:///{path}"
+        self.lock_path = path + ".lock"
+        self._mutex = threading.RLock()
+        inspect(path, SCHEMA_VERSION)
+        try:
+            conn = sqlite3.connect(
+                path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as e:
+            raise err(f"cannot open store {path}: {e}") from e
+        self.db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+        try:
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._migrate()
+            if self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                raise err(f"cannot open store {path}: could not switch to WAL mode")
+            self.db.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as e:
+            conn.close()
+            raise err(f"cannot open store {path}: {e}") from e
+        except LedgerError:
+            conn.close()
+            raise
+
+    def _migrate(self) -> None:
+        """Bring the schema to :data:`SCHEMA_VERSION` in one IMMEDIATE transaction."""
+        with self._write():
+            tables = set(self.db.table_names())
+            app_id = self.db.execute("PRAGMA application_id").fetchone()[0]
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            # again, under the write lock: another process may have changed it meanwhile
+            check_identity(self.path, tables, app_id, version, SCHEMA_VERSION)
+            if version == SCHEMA_VERSION:
+                return
+            for step in MIGRATIONS[version:]:
+                step(self.db)
+            self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _write(self) -> AbstractContextManager[None]:
+        return _Transaction(self.db.conn)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._mutex:
+            try:
+                return list(self.db.execute(sql, params).fetchall())
+            except sqlite3.Error as e:
+                raise err(f"cannot read store {self.path}: {e}") from e
+
+    def append(
+        self,
+        records: Sequence[NewRecord],
+        expected_version: ExpectedVersion = ANY,
+        idempotency_key: str | None = None,
+    ) -> list[StoredRecord]:
+        """Append records of one stream in one ``BEGIN IMMEDIATE`` transaction."""
+        stream_id = check_batch(records)
+        if stream_id is None:
+            return []
+        with self._mutex:
+            try:
+                with self._write():
+                    return self._append(stream_id, records, expected_version, idempotency_key)
+            except sqlite3.Error as e:
+                raise err(f"cannot append to store {self.path}: {e}") from e
+
+    def _append(
+        self, stream_id: str, records: Sequence[NewRecord], expected: ExpectedVersion,
+        key: str | None,
+    ) -> list[StoredRecord]:
+        ex = self.db.execute
+        if key is not None:
+            row = ex("SELECT digest, first_position, last_position FROM idempotency "
+                     "WHERE key = ?", [key]).fetchone()
+            if row is not None:
+                if row[0] != digest(records):
+                    raise idempotency_mismatch(key)
+                rows = ex(f"SELECT {_COLUMNS} FROM events WHERE position BETWEEN ? AND ? "
+                          "ORDER BY position", [row[1], row[2]]).fetchall()
+                return [StoredRecord(*r) for r in rows]
+        version = ex("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = ?",
+                     [stream_id]).fetchone()[0]
+        check_expected(stream_id, expected, version)
+        last = ex("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        new = stored(records, last + 1, version)
+        self.db.conn.executemany(
+            f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.position, r.stream_id, r.stream_name, r.stream_version, r.type,
+              r.schema_version, r.recorded_at, r.payload) for r in new],
+        )
+        if key is not None:
+            ex("INSERT INTO idempotency (key, digest, first_position, last_position) "
+               "VALUES (?, ?, ?, ?)", [key, digest(records), new[0].position, new[-1].position])
+        return new
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
+        """Records with position > ``after``, oldest first, fetched in pages of 500."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = 500 if remaining is None else min(500, remaining)
+            rows = self._query(f"SELECT {_COLUMNS} FROM events WHERE position > ? "
+                               "ORDER BY position LIMIT ?", [after, page])
+            for r in rows:
+                yield StoredRecord(*r)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
+        """Records of one stream with version > ``after_version``, oldest first."""
+        while True:
+            rows = self._query(f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND "
+                               "stream_version > ? ORDER BY stream_version LIMIT 500",
+                               [stream_id, after_version])
+            for r in rows:
+                yield StoredRecord(*r)
+            if len(rows) < 500:
+                return
+            after_version = rows[-1][3]
+
+    def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        return int(self._query("SELECT coalesce(max(stream_version), 0) FROM events "
+                               "WHERE stream_id = ?", [stream_id])[0][0])
+
+    def last_position(self) -> int:
+        """The highest position (0 when empty)."""
+        return int(self._query("SELECT coalesce(max(position), 0) FROM events")[0][0])
+
+    def lock(self, stream_id: str) -> AbstractContextManager[None]:
+        """An exclusive flock on ``<db path>.lock``: one lock for every stream of the file."""
+        return file_lock(self.lock_path)
+
+    def close(self) -> None:
+        """Close the connection (the last one out checkpoints the WAL)."""
+        with self._mutex:
+            self.db.conn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+def open_url(url: str) -> SqliteStore:
+    """Open ``sqlite:///rel.db``, ``sqlite:////abs.db`` or a bare path."""
+    scheme = scheme_of(url)
+    if scheme not in (None, "sqlite"):
+        raise LedgerError("STORE_URL", f"'{url}' is not a sqlite:/// URL")
+    if url.startswith("sqlite:///:memory:") or url == ":memory:":
+        raise LedgerError("STORE_URL", "an in-memory SQLite store is not supported; "
+                          "use memory://")
+    path = path_of(url)
+    return SqliteStore(path, url)

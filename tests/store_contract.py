@@ -1,0 +1,395 @@
+"""The contract every event store owes (ledger/ports.py), as one shared test class.
+
+Like eventsourcing's ``ApplicationRecorderTestCase`` (docs/event-store.md §1.7), each backend's
+test module subclasses :class:`StoreContract` and provides a ``store_factory`` fixture that
+returns a :class:`StoreFactory`: ``factory()`` opens a fresh, empty store; ``reopen(store)``
+closes it and opens the same location again (durability); ``another(store)`` opens a second
+handle on the same store (concurrency); ``url_of(store)`` is what a child process opens.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+
+import pytest
+
+from ledger.envelope import NewRecord, StoredRecord
+from ledger.errors import LedgerError, VersionConflict
+from ledger.ports import ANY, NO_STREAM, EventStore
+
+
+def rec(stream: str = "s1", payload: bytes = b"p", type_: str = "T", name: str = "") -> NewRecord:
+    """A NewRecord for ``stream`` with ``payload``."""
+    return NewRecord(stream, name or f"vm-{stream}", type_, 1, 1700000000.25, payload)
+
+
+def recs(stream: str, n: int, tag: str = "") -> list[NewRecord]:
+    """``n`` records for ``stream`` with distinct payloads."""
+    return [rec(stream, f"{stream}:{tag}{i}".encode()) for i in range(n)]
+
+
+class StoreFactory:
+    """Opens stores of one backend; subclasses override what their backend can do."""
+
+    module: str = ""  # the backend module a child process imports
+    durable = True  # reopen() sees what was written
+    multiprocess = True  # several processes can share one store
+
+    def __call__(self) -> EventStore:
+        """A fresh, empty store."""
+        raise NotImplementedError
+
+    def reopen(self, store: EventStore) -> EventStore:
+        """Close ``store`` and open its location again."""
+        store.close()
+        return self.open_same(store)
+
+    def another(self, store: EventStore) -> EventStore:
+        """A second, independent handle on the same store."""
+        return self.open_same(store)
+
+    def open_same(self, store: EventStore) -> EventStore:
+        """Open ``store``'s URL with its backend's ``open_url``."""
+        module = importlib.import_module(self.module)
+        opened: EventStore = module.open_url(self.url_of(store))
+        return opened
+
+    def url_of(self, store: EventStore) -> str:
+        """The URL that reopens ``store``."""
+        return store.url
+
+    def inject_failure(self, store: EventStore) -> AbstractContextManager[None] | None:
+        """Make the next append fail after its first record is written (None: can't)."""
+        return None
+
+
+def _versions(store: EventStore, stream: str) -> list[int]:
+    return [r.stream_version for r in store.read_stream(stream)]
+
+
+def _positions(store: EventStore) -> list[int]:
+    return [r.position for r in store.read_all()]
+
+
+def _shared_append(store: EventStore, stream: str, payload: bytes) -> int:
+    """Append one record to a contended stream, retrying on VersionConflict."""
+    retries = 0
+    while True:
+        version = store.stream_version(stream)
+        try:
+            store.append([rec(stream, payload)], expected_version=version)
+            return retries
+        except VersionConflict:
+            retries += 1
+            time.sleep(random.random() * 0.002 * min(retries, 5))  # jittered backoff
+
+
+def process_worker(module: str, url: str, worker: int, n: int) -> int:
+    """Run in a spawned process: ``n`` shared-stream and ``n`` own-stream appends."""
+    store: EventStore = importlib.import_module(module).open_url(url)
+    try:
+        retries = 0
+        own = f"own-{worker}"
+        for i in range(n):
+            retries += _shared_append(store, "shared", f"w{worker}:{i}".encode())
+            store.append([rec(own, f"{own}:{i}".encode())], expected_version=i)
+        return retries
+    finally:
+        store.close()
+
+
+class StoreContract:
+    """The shared contract; a backend's test class inherits it and adds hostile tests."""
+
+    @pytest.fixture
+    def store(self, store_factory: StoreFactory) -> Iterator[EventStore]:
+        """A fresh store, closed afterwards."""
+        s = store_factory()
+        yield s
+        s.close()
+
+    # --- shape -----------------------------------------------------------------------
+
+    def test_is_an_event_store(self, store: EventStore) -> None:
+        assert isinstance(store, EventStore)
+        assert isinstance(store.url, str) and store.url
+
+    def test_empty_store(self, store: EventStore) -> None:
+        assert store.last_position() == 0
+        assert list(store.read_all()) == []
+        assert list(store.read_stream("nope")) == []
+        assert store.stream_version("nope") == 0
+
+    def test_empty_append_writes_nothing(self, store: EventStore) -> None:
+        assert store.append([]) == []
+        assert store.last_position() == 0
+
+    def test_append_returns_stored_records(self, store: EventStore) -> None:
+        out = store.append([rec("a", b"1", "A"), rec("a", b"2", "B")])
+        assert [(r.position, r.stream_version, r.type, r.payload) for r in out] == [
+            (1, 1, "A", b"1"), (2, 2, "B", b"2")]
+        assert all(isinstance(r, StoredRecord) for r in out)
+        assert out[0].stream_id == "a" and out[0].stream_name == "vm-a"
+        assert out[0].schema_version == 1 and out[0].recorded_at == 1700000000.25
+        assert list(store.read_all()) == out
+
+    # --- ordering, positions, versions -----------------------------------------------
+
+    def test_positions_global_gapless_versions_per_stream(self, store: EventStore) -> None:
+        written: list[StoredRecord] = []
+        for i in range(6):
+            stream = "abc"[i % 3]
+            written += store.append(recs(stream, 2, tag=str(i)))
+        all_ = list(store.read_all())
+        assert all_ == written
+        assert [r.position for r in all_] == list(range(1, 13))
+        for stream in "abc":
+            assert _versions(store, stream) == [1, 2, 3, 4]
+            assert store.stream_version(stream) == 4
+            assert list(store.read_stream(stream)) == [r for r in written if r.stream_id == stream]
+        assert store.last_position() == 12
+
+    def test_read_stream_after_version(self, store: EventStore) -> None:
+        store.append(recs("a", 5))
+        store.append(recs("b", 1))
+        assert _versions_after(store, "a", 3) == [4, 5]
+        assert _versions_after(store, "a", 5) == []
+        assert _versions_after(store, "a", 0) == [1, 2, 3, 4, 5]
+
+    def test_read_all_after_and_limit(self, store: EventStore) -> None:
+        store.append(recs("a", 1200))  # more than one page for paging backends
+        assert [r.position for r in store.read_all(after=1195)] == [1196, 1197, 1198, 1199, 1200]
+        assert [r.position for r in store.read_all(after=10, limit=3)] == [11, 12, 13]
+        assert list(store.read_all(limit=0)) == []
+        assert list(store.read_all(after=1200)) == []
+        assert list(store.read_all(after=5000)) == []
+        assert _positions(store) == list(range(1, 1201))
+        assert [r.position for r in store.read_all(after=100, limit=700)] == list(range(101, 801))
+        assert _versions(store, "a") == list(range(1, 1201))
+
+    # --- expected version --------------------------------------------------------------
+
+    def test_expected_version_int(self, store: EventStore) -> None:
+        store.append(recs("a", 2), expected_version=0)
+        store.append(recs("a", 1, "x"), expected_version=2)
+        for wrong in (0, 1, 2, 4):
+            with pytest.raises(VersionConflict) as ei:
+                store.append(recs("a", 2, "bad"), expected_version=wrong)
+            assert ei.value.code == "VERSION_CONFLICT"
+            assert ei.value.actual == 3 and ei.value.expected == wrong
+            assert ei.value.stream_id == "a"
+        assert _versions(store, "a") == [1, 2, 3]
+        assert store.last_position() == 3
+
+    def test_no_stream(self, store: EventStore) -> None:
+        store.append(recs("a", 1), expected_version=NO_STREAM)
+        with pytest.raises(VersionConflict):
+            store.append(recs("a", 1, "x"), expected_version=NO_STREAM)
+        store.append(recs("b", 1), expected_version=NO_STREAM)
+        assert store.last_position() == 2
+
+    def test_any(self, store: EventStore) -> None:
+        store.append(recs("a", 1), expected_version=ANY)
+        store.append(recs("a", 1, "x"), expected_version=ANY)
+        store.append(recs("a", 1, "y"))
+        assert _versions(store, "a") == [1, 2, 3]
+
+    def test_bad_expected_version_rejected(self, store: EventStore) -> None:
+        for bad in (-1, "exists", 1.5):
+            with pytest.raises(LedgerError):
+                store.append(recs("a", 1), expected_version=bad)  # type: ignore[arg-type]
+        assert store.last_position() == 0
+
+    # --- atomicity ---------------------------------------------------------------------
+
+    def test_conflict_leaves_nothing(self, store: EventStore) -> None:
+        store.append(recs("a", 1))
+        with pytest.raises(VersionConflict):
+            store.append(recs("a", 5, "x"), expected_version=0)
+        assert store.last_position() == 1
+        assert store.append(recs("b", 1))[0].position == 2
+
+    def test_mixed_streams_rejected(self, store: EventStore) -> None:
+        with pytest.raises(LedgerError) as ei:
+            store.append([rec("a"), rec("b")])
+        assert ei.value.code == "INVALID_ARG"
+        assert store.last_position() == 0
+
+    def test_failure_mid_batch_leaves_nothing(
+        self, store: EventStore, store_factory: StoreFactory
+    ) -> None:
+        store.append(recs("a", 2))
+        failing = store_factory.inject_failure(store)
+        if failing is None:
+            pytest.skip("this backend has no way to fail half-way through an append")
+        with failing, pytest.raises(LedgerError) as ei:
+            store.append(recs("a", 3, "x"), expected_version=2)
+        assert ei.value.code == "STORE_ERROR"
+        assert store.last_position() == 2 and store.stream_version("a") == 2
+        store.append(recs("a", 1, "y"), expected_version=2)
+        assert _positions(store) == [1, 2, 3] and _versions(store, "a") == [1, 2, 3]
+        if store_factory.durable:
+            again = store_factory.another(store)
+            try:
+                assert _positions(again) == [1, 2, 3]
+            finally:
+                again.close()
+
+    # --- idempotency ---------------------------------------------------------------------
+
+    def test_idempotent_retry_returns_original(self, store: EventStore) -> None:
+        first = store.append(recs("a", 3), expected_version=NO_STREAM, idempotency_key="k1")
+        store.append(recs("b", 1))
+        again = store.append(recs("a", 3), expected_version=NO_STREAM, idempotency_key="k1")
+        assert again == first
+        assert store.last_position() == 4
+        later = [NewRecord(r.stream_id, r.stream_name, r.type, r.schema_version, 5.0, r.payload)
+                 for r in recs("a", 3)]  # a retry carries a new timestamp
+        assert store.append(later, idempotency_key="k1") == first
+        assert store.last_position() == 4
+
+    def test_idempotency_key_with_other_content(self, store: EventStore) -> None:
+        store.append(recs("a", 2), idempotency_key="k1")
+        for other in (recs("a", 2, "x"), recs("a", 1), recs("b", 2), [rec("a", b"a:0", "U")]):
+            with pytest.raises(LedgerError) as ei:
+                store.append(other, idempotency_key="k1")
+            assert ei.value.code == "OPERATION_FAILED"
+        assert store.last_position() == 2
+        assert store.append(recs("a", 2, "x"), idempotency_key="k2")[0].position == 3
+
+    def test_conflicting_append_does_not_consume_key(self, store: EventStore) -> None:
+        store.append(recs("a", 1))
+        with pytest.raises(VersionConflict):
+            store.append(recs("a", 1, "x"), expected_version=0, idempotency_key="k")
+        out = store.append(recs("a", 1, "x"), expected_version=1, idempotency_key="k")
+        assert out[0].position == 2
+
+    # --- durability and payloads ---------------------------------------------------------
+
+    def test_durable_across_reopen(self, store_factory: StoreFactory) -> None:
+        if not store_factory.durable:
+            pytest.skip("not a durable backend")
+        store = store_factory()
+        first = store.append(recs("a", 3), idempotency_key="k")
+        store.append(recs("b", 2))
+        before = list(store.read_all())
+        store = store_factory.reopen(store)
+        try:
+            assert list(store.read_all()) == before
+            assert store.stream_version("a") == 3 and store.last_position() == 5
+            assert store.append(recs("a", 3), idempotency_key="k") == first
+            assert store.append(recs("a", 1, "x"), expected_version=3)[0].position == 6
+        finally:
+            store.close()
+
+    def test_payloads_round_trip(self, store_factory: StoreFactory) -> None:
+        big = os.urandom(1 << 20)
+        payloads = [b"", bytes(range(256)), b"\x00" * 17, big, "é✓".encode()]
+        store = store_factory()
+        try:
+            written = store.append([rec("ü-strøm", p, name="vm ✓") for p in payloads])
+            if store_factory.durable:
+                store = store_factory.reopen(store)
+            got = list(store.read_stream("ü-strøm"))
+            assert [r.payload for r in got] == payloads
+            assert all(type(r.payload) is bytes for r in got)
+            assert got == written and got[0].stream_name == "vm ✓"
+        finally:
+            store.close()
+
+    # --- concurrency ---------------------------------------------------------------------
+
+    def test_concurrent_threads(self, store_factory: StoreFactory) -> None:
+        n_threads, n = 4, 25
+        first = store_factory()
+        handles = [first] + [store_factory.another(first) for _ in range(n_threads - 1)]
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                s = handles[i]
+                for j in range(n):
+                    _shared_append(s, "shared", f"w{i}:{j}".encode())
+                    s.append([rec(f"own-{i}", f"own-{i}:{j}".encode())], expected_version=j)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        try:
+            assert not errors, errors
+            _check_concurrent(first, n_threads, n)
+        finally:
+            for h in {id(h): h for h in handles}.values():
+                h.close()
+
+    def test_concurrent_processes(self, store_factory: StoreFactory) -> None:
+        if not store_factory.multiprocess:
+            pytest.skip("this backend lives in one process")
+        n_procs, n = 4, 50
+        store = store_factory()
+        try:
+            ctx = multiprocessing.get_context("spawn")
+            url = store_factory.url_of(store)
+            with ctx.Pool(n_procs) as pool:
+                args = [(store_factory.module, url, w, n) for w in range(n_procs)]
+                pool.starmap(process_worker, args)
+            _check_concurrent(store, n_procs, n)
+        finally:
+            store.close()
+
+    def test_lock_excludes(self, store_factory: StoreFactory) -> None:
+        first = store_factory()
+        handles = [first, store_factory.another(first)]
+        inside: list[int] = []
+        overlaps: list[int] = []
+
+        def work(i: int) -> None:
+            for _ in range(5):
+                with handles[i].lock("a"):
+                    inside.append(i)
+                    if len(inside) > 1:
+                        overlaps.append(i)
+                    time.sleep(0.002)
+                    inside.remove(i)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for h in {id(h): h for h in handles}.values():
+            h.close()
+        assert overlaps == []
+
+
+def _versions_after(store: EventStore, stream: str, after: int) -> list[int]:
+    return [r.stream_version for r in store.read_stream(stream, after_version=after)]
+
+
+def _check_concurrent(store: EventStore, workers: int, n: int) -> None:
+    """After ``workers`` x ``n`` contended + own appends: nothing lost, nothing out of order."""
+    all_ = list(store.read_all())
+    assert [r.position for r in all_] == list(range(1, 2 * workers * n + 1))
+    assert store.last_position() == 2 * workers * n
+    shared = list(store.read_stream("shared"))
+    assert [r.stream_version for r in shared] == list(range(1, workers * n + 1))
+    for w in range(workers):
+        mine = [r.payload for r in shared if r.payload.startswith(f"w{w}:".encode())]
+        assert mine == [f"w{w}:{j}".encode() for j in range(n)]
+        own = list(store.read_stream(f"own-{w}"))
+        assert [r.stream_version for r in own] == list(range(1, n + 1))
+        assert [r.payload for r in own] == [f"own-{w}:{j}".encode() for j in range(n)]
+
+
+__all__ = ["StoreContract", "StoreFactory", "process_worker", "rec", "recs"]
