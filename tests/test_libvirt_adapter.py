@@ -1,0 +1,284 @@
+"""adapters.libvirt against libvirt's in-process test driver (test:///default).
+
+The shared HypervisorContract runs on the default domain ``test`` (running, one disk
+``vda``), plus libvirt-only cases: error mapping, read-only connections, the missing
+binding and unreachable URIs. The test driver's state is a per-process singleton, so
+every test starts and ends by deleting each root checkpoint with CHILDREN.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypervisor_contract import HypervisorContract, cp_xml, parsed, redef_xml
+
+from ledger.errors import LedgerError
+from ledger.ports import Hypervisor, PartialDelete
+
+pytestmark = pytest.mark.libvirt
+
+URI = "test:///default"
+
+
+def _libvirt_or_skip() -> Any:
+    try:
+        import libvirt
+    except ImportError:
+        pytest.skip("libvirt-python is not installed (pip install 'ckpt-ledger[libvirt]')")
+    return libvirt
+
+
+def wipe(adapter: Any, domain: str) -> None:
+    """Delete every checkpoint of ``domain``: each root with CHILDREN."""
+    lv = _libvirt_or_skip()
+    dom = adapter.connection.lookupByName(domain)
+    for root in dom.listAllCheckpoints(lv.VIR_DOMAIN_CHECKPOINT_LIST_ROOTS):
+        root.delete(lv.VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN)
+    assert dom.listAllCheckpoints(0) == []
+
+
+@pytest.fixture
+def adapter() -> Iterator[Any]:
+    _libvirt_or_skip()
+    from adapters.libvirt import LibvirtHypervisor
+
+    hv = LibvirtHypervisor(URI)
+    wipe(hv, "test")
+    yield hv
+    wipe(hv, "test")
+    hv.close()
+
+
+@pytest.fixture
+def hypervisor(adapter: Any) -> tuple[Any, str]:
+    return adapter, "test"
+
+
+class TestLibvirtTestDriverContract(HypervisorContract):
+    """The shared contract on test:///default."""
+
+
+# -- libvirt-only cases -----------------------------------------------------------------------
+
+
+def test_is_a_hypervisor_and_routed_by_plugins(adapter: Any) -> None:
+    from adapters.libvirt import LibvirtHypervisor
+    from ledger.plugins import open_hypervisor
+
+    for name, proto in vars(Hypervisor).items():
+        if callable(proto) and not name.startswith("_"):
+            ours = inspect.signature(getattr(LibvirtHypervisor, name))
+            assert list(ours.parameters) == list(inspect.signature(proto).parameters), name
+    hv = open_hypervisor(URI)
+    try:
+        assert isinstance(hv, LibvirtHypervisor) and hv.uri == URI
+        assert "test" in hv.list_domains()
+    finally:
+        hv.close()
+
+
+def test_domain_info_of_default_domain(adapter: Any) -> None:
+    info = adapter.domain_info("test")
+    assert info.uuid == "6695eb01-f6a4-8304-79aa-97f2502e193f"
+    assert info.policy == "independent"  # libvirt >= 6.5
+    assert [(d.name, d.format, d.source) for d in info.disks] == [
+        ("vda", "raw", "/guest/diskimage1")
+    ]
+    assert info.domain_xml is not None and "<domain" in info.domain_xml
+
+
+def test_error_mapping_keeps_libvirt_message(adapter: Any) -> None:
+    adapter.create_checkpoint("test", cp_xml("c1"))
+    with pytest.raises(LedgerError) as ei:
+        adapter.create_checkpoint("test", cp_xml("c1"))
+    err = ei.value
+    assert err.code == "OPERATION_FAILED"
+    assert str(err) == "operation failed: domain moment c1 already exists"  # no double prefix
+    with pytest.raises(LedgerError) as ei:
+        adapter.create_checkpoint("test", cp_xml("../x"))
+    assert ei.value.code == "XML_INVALID_SCHEMA"
+    assert "\n" not in str(ei.value) and str(ei.value).startswith("XML document failed")
+
+
+def test_error_code_names() -> None:
+    _libvirt_or_skip()
+    from adapters.libvirt import error_code_name, load_libvirt
+
+    load_libvirt(URI)
+    # 1 and 2 are also the values of the error *levels* VIR_ERR_WARNING / VIR_ERR_ERROR
+    assert error_code_name(1) == "INTERNAL_ERROR"
+    assert error_code_name(2) == "NO_MEMORY"
+    assert error_code_name(42) == "NO_DOMAIN"
+    assert error_code_name(103) == "NO_DOMAIN_CHECKPOINT"
+    assert error_code_name(None) == "INTERNAL_ERROR"
+    assert error_code_name(99999) == "UNKNOWN_99999"
+
+
+def test_redefine_validate_is_refused_by_the_test_driver(adapter: Any) -> None:
+    with pytest.raises(LedgerError) as ei:
+        adapter.redefine_checkpoint("test", redef_xml("r1"), validate=True)
+    assert ei.value.code == "INVALID_ARG" and "0x4" in str(ei.value)
+
+
+def test_quiesce_is_accepted_by_the_test_driver(adapter: Any) -> None:
+    assert parsed(adapter.create_checkpoint("test", cp_xml("q1"), quiesce=True))["name"] == "q1"
+
+
+def test_checkpoint_xmls_parents_first(adapter: Any) -> None:
+    for n in ("c1", "c3", "c2"):
+        adapter.create_checkpoint("test", cp_xml(n))
+    xmls = adapter.checkpoint_xmls("test")
+    assert [parsed(x)["name"] for x in xmls] == ["c1", "c3", "c2"]
+    assert all(parsed(x)["has_domain"] for x in xmls)
+
+
+def test_observed_bitmaps_needs_the_qemu_driver(adapter: Any) -> None:
+    with pytest.raises(LedgerError) as ei:
+        adapter.observed_bitmaps("test")
+    assert ei.value.code == "NO_SUPPORT"
+
+
+def test_read_only_connection(adapter: Any) -> None:
+    from adapters.libvirt import LibvirtHypervisor
+
+    adapter.create_checkpoint("test", cp_xml("c1"))
+    ro = LibvirtHypervisor(URI, readonly=True)
+    try:
+        assert ro.list_checkpoints("test") == ["c1"]
+        assert parsed(ro.checkpoint_xml("test", "c1"))["name"] == "c1"  # no SECURE flag
+        assert ro.domain_info("test").running
+        for call in (
+            lambda: ro.create_checkpoint("test", cp_xml("c2")),
+            lambda: ro.redefine_checkpoint("test", redef_xml("r1")),
+            lambda: ro.delete_checkpoint("test", "c1"),
+        ):
+            with pytest.raises(LedgerError) as ei:
+                call()
+            assert ei.value.code == "OPERATION_DENIED"
+        assert adapter.list_checkpoints("test") == ["c1"]
+    finally:
+        ro.close()
+
+
+def test_closed_adapter(adapter: Any) -> None:
+    from adapters.libvirt import LibvirtHypervisor
+
+    hv = LibvirtHypervisor(URI)
+    hv.close()
+    hv.close()  # idempotent
+    with pytest.raises(LedgerError) as ei:
+        hv.list_checkpoints("test")
+    assert ei.value.code == "HYPERVISOR_ERROR"
+
+
+def test_unreachable_socket_uri() -> None:
+    _libvirt_or_skip()
+    from adapters.libvirt import open_url
+
+    uri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+    with pytest.raises(LedgerError) as ei:
+        open_url(uri)
+    msg = str(ei.value)
+    assert ei.value.code == "HYPERVISOR_ERROR"
+    assert uri in msg and "\n" not in msg
+
+
+def test_missing_binding_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulates an environment without libvirt-python (tests our error path only)."""
+    from adapters import libvirt as adapter_mod
+
+    monkeypatch.setitem(sys.modules, "libvirt", None)  # makes `import libvirt` fail
+    with pytest.raises(LedgerError) as ei:
+        adapter_mod.open_url("qemu:///system")
+    assert ei.value.code == "HYPERVISOR_ERROR"
+    assert str(ei.value) == (
+        "libvirt URI 'qemu:///system' needs libvirt-python: pip install 'ckpt-ledger[libvirt]' "
+        "(it builds against the system libvirt: apt-get install libvirt-dev pkg-config)"
+    )
+
+
+# -- PartialDelete detection (libvirt-checkpoints.md §5.2 item 3) ------------------------------
+# The test driver cannot fail a delete half-way, so a stand-in connection replays what the
+# qemu driver does: children reparented, then the bitmap removal fails. (tests/e2e provokes
+# the real thing on QEMU.)
+
+
+class _FakeCp:
+    def __init__(self, dom: _FakeDom, name: str) -> None:
+        self.dom, self.name = dom, name
+
+    def getName(self) -> str:  # noqa: N802 - libvirt's spelling
+        return self.name
+
+    def getParent(self, flags: int = 0) -> _FakeCp:  # noqa: N802
+        parent = self.dom.parents[self.name]
+        if parent is None:
+            raise self.dom.error(103, f"checkpoint '{self.name}' does not have a parent")
+        return _FakeCp(self.dom, parent)
+
+    def listAllChildren(self, flags: int = 0) -> list[_FakeCp]:  # noqa: N802
+        return [_FakeCp(self.dom, k) for k, p in self.dom.parents.items() if p == self.name]
+
+    def delete(self, flags: int = 0) -> None:
+        if self.dom.reparent_then_fail:
+            for kid, p in list(self.dom.parents.items()):
+                if p == self.name:
+                    self.dom.parents[kid] = self.dom.parents[self.name]
+        raise self.dom.error(1, f"internal error: bitmap '{self.name}' not found in backing chain")
+
+
+class _FakeDom:
+    def __init__(self, lv: Any, reparent_then_fail: bool) -> None:
+        self.lv = lv
+        self.reparent_then_fail = reparent_then_fail
+        self.parents: dict[str, str | None] = {"a": None, "b": "a", "c": "b", "d": "b"}
+
+    def error(self, code: int, msg: str) -> Exception:
+        class Err(self.lv.libvirtError):  # type: ignore[name-defined,misc]
+            def get_error_code(self) -> int:
+                return code
+
+            def get_error_message(self) -> str:
+                return msg
+
+        return Err(msg)
+
+    def checkpointLookupByName(self, name: str, flags: int = 0) -> _FakeCp:  # noqa: N802
+        if name not in self.parents:
+            raise self.error(103, f"no domain checkpoint with matching name '{name}'")
+        return _FakeCp(self, name)
+
+
+class _FakeConn:
+    def __init__(self, dom: _FakeDom) -> None:
+        self.dom = dom
+
+    def lookupByName(self, name: str) -> _FakeDom:  # noqa: N802
+        return self.dom
+
+    def close(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("reparent_then_fail", [True, False])
+def test_partial_delete_detection(adapter: Any, reparent_then_fail: bool) -> None:
+    lv = _libvirt_or_skip()
+    from adapters.libvirt import LibvirtHypervisor
+
+    hv = LibvirtHypervisor(URI)
+    hv.close()
+    hv._conn = _FakeConn(_FakeDom(lv, reparent_then_fail))
+    if reparent_then_fail:
+        with pytest.raises(PartialDelete) as pe:
+            hv.delete_checkpoint("vm", "b")
+        assert pe.value.reparented == {"c": "a", "d": "a"}
+        assert isinstance(pe.value.error, LedgerError)
+        assert pe.value.error.code == "INTERNAL_ERROR"
+    else:
+        with pytest.raises(LedgerError) as ei:
+            hv.delete_checkpoint("vm", "b")
+        assert ei.value.code == "INTERNAL_ERROR" and not isinstance(ei.value, PartialDelete)
