@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from shared_data import LIBVIRT_TESTDATA
 
 from ledger.errors import LedgerError
 from ledger.model import CheckpointDef, CheckpointDisk
@@ -24,7 +25,7 @@ from ledger.xml import (
     parse_diskspec,
 )
 
-DATA = Path("/work/shared/libvirt-testdata")
+DATA = LIBVIRT_TESTDATA
 PARENT = "1525111885"
 
 
