@@ -1,0 +1,265 @@
+"""import, import-xml, replay and verify against the mock hypervisor (issue: real libvirt).
+
+The same flows run on a real QEMU guest in tests/e2e/test_cli_recovery.py; here every
+branch is exercised quickly, including hostile import directories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.mock import MockHypervisor
+from ledger import Ledger, LedgerError
+from ledger.recovery import replay_order
+
+SEED = [("chk1.1", ["vda", "vdb"]), ("chk2.1", ["vdb", "vdc"]),
+        ("chk1.2", ["vda", "vdb"]), ("chk2.2", ["vdb", "vdc"])]
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> MockHypervisor:
+    hv = MockHypervisor(str(tmp_path / "host.json"))
+    hv.define("vm", ["vda", "vdb", "vdc"], "independent")
+    return hv
+
+
+@pytest.fixture
+def lg(tmp_path: Path, host: MockHypervisor) -> Iterator[Ledger]:
+    with Ledger.open(store=f"sqlite:///{tmp_path / 'l.db'}", hypervisor=host) as ledger:
+        yield ledger
+
+
+def seed(lg: Ledger) -> None:
+    for name, disks in SEED:
+        lg.create("vm", name, [d if d in disks else f"{d},checkpoint=no"
+                               for d in ("vda", "vdb", "vdc")])
+
+
+# ----------------------------------------------------------------------------- import
+def test_import_learns_checkpoints_made_outside_the_ledger_once(tmp_path: Path,
+                                                                 host: MockHypervisor) -> None:
+    for name in ("a", "b"):
+        host.create_checkpoint("vm", f"<domaincheckpoint><name>{name}</name></domaincheckpoint>")
+    with Ledger.open(store=f"sqlite:///{tmp_path / 'x.db'}", hypervisor=host) as lg:
+        first = lg.import_()
+        assert first[0].added == ["a", "b"]
+        assert [c.name for c in lg.list("vm", topological=True)] == ["a", "b"]
+        assert {e.actor for e in lg.log()} == {"import"}
+        count = lg.event_count()
+        again = lg.import_(["vm"])
+        assert again[0].added == [] and again[0].unchanged == ["a", "b"]
+        assert lg.event_count() == count  # a second import appends nothing
+        assert lg.show("vm", "b").current
+
+
+def test_import_records_a_checkpoint_changed_outside_the_ledger(lg: Ledger,
+                                                                host: MockHypervisor) -> None:
+    seed(lg)
+    xml = host.checkpoint_xml("vm", "chk1.2").replace(
+        "<name>chk1.2</name>", "<name>chk1.2</name>\n  <description>edited by hand</description>")
+    host.redefine_checkpoint("vm", xml)
+    report = lg.import_(["vm"])[0]
+    assert report.changed == ["chk1.2"]
+    assert lg.show("vm", "chk1.2").description == "edited by hand"
+
+
+def test_import_never_forgets_what_the_host_lost(lg: Ledger, host: MockHypervisor) -> None:
+    seed(lg)
+    host.forget_checkpoints("vm")
+    report = lg.import_(["vm"])[0]
+    assert report.missing_on_host == ["chk1.1", "chk2.1", "chk1.2", "chk2.2"]
+    assert len(lg.list("vm")) == 4
+
+
+# ------------------------------------------------------------------------- import-xml
+def write_dir(folder: Path, host: MockHypervisor, names: list[str]) -> None:
+    folder.mkdir()
+    for n in names:
+        (folder / f"{n}.xml").write_text(host.checkpoint_xml("vm", n))
+
+
+def test_import_xml_orders_by_parent_links_not_by_file_names(
+    tmp_path: Path, lg: Ledger, host: MockHypervisor
+) -> None:
+    seed(lg)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    # virtnbdbackup-style names that sort against the chain: z, y, x, w
+    for prefix, n in zip("zyxw", ["chk1.1", "chk2.1", "chk1.2", "chk2.2"], strict=True):
+        (folder / f"{prefix}-{n}.xml").write_text(host.checkpoint_xml("vm", n))
+    with Ledger.open(store=f"sqlite:///{tmp_path / 'new.db'}") as fresh:  # no hypervisor
+        report = fresh.import_xml("vm", folder)
+        assert report.added == ["chk1.1", "chk2.1", "chk1.2", "chk2.2"]
+        assert [c.parent for c in fresh.list("vm", topological=True)] == [
+            None, "chk1.1", "chk2.1", "chk1.2"]
+        assert fresh.show("vm", "chk2.2").current
+        assert fresh.import_xml("vm", folder).added == []
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"a.xml": "<domaincheckpoint><name>a</name>"}, "a.xml: XML error"),
+        ({"a.xml": "<!DOCTYPE x [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><x>&e;</x>"},
+         "a.xml"),
+        ({"a.xml": "<domaincheckpoint><name>c</name><creationTime>1</creationTime>"
+                   "</domaincheckpoint>",
+          "b.xml": "<domaincheckpoint><name>c</name><creationTime>2</creationTime>"
+                   "</domaincheckpoint>"}, "defined twice"),
+        ({"a.xml": "<domaincheckpoint><name>a</name><parent><name>ghost</name></parent>"
+                   "<creationTime>1</creationTime></domaincheckpoint>"},
+         "parent ghost of checkpoint a is neither in the directory nor in the ledger"),
+        ({"a.xml": "<domaincheckpoint><name>a</name><parent><name>b</name></parent>"
+                   "<creationTime>1</creationTime></domaincheckpoint>",
+          "b.xml": "<domaincheckpoint><name>b</name><parent><name>a</name></parent>"
+                   "<creationTime>2</creationTime></domaincheckpoint>"}, "form a cycle"),
+        ({"a.xml": "<domaincheckpoint><creationTime>1</creationTime></domaincheckpoint>"},
+         "a redefined checkpoint must have a name"),
+        ({}, "no checkpoint XML files"),
+    ],
+)
+def test_import_xml_refuses_bad_directories_and_appends_nothing(
+    tmp_path: Path, lg: Ledger, files: dict[str, str], message: str
+) -> None:
+    seed(lg)
+    count = lg.event_count()
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    with pytest.raises(LedgerError) as err:
+        lg.import_xml("vm", folder)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert "root:" not in str(err.value)  # /etc/passwd was never read
+    assert lg.event_count() == count
+
+
+def test_import_xml_of_a_missing_directory(tmp_path: Path, lg: Ledger) -> None:
+    with pytest.raises(LedgerError, match="is not a directory"):
+        lg.import_xml("vm", tmp_path / "nope")
+
+
+def test_import_xml_refuses_files_of_another_domain(tmp_path: Path, lg: Ledger,
+                                                     host: MockHypervisor) -> None:
+    seed(lg)
+    other = MockHypervisor(str(tmp_path / "other.json"))
+    other.define("vm", ["vda"])
+    other.create_checkpoint("vm", "<domaincheckpoint><name>x</name></domaincheckpoint>")
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    (folder / "x.xml").write_text(other.checkpoint_xml("vm", "x"))
+    with pytest.raises(LedgerError, match="uuid"):
+        lg.import_xml("vm", folder)
+
+
+# ----------------------------------------------------------------------------- replay
+def test_replay_after_host_loss_restores_list_parents_and_current(
+    lg: Ledger, host: MockHypervisor
+) -> None:
+    seed(lg)
+    host.forget_checkpoints("vm")
+    dry = lg.replay(["vm"], dry_run=True)[0]
+    assert [s.action for s in dry.steps] == ["redefine"] * 4
+    assert host.list_checkpoints("vm") == []
+    lg.replay(["vm"], validate=True)
+    assert host.list_checkpoints("vm") == ["chk1.1", "chk2.1", "chk1.2", "chk2.2"]
+    assert host.current("vm") == "chk2.2"
+    count = lg.event_count()
+    again = lg.replay(["vm"])[0]
+    assert {s.action for s in again.steps} == {"skip"} and lg.event_count() == count
+
+
+def test_replay_leaves_conflicts_and_unknown_checkpoints_alone(
+    lg: Ledger, host: MockHypervisor
+) -> None:
+    seed(lg)
+    xml = host.checkpoint_xml("vm", "chk2.2").replace(
+        "<name>chk2.2</name>", "<name>chk2.2</name>\n  <description>theirs</description>")
+    host.redefine_checkpoint("vm", xml)
+    host.create_checkpoint("vm", "<domaincheckpoint><name>stranger</name></domaincheckpoint>")
+    report = lg.replay(["vm"])[0]
+    assert [s.action for s in report.steps if s.name == "chk2.2"] == ["conflict"]
+    assert report.unknown_on_host == ["stranger"]
+    assert "stranger" in host.list_checkpoints("vm")
+    lg.replay(["vm"], overwrite=True)
+    assert "<description>" not in host.checkpoint_xml("vm", "chk2.2")
+
+
+def test_replay_into_a_domain_with_another_uuid_is_refused(tmp_path: Path, lg: Ledger) -> None:
+    seed(lg)
+    other = MockHypervisor(str(tmp_path / "rebuilt.json"))
+    other.define("vm", ["vda", "vdb", "vdc"])  # a new UUID
+    with Ledger.open(store=lg.store, hypervisor=other) as lg2, pytest.raises(
+            LedgerError, match="refusing to replay into another domain") as err:
+        lg2.replay(["vm"])
+    assert err.value.code == "INVALID_ARG"
+    assert other.list_checkpoints("vm") == []
+
+
+def test_replay_order_walks_the_current_branch_first() -> None:
+    from ledger.model import CheckpointDef, CheckpointDisk
+    from ledger.projections import DomainState
+    from ledger.rules import redefined_events
+
+    st = DomainState(stream_id="u")
+    for name, parent in [("r", None), ("a", "r"), ("b", "r"), ("b1", "b")]:
+        d = CheckpointDef(name=name, parent=parent, creation_time=1,
+                          disks=(CheckpointDisk(name="vda", bitmap=name),))
+        for ev in redefined_events(st, d, ""):
+            st.apply(ev)
+    st.current = "b1"
+    order = replay_order(st)
+    assert order == ["r", "b", "b1", "a"]
+    # replaying that order with libvirt's rule leaves b1 current
+    st2 = DomainState(stream_id="u")
+    for n in order:
+        cp = st.checkpoints[n]
+        for ev in redefined_events(st2, cp.definition(), ""):
+            st2.apply(ev)
+    assert st2.current == "b1"
+
+
+# ----------------------------------------------------------------------------- verify
+def test_verify_agrees_then_finds_every_kind_of_drift(lg: Ledger, host: MockHypervisor) -> None:
+    seed(lg)
+    assert lg.verify(["vm"])[0].ok
+    host.remove_bitmap("vm", "vdb", "chk2.1")
+    host.delete_checkpoint("vm", "chk2.2", metadata_only=True)  # outside the ledger
+    host.create_checkpoint("vm", "<domaincheckpoint><name>x</name></domaincheckpoint>")
+    r = lg.verify(["vm"])[0]
+    kinds = {(f.kind, f.checkpoint, f.disk, f.bitmap) for f in r.findings}
+    assert ("bitmap-missing", "chk2.1", "vdb", "chk2.1") in kinds
+    assert ("missing-on-host", "chk2.2", None, None) in kinds
+    assert ("extra-on-host", "x", None, None) in kinds
+    assert ("orphan-bitmap", None, "vda", "x") in kinds
+    assert not r.ok
+    assert r.unusable_plans["chk2.1"] == {"vdb": "bitmap 'chk2.1' is missing on vdb"}
+
+
+def test_verify_record_appends_each_observation_once_and_plan_goes_full(
+    lg: Ledger, host: MockHypervisor
+) -> None:
+    seed(lg)
+    host.remove_bitmap("vm", "vdb", "chk2.1")
+    assert lg.plan("vm", "chk2.1").disks["vdb"].mode == "incremental"
+    first = lg.verify(["vm"], record=True)[0]
+    assert first.recorded == 1
+    assert lg.plan("vm", "chk2.1").disks["vdb"].mode == "full"
+    count = lg.event_count()
+    assert lg.verify(["vm"], record=True)[0].recorded == 0
+    assert lg.event_count() == count
+    assert any(e.type == "DriftObserved" and e.actor == "verify" for e in lg.log())
+
+
+def test_verify_finds_a_bitmap_that_stopped_recording(lg: Ledger, host: MockHypervisor) -> None:
+    seed(lg)
+    import json
+
+    data = json.loads(Path(host.path).read_text())
+    data["domains"]["vm"]["bitmaps"]["vda"]["chk1.1"]["enabled"] = False
+    Path(host.path).write_text(json.dumps(data))
+    r = lg.verify(["vm"])[0]
+    assert [(f.kind, f.bitmap) for f in r.findings] == [("bitmap-not-recording", "chk1.1")]
