@@ -349,6 +349,13 @@ class MockHypervisor:
             definition = rules.decide_create(
                 meta, info, request, int(time.time()), qemu_rules=True
             )
+            for disk in definition.bitmap_disks():
+                if disk.bitmap in dom["bitmaps"].get(disk.name, {}):
+                    raise LedgerError(  # QEMU's block-dirty-bitmap-add refuses, as here
+                        "INTERNAL_ERROR",
+                        "unable to execute QEMU command 'transaction': "
+                        f"Bitmap already exists: {disk.bitmap}",
+                    )
             out = format_checkpoint_xml(definition)
             self._apply(dom, meta, rules.created_events(meta, definition, out))
             return out

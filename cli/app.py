@@ -5,6 +5,7 @@ Every command is a thin wrapper over one :class:`ledger.Ledger` method.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
 
@@ -13,8 +14,7 @@ import typer
 
 from ledger import Ledger
 
-from . import commands, demo, mock_cmd, recovery_cmd
-from .output import fail
+from . import audit_cmd, commands, demo, mock_cmd, ops_cmd, recovery_cmd
 
 app = typer.Typer(
     name="ckpt-ledger",
@@ -33,10 +33,12 @@ class Settings:
     store: str | None
     hypervisor: str | None
     actor: str | None
+    correlation_id: str | None = None
 
     def open(self, need_hypervisor: bool = False) -> Ledger:
         """Open the ledger these options name."""
-        return Ledger.open(store=self.store, hypervisor=self.hypervisor, actor=self.actor)
+        return Ledger.open(store=self.store, hypervisor=self.hypervisor, actor=self.actor,
+                           correlation_id=self.correlation_id or None)
 
 
 @app.callback()
@@ -55,32 +57,60 @@ def root(
         None, "--actor", envvar="CKPT_LEDGER_ACTOR",
         help="Who is recorded as doing this (default user@host).",
     ),
+    correlation_id: str | None = typer.Option(
+        None, "--correlation-id", envvar="CKPT_LEDGER_CORRELATION_ID", metavar="ID",
+        help="Stored with every event recorded (ties them to a backup job, a ticket ...).",
+    ),
 ) -> None:
     """An append-only, event-sourced ledger of libvirt disk checkpoints."""
-    ctx.obj = Settings(store=store, hypervisor=hypervisor, actor=actor)
+    ctx.obj = Settings(store=store, hypervisor=hypervisor, actor=actor,
+                       correlation_id=correlation_id)
 
 
 commands.register(app)
+audit_cmd.register(app)
 recovery_cmd.register(app)
+ops_cmd.register(app)
 app.add_typer(mock_cmd.app, name="mock")
 app.command("demo")(demo.demo_command)
+
+
+def _exceptions(name: str) -> tuple[type[BaseException], ...]:
+    """``name`` from typer's bundled click (typer >= 0.20) and from click itself."""
+    found: list[type[BaseException]] = []
+    for module in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        cls = getattr(mod, name, None)
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+NO_ARGS = _exceptions("NoArgsIsHelpError")
+USAGE = _exceptions("UsageError")
+EXIT = _exceptions("Exit")
+ABORT = _exceptions("Abort")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: usage errors become one line and exit status 2."""
     try:
         result = app(args=argv, prog_name="ckpt-ledger", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as err:
-        click.echo(err.ctx.get_help() if err.ctx else "", err=True)
+    except NO_ARGS as err:
+        ctx = getattr(err, "ctx", None)
+        where = ctx.command_path if ctx is not None else "ckpt-ledger"
+        click.echo(f"error: missing command: try '{where} --help' [USAGE]", err=True)
         return 2
-    except click.exceptions.UsageError as err:
-        try:
-            raise fail(err.format_message(), 2) from None
-        except typer.Exit as ex:
-            return ex.exit_code
-    except click.exceptions.Exit as err:
-        return err.exit_code
-    except click.exceptions.Abort:
+    except USAGE as err:
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        click.echo("error: " + " ".join(message.split()) + " [USAGE]", err=True)
+        return 2
+    except EXIT as err:
+        return int(getattr(err, "exit_code", 1))
+    except ABORT:
         click.echo("error: aborted", err=True)
         return 130
     except BrokenPipeError:

@@ -13,18 +13,21 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from . import recovery, rules
+from .audit import LogFilter, event_view, fold_until, parse_point
 from .domain_xml import parse_domain_xml
 from .envelope import Provenance, StoredRecord, decode_record, new_record
 from .errors import LedgerError, VersionConflict, no_checkpoint, no_domain
 from .events import DomainEnrolled, Event
+from .history import history as checkpoint_history
 from .model import CheckpointDef, CheckpointDisk, DomainInfo
 from .plugins import open_hypervisor, open_store
 from .policies import plan as plan_disks
@@ -36,6 +39,7 @@ from .views import (
     CheckpointView,
     DeleteResult,
     EventView,
+    HistoryEntry,
     ImportReport,
     PlanView,
     ReplayReport,
@@ -44,6 +48,7 @@ from .views import (
 from .xml import create_request_xml, parse_checkpoint_xml, parse_diskspec
 
 RETRIES = 3
+AsOf = int | str | datetime | None  # an event position or a time (see Ledger.state_at)
 
 
 def default_store_url() -> str:
@@ -71,11 +76,13 @@ class Ledger:
         *,
         actor: str | None = None,
         reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> None:
         self.store = store
         self._hypervisor = hypervisor
         self.actor = actor
         self.reason = reason
+        self.correlation_id = correlation_id  # stored with every event this ledger appends
         self.states: dict[str, DomainState] = {}  # stream id -> state
         self.by_name: dict[str, str] = {}  # domain name -> stream id
         self.position = 0
@@ -89,15 +96,22 @@ class Ledger:
         *,
         actor: str | None = None,
         reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> Ledger:
-        """Open a ledger on a store URL (or instance) and, optionally, a hypervisor URI."""
+        """Open a ledger on a store URL (or instance) and, optionally, a hypervisor URI.
+
+        ``actor``, ``reason`` and ``correlation_id`` go into the provenance of every event
+        appended (``correlation_id`` defaults to ``$CKPT_LEDGER_CORRELATION_ID``).
+        """
         if store is None or isinstance(store, str):
             opened: EventStore = open_store(store or default_store_url())
         else:
             opened = store
         if hypervisor is None:
             hypervisor = os.environ.get("CKPT_LEDGER_HYPERVISOR") or None
-        lg = cls(opened, hypervisor, actor=actor, reason=reason)
+        if correlation_id is None:
+            correlation_id = os.environ.get("CKPT_LEDGER_CORRELATION_ID") or None
+        lg = cls(opened, hypervisor, actor=actor, reason=reason, correlation_id=correlation_id)
         try:
             lg.catch_up()
         except Exception:
@@ -156,7 +170,11 @@ class Ledger:
         """The projection of ``domain`` (NO_DOMAIN if the ledger has never seen it)."""
         stream = self.by_name.get(domain)
         if stream is None:
-            raise no_domain(domain)
+            raise LedgerError(
+                "NO_DOMAIN",
+                f"no domain with matching name '{domain}' in the ledger (nothing has been "
+                "recorded for it: create a checkpoint or run `ckpt-ledger import`)",
+            )
         return self.states[stream]
 
     def domains(self) -> list[str]:
@@ -169,7 +187,8 @@ class Ledger:
 
     # ------------------------------------------------------------ the write path
     def _provenance(self, reason: str | None, actor: str | None = None) -> Provenance:
-        return Provenance.default(actor=actor or self.actor, reason=reason or self.reason)
+        return Provenance.default(actor=actor or self.actor, reason=reason or self.reason,
+                                  correlation_id=self.correlation_id)
 
     def has_hypervisor(self) -> bool:
         """Whether a hypervisor was given (reads never need one)."""
@@ -194,6 +213,17 @@ class Ledger:
         trial = state.clone()
         trial.apply(enrolled)
         return trial, [enrolled]
+
+    @contextmanager
+    def _correlated(self, correlation_id: str | None) -> Iterator[None]:
+        """Record ``correlation_id`` (when given) instead of the ledger's own, for one call."""
+        saved = self.correlation_id
+        if correlation_id is not None:
+            self.correlation_id = correlation_id
+        try:
+            yield
+        finally:
+            self.correlation_id = saved
 
     @contextmanager
     def _domain_lock(self, domain: str) -> Iterator[DomainInfo]:
@@ -225,6 +255,30 @@ class Ledger:
             ) from err
         self.catch_up()
 
+    def _record(
+        self,
+        info: DomainInfo,
+        build: Callable[[DomainState], Sequence[Event]],
+        reason: str | None,
+        actor: str | None = None,
+    ) -> None:
+        """Append what ``build`` derives from the newest state; on a conflict, re-read and retry.
+
+        The hypervisor has already acted when this runs, so a conflict (another writer got
+        there first, e.g. through a store without cross-process locks) means: fold the other
+        writer's events, re-derive ours from the hypervisor's answer, and try again.
+        """
+        for attempt in range(RETRIES):
+            state, pre = self._enrollment(info)
+            events = [*pre, *build(state)]
+            try:
+                self._append(info, events, reason, actor)
+                return
+            except LedgerError as err:
+                if err.code != "VERSION_CONFLICT" or attempt == RETRIES - 1:
+                    raise
+                self.catch_up()
+
     def create(
         self,
         domain: str,
@@ -232,15 +286,16 @@ class Ledger:
         disks: Sequence[str | CheckpointDisk] | None = None,
         description: str | None = None,
         reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> CheckpointView:
         """Create a checkpoint (``virsh checkpoint-create-as``) and record what was made."""
         request = self._request(name, disks, description)
-        with self._domain_lock(domain) as info:
+        with self._correlated(correlation_id), self._domain_lock(domain) as info:
             state, pre = self._enrollment(info)
             rules.decide_create(state, info, request, int(time.time()))
             xml = self.hypervisor.create_checkpoint(domain, self._request_xml(request))
             actual = parse_checkpoint_xml(xml, redefine=True)
-            self._append(info, [*pre, *rules.created_events(state, actual, xml)], reason)
+            self._record(info, lambda st: rules.created_events(st, actual, xml), reason)
         assert actual.name is not None
         return self.show(domain, actual.name)
 
@@ -271,7 +326,12 @@ class Ledger:
         return self._request_xml(self._request(name, disks, description))
 
     def redefine(
-        self, domain: str, xml: str | bytes, validate: bool = False, reason: str | None = None
+        self,
+        domain: str,
+        xml: str | bytes,
+        validate: bool = False,
+        reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> CheckpointView:
         """Redefine a checkpoint from its XML (``checkpoint-create --redefine``)."""
         request = parse_checkpoint_xml(xml, redefine=True)
@@ -279,14 +339,15 @@ class Ledger:
         if request.domain_xml is not None:
             dom = parse_domain_xml(request.domain_xml)
             embedded = (dom.uuid, dom.disks)
-        with self._domain_lock(domain) as info:
+        with self._correlated(correlation_id), self._domain_lock(domain) as info:
             state, pre = self._enrollment(info)
             rules.decide_redefine(state, request, embedded)
             text = xml.decode() if isinstance(xml, bytes) else xml
             out = self.hypervisor.redefine_checkpoint(domain, text, validate=validate)
             actual = parse_checkpoint_xml(out, redefine=True)
-            events = rules.redefined_events(state, actual, out, validate)
-            self._append(info, [*pre, *events], reason)
+            self._record(
+                info, lambda st: rules.redefined_events(st, actual, out, validate), reason
+            )
         assert actual.name is not None
         return self.show(domain, actual.name)
 
@@ -299,10 +360,11 @@ class Ledger:
         children_only: bool = False,
         metadata_only: bool = False,
         reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> DeleteResult:
         """Delete a checkpoint (``virsh checkpoint-delete``) and record what happened."""
         rules.check_delete_flags(children, children_only)
-        with self._domain_lock(domain) as info:
+        with self._correlated(correlation_id), self._domain_lock(domain) as info:
             state, pre = self._enrollment(info)
             flags: dict[str, Any] = dict(
                 children=children, children_only=children_only, metadata_only=metadata_only
@@ -313,7 +375,7 @@ class Ledger:
             except PartialDelete as partial:
                 self._record_partial(info, state, pre, name, partial, reason)
                 raise partial.error from None
-            self._append(info, [*pre, *events], reason)
+            self._record(info, lambda st: rules.decide_delete(st, name, **flags), reason)
         deleted = events[-1]
         return DeleteResult(
             name=name,
@@ -384,18 +446,37 @@ class Ledger:
             children=list(cp.children),
         )
 
-    def show(self, domain: str, name: str) -> CheckpointView:
-        """One checkpoint (NO_DOMAIN_CHECKPOINT if it does not exist)."""
-        state = self.state(domain)
+    def state_at(self, domain: str, as_of: AsOf) -> DomainState:
+        """A fresh projection of ``domain`` as it was at ``as_of`` (the live one for None).
+
+        ``as_of`` is an event position (events up to it are folded) or a time (events recorded
+        up to it, to the second; a bare date means its end); text is parsed as ``--as-of`` is.
+        The live projection is not touched. NO_DOMAIN if the domain did not exist yet.
+        """
+        if as_of is None:
+            return self.state(domain)
+        point = parse_point(as_of, upper=True)
+        stream = self.by_name.get(domain)
+        if stream is None:
+            raise no_domain(domain)
+        state = fold_until(self.store.read_stream(stream), point)
+        if state is None:
+            raise LedgerError("NO_DOMAIN", f"no domain with matching name '{domain}' "
+                              f"as of {as_of}")
+        return state
+
+    def show(self, domain: str, name: str, *, as_of: AsOf = None) -> CheckpointView:
+        """One checkpoint (NO_DOMAIN_CHECKPOINT if it does not exist), now or ``as_of``."""
+        state = self.state_at(domain, as_of)
         if name not in state.checkpoints:
             raise no_checkpoint(name)
         return self._view(state, name)
 
-    def xml(self, domain: str, name: str, no_domain: bool = False) -> str:
-        """The checkpoint's XML exactly as libvirt formats it."""
+    def xml(self, domain: str, name: str, no_domain: bool = False, *, as_of: AsOf = None) -> str:
+        """The checkpoint's XML exactly as libvirt formats it (now or ``as_of``)."""
         from .xml import format_checkpoint_xml
 
-        state = self.state(domain)
+        state = self.state_at(domain, as_of)
         cp = state.get(name)
         if cp is None:
             raise no_checkpoint(name)
@@ -411,12 +492,14 @@ class Ledger:
         topological: bool = False,
         from_: str | None = None,
         descendants: bool = False,
+        as_of: AsOf = None,
     ) -> list[CheckpointView]:
         """``virDomainListAllCheckpoints`` / ``ListAllChildren`` with libvirt's filters.
 
         Without ``topological`` the order is by name; with it, parents come first.
+        With ``as_of``, the checkpoints as they were then (see :meth:`state_at`).
         """
-        state = self.state(domain)
+        state = self.state_at(domain, as_of)
         if from_ is not None:
             if from_ not in state.checkpoints:
                 raise no_checkpoint(from_)
@@ -437,9 +520,9 @@ class Ledger:
             names = sorted(names, key=lambda n: (n.lower(), n))
         return [self._view(state, n) for n in names]
 
-    def bitmaps(self, domain: str) -> BitmapsView:
-        """Every bitmap the ledger believes each disk holds, in creation order."""
-        state = self.state(domain)
+    def bitmaps(self, domain: str, *, as_of: AsOf = None) -> BitmapsView:
+        """Every bitmap the ledger believes each disk holds (now or ``as_of``), oldest first."""
+        state = self.state_at(domain, as_of)
         disks = {
             disk: [
                 BitmapView(bitmap=b.name, checkpoint=b.checkpoint, active=b.active)
@@ -453,36 +536,62 @@ class Ledger:
                                           active=b.active) for b in bms.values()]
         return BitmapsView(domain=state.name, policy=state.policy, disks=disks)
 
-    def plan(self, domain: str, since: str) -> PlanView:
-        """Which bitmaps to merge, per disk, to back up everything written since ``since``."""
-        state = self.state(domain)
+    def plan(self, domain: str, since: str, *, as_of: AsOf = None) -> PlanView:
+        """Which bitmaps to merge, per disk, to back up everything written since ``since``
+        (as the plan was at ``as_of`` when given)."""
+        state = self.state_at(domain, as_of)
         if since not in state.checkpoints:
             raise no_checkpoint(since)
         return PlanView(
             domain=state.name, since=since, policy=state.policy, disks=plan_disks(state, since)
         )
 
-    def log(self, domain: str | None = None) -> builtins.list[EventView]:
-        """Every event, oldest first (only ``domain``'s when given)."""
+    def log(
+        self, domain: str | None = None, filter: LogFilter | None = None
+    ) -> builtins.list[EventView]:
+        """Every event, oldest first: only ``domain``'s when given, only those ``filter`` keeps."""
+        flt = filter or LogFilter()
+        domain = domain if domain is not None else flt.domain
         if domain is not None:
             records: Iterator[StoredRecord] = self.store.read_stream(self.state(domain).stream_id)
+            flt = replace(flt, domain=None)  # the stream is the domain, whatever it was called
         else:
-            records = self.store.read_all()
-        out = []
-        for rec in records:
-            event, prov = decode_record(rec)
-            out.append(
-                EventView(
-                    position=rec.position,
-                    stream_version=rec.stream_version,
-                    domain=rec.stream_name,
-                    stream_id=rec.stream_id,
-                    type=rec.type,
-                    recorded_at=_iso(rec.recorded_at),
-                    actor=prov.actor,
-                    host=prov.host,
-                    reason=prov.reason,
-                    data={k: v for k, v in event.model_dump(mode="json").items() if k != "type"},
-                )
-            )
-        return out
+            after = flt.since - 1 if isinstance(flt.since, int) and flt.since > 0 else 0
+            records = self.store.read_all(after=after)
+        return flt.apply(event_view(rec) for rec in records)
+
+    def history(self, domain: str, name: str) -> builtins.list[HistoryEntry]:
+        """Every fact in the life of checkpoint ``name``, even after it was deleted.
+
+        NO_DOMAIN_CHECKPOINT if the domain never had a checkpoint of that name.
+        """
+        return checkpoint_history(self.log(domain), name)
+
+    def follow(
+        self, after: int = 0, timeout: float | None = None, *, poll: float = 0.2
+    ) -> Iterator[EventView]:
+        """Events with position > ``after`` as they commit, oldest first, without end.
+
+        A store with a ``follow(after, timeout)`` of its own (PostgreSQL: LISTEN/NOTIFY) is
+        tailed through it; any other is polled with ``read_all`` every ``poll`` seconds.
+        The iterator ends once ``timeout`` seconds pass with no new event (``None``: never;
+        stop it by closing it or with Ctrl-C). The ledger's own projections are not touched.
+        """
+        native = getattr(self.store, "follow", None)
+        if callable(native):
+            records: Iterator[StoredRecord] = native(after=after, timeout=timeout)
+            for rec in records:
+                yield event_view(rec)
+            return
+        last, idle_since = after, time.monotonic()
+        while True:
+            for rec in self.store.read_all(after=last):
+                last, idle_since = rec.position, time.monotonic()
+                yield event_view(rec)
+            wait = poll
+            if timeout is not None:
+                left = timeout - (time.monotonic() - idle_since)
+                if left <= 0:
+                    return
+                wait = min(wait, left)
+            time.sleep(wait)
