@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 from helpers import Host, assert_one_error_line
+from shared_data import LIBVIRT_TESTDATA
 
-DATA = Path("/work/shared/libvirt-testdata/virsh")
+DATA = LIBVIRT_TESTDATA / "virsh"
 TEST_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
 
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="libvirt virsh test data not found")
