@@ -7,6 +7,7 @@ set -euo pipefail
 PACKAGES=(
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
     qemu-system-x86 qemu-utils libnbd-bin
+    chromium  # headless screenshots of `ckpt-ledger timeline` pages (tests/test_timeline.py)
 )
 
 missing=()
@@ -27,7 +28,7 @@ fi
 # The Debian packages do not create the qemu user or the log/run directories without systemd.
 # libvirt 9.0's QEMU driver resolves its built-in user AND group libvirt-qemu at start-up,
 # before reading qemu.conf ("Failed to parse group 'libvirt-qemu'"), so both must exist.
-getent group kvm >/dev/null || groupadd kvm
+getent group kvm >/dev/null || groupadd -r kvm  # a system group, as udev expects
 getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
 id libvirt-qemu >/dev/null 2>&1 || useradd -r -g kvm libvirt-qemu
 mkdir -p /var/log/libvirt /run/libvirt /etc/libvirt

@@ -1,4 +1,7 @@
-"""The checkpoint commands: create, delete, redefine, list, show, bitmaps, plan, log."""
+"""The checkpoint commands: create, delete, redefine, list, show, bitmaps, plan.
+
+``log``, ``history`` and ``timeline`` are in :mod:`cli.audit_cmd`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,11 @@ from ledger.errors import LedgerError
 from .output import handles_errors, print_json, table
 
 JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+AS_OF = typer.Option(
+    None, "--as-of", metavar="POS|TIME",
+    help="Answer as the ledger stood then: after event POSITION, or at a time (ISO 8601, "
+    "naive = UTC; a bare date means its end).",
+)
 MAX_XML_FILE = 1 << 20
 
 
@@ -149,6 +157,7 @@ def register(app: typer.Typer) -> None:
         from_: str | None = typer.Option(None, "--from", metavar="NAME"),
         descendants: bool = typer.Option(False, "--descendants"),
         name_only: bool = typer.Option(False, "--name", help="Names only."),
+        as_of: str | None = AS_OF,
         json_out: bool = JSON,
     ) -> None:
         """List checkpoints (virsh checkpoint-list) from the ledger."""
@@ -167,9 +176,10 @@ def register(app: typer.Typer) -> None:
         with _settings(ctx) as lg:
             views = lg.list(domain, roots=roots, leaves=leaves, no_leaves=no_leaves,
                             topological=topological, from_=from_,
-                            descendants=descendants or (tree and from_ is not None))
+                            descendants=descendants or (tree and from_ is not None),
+                            as_of=as_of)
             if tree and from_ is not None:
-                views = [lg.show(domain, from_), *views]
+                views = [lg.show(domain, from_, as_of=as_of), *views]
         if json_out:
             print_json([v.model_dump(mode="json", exclude={"children"}) for v in views])
         elif tree:
@@ -191,14 +201,15 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(...),
         xml: bool = typer.Option(False, "--xml", help="The XML exactly as libvirt formats it."),
         no_domain: bool = typer.Option(False, "--no-domain", help="With --xml: omit <domain>."),
+        as_of: str | None = AS_OF,
         json_out: bool = JSON,
     ) -> None:
         """Show one checkpoint, or its XML."""
         with _settings(ctx) as lg:
             if xml:
-                typer.echo(lg.xml(domain, name, no_domain=no_domain), nl=False)
+                typer.echo(lg.xml(domain, name, no_domain=no_domain, as_of=as_of), nl=False)
                 return
-            view = lg.show(domain, name)
+            view = lg.show(domain, name, as_of=as_of)
         if json_out:
             print_json(view)
             return
@@ -217,11 +228,14 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @handles_errors
     def bitmaps(
-        ctx: typer.Context, domain: str = typer.Argument(...), json_out: bool = JSON
+        ctx: typer.Context,
+        domain: str = typer.Argument(...),
+        as_of: str | None = AS_OF,
+        json_out: bool = JSON,
     ) -> None:
         """Every bitmap on every disk, as the ledger believes the hypervisor holds them."""
         with _settings(ctx) as lg:
-            view = lg.bitmaps(domain)
+            view = lg.bitmaps(domain, as_of=as_of)
         if json_out:
             print_json(view)
             return
@@ -237,11 +251,12 @@ def register(app: typer.Typer) -> None:
         domain: str = typer.Argument(...),
         since: str = typer.Option(..., "--since", metavar="NAME",
                                   help="The reference checkpoint of the backup."),
+        as_of: str | None = AS_OF,
         json_out: bool = JSON,
     ) -> None:
         """Which bitmaps, per disk, hold every block written since a checkpoint."""
         with _settings(ctx) as lg:
-            view = lg.plan(domain, since)
+            view = lg.plan(domain, since, as_of=as_of)
         if json_out:
             print_json(view)
             return
@@ -249,37 +264,3 @@ def register(app: typer.Typer) -> None:
         rows = [(disk, p.mode, ", ".join(p.bitmaps) or "-", p.reason or "")
                 for disk, p in view.disks.items()]
         typer.echo(table(["Disk", "Mode", "Bitmaps (oldest first)", "Why"], rows))
-
-    @app.command()
-    @handles_errors
-    def log(
-        ctx: typer.Context,
-        domain: str | None = typer.Option(None, "--domain"),
-        json_out: bool = JSON,
-    ) -> None:
-        """Every event, oldest first."""
-        with _settings(ctx) as lg:
-            events = lg.log(domain)
-        if json_out:
-            print_json([e.model_dump(mode="json", include={
-                "position", "stream_version", "domain", "type", "recorded_at", "actor",
-                "reason", "data"}) for e in events])
-            return
-        rows = [(e.position, e.recorded_at, e.domain, e.type, _summary(e.data), e.actor)
-                for e in events]
-        typer.echo(table(["Pos", "Recorded", "Domain", "Event", "What", "Actor"], rows))
-
-
-def _summary(data: dict[str, object]) -> str:
-    if "bitmap" in data:
-        into = f" -> {data['into']}" if "into" in data else ""
-        return f"{data['disk']}/{data['bitmap']}{into}"
-    if "deleted" in data:
-        gone = data["deleted"]
-        names = ", ".join(str(n) for n in gone) if isinstance(gone, list) else ""
-        return f"{data['name']} ({names or 'children'})"
-    if "policy" in data:
-        return f"{data['name']} {data['policy']}"
-    name = str(data.get("name", data.get("kind", "")))
-    parent = data.get("parent")
-    return f"{name} <- {parent}" if parent else name

@@ -69,7 +69,24 @@ class EventView(BaseModel):
     actor: str
     host: str
     reason: str | None = None
+    correlation_id: str | None = None
+    tool: str = ""
+    tool_version: str = ""
     data: dict[str, Any]
+
+
+class HistoryEntry(BaseModel):
+    """One fact in a checkpoint's life (``history``), with who recorded it and why."""
+
+    position: int
+    recorded_at: str  # ISO 8601, UTC
+    actor: str
+    host: str
+    tool: str = ""
+    reason: str | None = None
+    correlation_id: str | None = None
+    what: str  # created, redefined, bitmap disabled, ..., reparented, deleted
+    detail: str
 
 
 class DeleteResult(BaseModel):

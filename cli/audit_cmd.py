@@ -1,0 +1,144 @@
+"""The audit commands: ``log`` (filtered history), ``history`` (one checkpoint's life) and
+``timeline`` (an SVG/HTML picture of a domain's bitmaps over time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+
+from ledger import Ledger
+from ledger.audit import LogFilter, summary
+from ledger.errors import LedgerError
+from ledger.timeline import render_html, render_svg
+
+from .output import handles_errors, print_json, table
+
+JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+LOG_KEYS = {"position", "stream_version", "domain", "type", "recorded_at", "actor", "host",
+            "reason", "correlation_id", "data"}
+POINT_HELP = "An event POSITION or a time (ISO 8601, e.g. 2026-11-29T18:00:00Z; naive = UTC)."
+
+
+def _open(ctx: typer.Context) -> Ledger:
+    lg: Ledger = ctx.obj.open()
+    return lg
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_out(out: Path) -> str:
+    """The output format (``svg`` or ``html``) of ``--out``; INVALID_ARG when unusable."""
+    kind = out.suffix.lower().lstrip(".")
+    if kind not in ("svg", "html"):
+        raise LedgerError("INVALID_ARG", f"--out {out} must end in .svg or .html")
+    folder = out.parent
+    if not folder.is_dir():
+        raise LedgerError("INVALID_ARG", f"--out {out}: directory {folder} does not exist")
+    if out.is_dir():
+        raise LedgerError("INVALID_ARG", f"--out {out} is a directory")
+    return kind
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``log``, ``history`` and ``timeline`` to ``app``."""
+
+    @app.command()
+    @handles_errors
+    def log(
+        ctx: typer.Context,
+        domain: str | None = typer.Option(None, "--domain", metavar="NAME",
+                                          help="Only this domain's events."),
+        disk: list[str] = typer.Option([], "--disk", metavar="DISK",
+                                       help="Events about this disk; repeatable."),
+        checkpoint: list[str] = typer.Option(
+            [], "--checkpoint", metavar="NAME", help="Events about this checkpoint; repeatable."),
+        type_: list[str] = typer.Option(
+            [], "--type", metavar="TYPE", help="Only this event type (CheckpointCreated ...); "
+            "repeatable."),
+        actor: list[str] = typer.Option(
+            [], "--actor", metavar="ACTOR",
+            help="Only events recorded by this actor (shell wildcards); repeatable."),
+        since: str | None = typer.Option(None, "--since", metavar="POS|TIME", help=POINT_HELP),
+        until: str | None = typer.Option(None, "--until", metavar="POS|TIME", help=POINT_HELP),
+        json_out: bool = JSON,
+        jsonl: bool = typer.Option(False, "--jsonl", help="One JSON event per line."),
+    ) -> None:
+        """Every event, oldest first, or those matching the filters (all must hold)."""
+        if json_out and jsonl:
+            raise LedgerError("INVALID_ARG", "--json and --jsonl are mutually exclusive")
+        flt = LogFilter.from_options(domain, disk, checkpoint, type_, actor, since, until)
+        with _open(ctx) as lg:
+            events = lg.log(filter=flt)
+        rows = [e.model_dump(mode="json", include=LOG_KEYS) for e in events]
+        if json_out:
+            print_json(rows)
+            return
+        if jsonl:
+            for row in rows:
+                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return
+        headers = ["Pos", "Recorded", "Domain", "Event", "What", "Actor"]
+        lines = [[e.position, e.recorded_at, e.domain, e.type, summary(e.type, e.data), e.actor]
+                 for e in events]
+        if any(e.reason for e in events):
+            headers.append("Reason")
+            for line, e in zip(lines, events, strict=True):
+                line.append(e.reason or "")
+        typer.echo(table(headers, lines))
+
+    @app.command()
+    @handles_errors
+    def history(
+        ctx: typer.Context,
+        domain: str = typer.Argument(...),
+        name: str = typer.Argument(..., help="The checkpoint (it may have been deleted)."),
+        json_out: bool = JSON,
+    ) -> None:
+        """The whole life of one checkpoint: created, its bitmaps' changes, reparented, deleted."""
+        with _open(ctx) as lg:
+            facts = lg.history(domain, name)
+        if json_out:
+            print_json(facts)
+            return
+        for f in facts:
+            why = f" ({f.reason})" if f.reason else ""
+            typer.echo(f"#{f.position:<4} {f.recorded_at}  {f.what:<18} {f.detail}  "
+                       f"[{f.actor} on {f.host}, {f.tool}]{why}")
+
+    @app.command()
+    @handles_errors
+    def timeline(
+        ctx: typer.Context,
+        domain: str = typer.Argument(...),
+        out: Path = typer.Option(..., "--out", "-o", metavar="FILE.svg|FILE.html",
+                                 help="Where to write the picture (.svg, or .html embedding it)."),
+    ) -> None:
+        """Draw the domain's bitmaps over time: one lane per disk, one bar per bitmap."""
+        kind = check_out(out)
+        with _open(ctx) as lg:
+            events = lg.log(domain)
+        svg = render_svg(events, domain)
+        text = svg if kind == "svg" else render_html(svg, f"ckpt-ledger timeline: {domain}")
+        try:
+            write_atomic(out, text)
+        except OSError as err:
+            raise LedgerError("INVALID_ARG", f"cannot write {out}: {err.strerror}") from None
+        typer.echo(f"Timeline of {domain} ({len(events)} events) written to {out}")
