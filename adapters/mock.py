@@ -36,6 +36,7 @@ from ledger.events import (
 from ledger.model import DomainDisk, DomainInfo, Policy
 from ledger.names import check_disk_name
 from ledger.plugins import path_of
+from ledger.ports import PartialDelete
 from ledger.projections import DomainState
 from ledger.xml import format_checkpoint_xml, parse_checkpoint_xml
 
@@ -398,8 +399,14 @@ class MockHypervisor:
         children_only: bool = False,
         metadata_only: bool = False,
     ) -> None:
-        """Delete with libvirt's flags and the domain's bitmap policy."""
+        """Delete with libvirt's flags and the domain's bitmap policy.
+
+        Like libvirt's QEMU driver (libvirt-checkpoints.md §5.2 item 3), a plain delete
+        reparents the children *before* it removes the bitmaps; when a bitmap is missing
+        the call fails with the children already moved, reported as :class:`PartialDelete`.
+        """
         rules.check_delete_flags(children, children_only)
+        partial: PartialDelete | None = None
         with self._locked() as data:
             dom = self._dom(data, domain)
             meta = self._meta(dom)
@@ -418,11 +425,34 @@ class MockHypervisor:
                     if isinstance(ev, BitmapRemoved) and ev.bitmap not in dom["bitmaps"].get(
                         ev.disk, {}
                     ):
-                        raise LedgerError(
+                        err = LedgerError(
                             "INTERNAL_ERROR",
                             f"bitmap '{ev.bitmap}' not found in backing chain of '{ev.disk}'",
                         )
-            self._apply(dom, meta, events)
+                        partial = self._reparent_first(dom, meta, name, err, children,
+                                                       children_only)
+                        break
+                else:
+                    self._apply(dom, meta, events)
+            else:
+                self._apply(dom, meta, events)
+        if partial is not None:
+            raise partial
+
+    def _reparent_first(
+        self, dom: dict[str, Any], meta: DomainState, name: str, err: LedgerError,
+        children: bool, children_only: bool,
+    ) -> PartialDelete:
+        """What qemuCheckpointDelete has done when the bitmap removal fails."""
+        target = meta.checkpoints[name]
+        if children or children_only or not target.children:
+            raise err
+        moved: dict[str, str | None] = {}
+        for child in list(target.children):
+            d = meta.checkpoints[child].definition().model_copy(update={"parent": target.parent})
+            self._apply(dom, meta, rules.redefined_events(meta, d, format_checkpoint_xml(d)))
+            moved[child] = target.parent
+        return PartialDelete(err, moved)
 
     def checkpoint_xml(self, domain: str, name: str, no_domain: bool = False) -> str:
         """The checkpoint's XML as stored in the mock's metadata."""

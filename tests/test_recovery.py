@@ -263,3 +263,27 @@ def test_verify_finds_a_bitmap_that_stopped_recording(lg: Ledger, host: MockHype
     Path(host.path).write_text(json.dumps(data))
     r = lg.verify(["vm"])[0]
     assert [(f.kind, f.bitmap) for f in r.findings] == [("bitmap-not-recording", "chk1.1")]
+
+
+# --------------------------------------------------------------- partial delete (§5.2.3)
+def test_a_delete_qemu_did_only_in_part_is_recorded_as_what_really_happened(
+    lg: Ledger, host: MockHypervisor
+) -> None:
+    """qemu reparents the children, then fails on a missing bitmap: the delete is an error,
+    the checkpoint stays, and the ledger records the reparenting (not the delete)."""
+    seed(lg)
+    host.remove_bitmap("vm", "vdb", "chk2.1")
+    with pytest.raises(LedgerError) as err:
+        lg.delete("vm", "chk2.1")
+    assert err.value.code == "INTERNAL_ERROR"
+    assert "bitmap 'chk2.1' not found in backing chain of 'vdb'" in str(err.value)
+    assert lg.show("vm", "chk2.1").children == []
+    assert lg.show("vm", "chk1.2").parent == "chk1.1"  # as on the host
+    assert host.checkpoint_xml("vm", "chk1.2").count("<name>chk1.1</name>") == 1
+    assert not any(e.type == "CheckpointDeleted" for e in lg.log())
+    partial = [e for e in lg.log() if e.reason and "partial delete" in e.reason]
+    assert [e.data["name"] for e in partial] == ["chk1.2"]
+    assert lg.verify(["vm"])[0].findings[0].kind == "bitmap-missing"
+    lg.delete("vm", "chk2.1", metadata_only=True)  # the known workaround
+    assert "chk2.1" not in [c.name for c in lg.list("vm")]
+    assert host.list_checkpoints("vm") == ["chk1.1", "chk1.2", "chk2.2"]
