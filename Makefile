@@ -18,7 +18,7 @@ demo: venv
 	$(BIN)/ckpt-ledger demo
 
 lint: venv
-	$(BIN)/ruff check ledger backends adapters cli tests bench
+	$(BIN)/ruff check ledger backends adapters cli tests $(wildcard bench)
 
 typecheck: venv
 	$(BIN)/mypy ledger backends adapters cli
@@ -26,8 +26,10 @@ typecheck: venv
 test: venv lint typecheck
 	$(BIN)/pytest -q
 
+# `make bench BENCH_ARGS=--quick` for a 10x smaller run; the data is cached in bench/.data
 bench: venv
-	$(BIN)/python -m bench.run
+	$(BIN)/python -c 'import eventsourcing' 2>/dev/null || $(BIN)/pip install -q -e '.[$(EXTRAS),bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
