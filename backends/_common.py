@@ -9,9 +9,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
+from ledger.chain import record_hash
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError, VersionConflict
 from ledger.ports import ANY, NO_STREAM, ExpectedVersion
@@ -87,10 +89,18 @@ def idempotency_mismatch(key: str) -> LedgerError:
     )
 
 
-def stored(records: Sequence[NewRecord], first_position: int, version: int) -> list[StoredRecord]:
-    """``records`` as stored from ``first_position``, after stream version ``version``."""
-    return [
-        StoredRecord(
+def stored(
+    records: Sequence[NewRecord], first_position: int, version: int, prev_hash: str
+) -> list[StoredRecord]:
+    """``records`` as stored from ``first_position``, after stream version ``version``.
+
+    Each gets its chain hash (:func:`ledger.chain.record_hash`), the first one linked to
+    ``prev_hash``: the hash at ``first_position - 1`` (:data:`ledger.chain.GENESIS` for 1).
+    Call it inside the append's transaction or lock, where ``prev_hash`` cannot change.
+    """
+    out: list[StoredRecord] = []
+    for i, rec in enumerate(records):
+        row = StoredRecord(
             position=first_position + i,
             stream_id=rec.stream_id,
             stream_name=rec.stream_name,
@@ -99,9 +109,19 @@ def stored(records: Sequence[NewRecord], first_position: int, version: int) -> l
             schema_version=rec.schema_version,
             recorded_at=float(rec.recorded_at),
             payload=bytes(rec.payload),
+            hash="",
         )
-        for i, rec in enumerate(records)
-    ]
+        prev_hash = record_hash(row, prev_hash)
+        out.append(replace(row, hash=prev_hash))
+    return out
+
+
+def chain_hashes(rows: Iterable[StoredRecord], prev_hash: str) -> Iterator[tuple[int, str]]:
+    """``(position, hash)`` for ``rows`` (oldest first) chained from ``prev_hash``: what a
+    schema migration writes for rows stored before events carried hashes."""
+    for row in rows:
+        prev_hash = record_hash(row, prev_hash)
+        yield row.position, prev_hash
 
 
 @contextmanager

@@ -17,12 +17,13 @@ from typing import Any
 import msgpack
 
 MAGIC = b"CKPTLEDGER-LOG\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: frames carry the event's chain hash (13 fields); 1: 12 fields
 HEADER = MAGIC + bytes([FORMAT_VERSION])
 FRAME = struct.Struct(">II")
 NONE = type(None)
 TYPES: tuple[type | tuple[type, ...], ...] = (
-    int, str, str, int, str, int, float, bytes, int, int, (str, NONE), (str, NONE))
+    int, str, str, int, str, int, float, bytes, int, int, (str, NONE), (str, NONE), str)
+LEGACY_FIELDS = 12  # a format-1 frame: no hash (computed when the log is opened)
 
 
 def encode(fields: list[Any]) -> bytes:
@@ -32,14 +33,14 @@ def encode(fields: list[Any]) -> bytes:
 
 
 def decode(body: Any) -> list[Any] | None:
-    """The 12 fields of a frame, or None when they are not well formed."""
+    """The 13 fields of a frame (12 for a format-1 frame), or None when not well formed."""
     try:
         f = msgpack.unpackb(body, raw=False, use_list=True)
     except Exception:
         return None
-    if not isinstance(f, list) or len(f) != len(TYPES):
+    if not isinstance(f, list) or len(f) not in (LEGACY_FIELDS, len(TYPES)):
         return None
-    pairs = zip(f, TYPES, strict=True)
+    pairs = zip(f, TYPES[: len(f)], strict=True)
     if not all(isinstance(v, t) and not isinstance(v, bool) for v, t in pairs):
         return None
     return f

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from ledger.chain import GENESIS
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
 from ledger.plugins import scheme_of
@@ -28,6 +29,7 @@ class MemoryStore:
         self._streams: dict[str, list[int]] = {}  # stream id -> positions, in version order
         self._idempotency: dict[str, tuple[str, int, int]] = {}  # key -> digest, first, last
         self._stream_locks: dict[str, threading.Lock] = {}
+        self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -54,7 +56,8 @@ class MemoryStore:
                     return self._records[seen[1] - 1 : seen[2]]
             positions = self._streams.get(stream_id, [])
             check_expected(stream_id, expected_version, len(positions))
-            new = stored(records, len(self._records) + 1, len(positions))
+            prev = self._records[-1].hash if self._records else GENESIS
+            new = stored(records, len(self._records) + 1, len(positions), prev)
             self._records.extend(new)
             self._streams.setdefault(stream_id, []).extend(r.position for r in new)
             if idempotency_key is not None:
@@ -100,6 +103,18 @@ class MemoryStore:
         with lk:
             yield
 
+    def save_snapshot(self, key: str, position: int, data: bytes) -> None:
+        """Keep ``(position, data)`` under ``key`` (replacing the previous one)."""
+        with self._mutex:
+            self._check_open()
+            self._snapshots[key] = (int(position), bytes(data))
+
+    def load_snapshot(self, key: str) -> tuple[int, bytes] | None:
+        """The ``(position, data)`` saved under ``key``, or None."""
+        with self._mutex:
+            self._check_open()
+            return self._snapshots.get(key)
+
     def close(self) -> None:
         """Drop the records; later calls raise STORE_ERROR."""
         with self._mutex:
@@ -107,6 +122,7 @@ class MemoryStore:
             self._records = []
             self._streams = {}
             self._idempotency = {}
+            self._snapshots = {}
 
     def __enter__(self) -> MemoryStore:
         return self

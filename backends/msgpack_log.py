@@ -1,11 +1,19 @@
 """The append-only file store (``msgpack:///rel.log`` or ``msgpack:////abs/ledger.log``).
 
-File format: a 16-byte header (``CKPTLEDGER-LOG\\0`` + format version 1), then one frame per
+File format: a 16-byte header (``CKPTLEDGER-LOG\\0`` + format version 2), then one frame per
 record: ``[u32 length][u32 crc32][msgpack]`` (big-endian; crc32 of the msgpack bytes). The
 msgpack is the array ``[position, stream_id, stream_name, stream_version, type,
-schema_version, recorded_at, payload, batch_first, batch_size, idempotency_key, digest]``;
-the key and digest are set on a batch's first record only. A batch (one ``append``) counts
-only once all its frames are present, which makes multi-record appends atomic.
+schema_version, recorded_at, payload, batch_first, batch_size, idempotency_key, digest,
+hash]``; the key and digest are set on a batch's first record only, ``hash`` is the event's
+link in the hash chain (ledger/chain.py). A batch (one ``append``) counts only once all its
+frames are present, which makes multi-record appends atomic. Format-1 logs (frames of 12
+fields, no hash) are still read: their hashes are computed in memory when the log is opened
+and new frames appended to them carry their own. The CRC guards against torn writes; the
+hash chain is checked by ``ckpt-ledger verify-log``, not at open.
+
+Snapshots live in the sidecar ``<log path>.snapshot``: ``CKPTLEDGER-SNAP\\0``, then a crc32
+and the msgpack map ``{key: [position, data]}``; it is replaced atomically (temporary file,
+fsync, rename) and a damaged one reads as "no snapshot".
 
 Opening verifies every frame. A torn end (an interrupted append: short frame, bad crc or
 an unfinished batch with nothing valid after it) is truncated away with a
@@ -19,6 +27,7 @@ an exclusive flock on the sidecar ``<log path>.lock`` (one lock for every stream
 from __future__ import annotations
 
 import array
+import contextlib
 import logging
 import os
 import stat
@@ -31,6 +40,7 @@ from typing import Any
 
 import msgpack
 
+from ledger.chain import GENESIS, record_hash
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
 from ledger.plugins import path_of, scheme_of
@@ -40,6 +50,7 @@ from . import _frames as fr
 from ._common import check_batch, check_expected, digest, file_lock, idempotency_mismatch, stored
 
 log = logging.getLogger(__name__)
+_SNAP_MAGIC = b"CKPTLEDGER-SNAP\x00"
 
 
 class TornTailWarning(UserWarning):
@@ -64,6 +75,9 @@ class MsgpackLogStore:
         self._streams: dict[str, list[int]] = {}
         self._idempotency: dict[str, tuple[str, int, int]] = {}
         self._end = len(fr.HEADER)  # offset after the last verified, complete batch
+        self._last_hash = GENESIS  # chain hash of the last indexed position
+        self._legacy: dict[int, str] = {}  # computed hashes of format-1 frames, by position
+        self.snapshot_path = path + ".snapshot"
         self._fd = self._open()
         try:
             with self._writer():
@@ -91,13 +105,18 @@ class MsgpackLogStore:
     def _check_header(self) -> None:
         head = os.pread(self._fd, len(fr.HEADER), 0)
         if not head and os.fstat(self._fd).st_size == 0:  # new (or empty) file
-            self._write_at(fr.HEADER, 0)
-            os.fsync(self._fd)
-            dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
             try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+                self._write_at(fr.HEADER, 0)
+                os.fsync(self._fd)
+                dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, 0)  # leave an empty file, not half a header
+                raise _err(f"cannot create store {self.path}: {e.strerror or e}") from e
             return
         if len(head) < len(fr.HEADER) or not head.startswith(fr.MAGIC):
             raise _err(f"cannot open store {self.path}: not a ckpt-ledger log (bad magic)")
@@ -178,6 +197,12 @@ class MsgpackLogStore:
         return None
 
     def _index(self, off: int, length: int, f: list[Any]) -> None:
+        if len(f) > fr.LEGACY_FIELDS:
+            self._last_hash = f[12]
+        else:
+            row = StoredRecord(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], "")
+            self._last_hash = record_hash(row, self._last_hash)
+            self._legacy[f[0]] = self._last_hash
         self._offsets.append(off)
         self._lengths.append(length)
         self._streams.setdefault(f[1], []).append(f[0])
@@ -187,7 +212,8 @@ class MsgpackLogStore:
     def _record(self, position: int) -> StoredRecord:
         off, length = self._offsets[position - 1], self._lengths[position - 1]
         f = msgpack.unpackb(os.pread(self._fd, length, off + 8), raw=False)
-        return StoredRecord(*f[:8])
+        h = f[12] if len(f) > fr.LEGACY_FIELDS else self._legacy[position]
+        return StoredRecord(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], h)
 
     # --- the EventStore API ---------------------------------------------------------------
 
@@ -210,14 +236,14 @@ class MsgpackLogStore:
                 return [self._record(p) for p in range(first, last + 1)]
             version = len(self._streams.get(stream_id, ()))
             check_expected(stream_id, expected_version, version)
-            new = stored(records, len(self._offsets) + 1, version)
+            new = stored(records, len(self._offsets) + 1, version, self._last_hash)
             frames = []
             for i, r in enumerate(new):
                 key, sig = (idempotency_key, digest(records)) if i == 0 else (None, None)
                 frames.append(fr.encode(
                     [r.position, r.stream_id, r.stream_name, r.stream_version, r.type,
                      r.schema_version, r.recorded_at, r.payload, new[0].position, len(new),
-                     key, sig]))
+                     key, sig, r.hash]))
             try:
                 self._write_at(b"".join(frames), self._end)
                 os.fsync(self._fd)
@@ -276,6 +302,66 @@ class MsgpackLogStore:
     def lock(self, stream_id: str) -> AbstractContextManager[None]:
         """An exclusive flock on ``<log path>.lock``: one lock for every stream of the log."""
         return file_lock(self.lock_path)
+
+    def save_snapshot(self, key: str, position: int, data: bytes) -> None:
+        """Replace ``key``'s entry in ``<log>.snapshot`` (written to a temporary file,
+        fsynced, renamed over it); concurrent savers: the last rename wins."""
+        with self._mutex:
+            snaps = self._read_snapshots()
+            snaps[key] = [int(position), bytes(data)]
+            body = msgpack.packb(snaps, use_bin_type=True)
+            blob = _SNAP_MAGIC + zlib.crc32(body).to_bytes(4, "big") + body
+            folder = os.path.dirname(os.path.abspath(self.snapshot_path))
+            tmp = f"{self.snapshot_path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                try:
+                    view = memoryview(blob)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, self.snapshot_path)
+                dfd = os.open(folder, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise _err(f"cannot write snapshot {self.snapshot_path}: "
+                           f"{e.strerror or e}") from e
+
+    def load_snapshot(self, key: str) -> tuple[int, bytes] | None:
+        """``key``'s ``(position, data)`` from ``<log>.snapshot``; None when absent or
+        damaged (a snapshot is only a cache)."""
+        with self._mutex:
+            entry = self._read_snapshots().get(key)
+        if entry is None:
+            return None
+        return int(entry[0]), bytes(entry[1])
+
+    def _read_snapshots(self) -> dict[str, list[Any]]:
+        try:
+            with open(self.snapshot_path, "rb") as f:
+                blob = f.read()
+        except OSError:
+            return {}
+        body = blob[len(_SNAP_MAGIC) + 4 :]
+        if (not blob.startswith(_SNAP_MAGIC)
+                or blob[len(_SNAP_MAGIC) : len(_SNAP_MAGIC) + 4]
+                != zlib.crc32(body).to_bytes(4, "big")):
+            return {}
+        try:
+            snaps = msgpack.unpackb(body, raw=False)
+        except Exception:
+            return {}
+        if not isinstance(snaps, dict):
+            return {}
+        return {k: v for k, v in snaps.items() if isinstance(k, str) and isinstance(v, list)
+                and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], bytes)}
 
     def close(self) -> None:
         """Close the file."""

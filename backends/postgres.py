@@ -4,10 +4,13 @@
 ``public``): every table lives in that schema, so one database can hold several ledgers
 (the tests use one schema each and drop it afterwards). Other query parameters go to libpq.
 
-Tables: ``events(position BIGINT PRIMARY KEY, stream_id, stream_name, stream_version,
-type, schema_version, recorded_at DOUBLE PRECISION, payload BYTEA,
+Tables (schema version 2): ``events(position BIGINT PRIMARY KEY, stream_id, stream_name,
+stream_version, type, schema_version, recorded_at DOUBLE PRECISION, payload BYTEA, hash TEXT,
 UNIQUE(stream_id, stream_version))``, ``idempotency(key PRIMARY KEY, digest,
-first_position, last_position)`` and ``ckpt_ledger_meta(version)``.
+first_position, last_position)``, ``snapshots(key PRIMARY KEY, position, data BYTEA)`` and
+``ckpt_ledger_meta(version)``. ``hash`` is the event's link in the hash chain
+(ledger/chain.py), computed under the append's table lock; migration 1 -> 2 adds the column,
+fills it for every existing row (oldest first) and creates ``snapshots``, in one transaction.
 
 Positions are not a sequence: an append takes ``LOCK TABLE events IN EXCLUSIVE MODE``
 (readers' ACCESS SHARE is not blocked) and writes ``max(position) + 1`` onwards, so
@@ -31,15 +34,25 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from ledger.chain import GENESIS
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
 from ledger.ports import ANY, ExpectedVersion
 
-from ._common import check_batch, check_expected, digest, idempotency_mismatch, one_line, stored
+from ._common import (
+    chain_hashes,
+    check_batch,
+    check_expected,
+    digest,
+    idempotency_mismatch,
+    one_line,
+    stored,
+)
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")
 _COLUMNS = ("position, stream_id, stream_name, stream_version, type, schema_version, "
-            "recorded_at, payload")
+            "recorded_at, payload, hash")
+_BACKFILL = "backfill hashes"  # a migration step run in Python: PostgresStore._backfill
 MIGRATIONS: list[list[str]] = [[
     "CREATE TABLE {s}.events (position BIGINT PRIMARY KEY, stream_id TEXT NOT NULL, "
     "stream_name TEXT NOT NULL, stream_version INTEGER NOT NULL, type TEXT NOT NULL, "
@@ -49,6 +62,11 @@ MIGRATIONS: list[list[str]] = [[
     "first_position BIGINT NOT NULL, last_position BIGINT NOT NULL)",
     "CREATE TABLE {s}.ckpt_ledger_meta (version INTEGER NOT NULL)",
     "INSERT INTO {s}.ckpt_ledger_meta VALUES (0)",
+], [
+    "ALTER TABLE {s}.events ADD COLUMN hash TEXT NOT NULL DEFAULT ''",
+    _BACKFILL,
+    "CREATE TABLE {s}.snapshots (key TEXT PRIMARY KEY, position BIGINT NOT NULL, "
+    "data BYTEA NOT NULL)",
 ]]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -131,11 +149,30 @@ class PostgresStore:
                 c.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
                 for step in MIGRATIONS[version:]:
                     for statement in step:
-                        c.execute(self._sql(statement))
+                        if statement == _BACKFILL:
+                            self._backfill()
+                        else:
+                            c.execute(self._sql(statement))
                 c.execute(self._sql("UPDATE {s}.ckpt_ledger_meta SET version = %s"),
                           [SCHEMA_VERSION])
         except psycopg.Error as e:
             raise self._err("cannot open store", e) from e
+
+    def _backfill(self) -> None:
+        """Fill ``hash`` for rows stored before events carried one (in the migration's
+        transaction, oldest first)."""
+        c, prev, after = self._conn, GENESIS, 0
+        while True:
+            rows = [StoredRecord(*r) for r in c.execute(self._sql(
+                f"SELECT {_COLUMNS} FROM {{s}}.events WHERE position > %s ORDER BY position "
+                "LIMIT 1000"), [after]).fetchall()]
+            if not rows:
+                return
+            updates = list(chain_hashes(rows, prev))
+            with c.cursor() as cur:
+                cur.executemany(self._sql("UPDATE {s}.events SET hash = %s WHERE position = %s"),
+                                [(h, p) for p, h in updates])
+            after, prev = updates[-1]
 
     def _query(self, text: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._mutex:
@@ -180,14 +217,16 @@ class PostgresStore:
         version = c.execute(self._sql("SELECT coalesce(max(stream_version), 0) FROM {s}.events "
                                       "WHERE stream_id = %s"), [stream_id]).fetchone()
         check_expected(stream_id, expected, version[0] if version else 0)
-        last = c.execute(self._sql("SELECT coalesce(max(position), 0) FROM {s}.events"))
-        new = stored(records, (last.fetchone() or [0])[0] + 1, version[0] if version else 0)
+        row = c.execute(self._sql("SELECT position, hash FROM {s}.events "
+                                  "ORDER BY position DESC LIMIT 1")).fetchone()
+        last, prev = (row[0], row[1]) if row else (0, GENESIS)
+        new = stored(records, last + 1, version[0] if version else 0, prev)
         with c.cursor() as cur:
             cur.executemany(
                 self._sql(f"INSERT INTO {{s}}.events ({_COLUMNS}) "
-                          "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"),
+                          "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"),
                 [(r.position, r.stream_id, r.stream_name, r.stream_version, r.type,
-                  r.schema_version, r.recorded_at, r.payload) for r in new])
+                  r.schema_version, r.recorded_at, r.payload, r.hash) for r in new])
         if key is not None:
             c.execute(self._sql("INSERT INTO {s}.idempotency VALUES (%s, %s, %s, %s)"),
                       [key, digest(records), new[0].position, new[-1].position])
@@ -237,6 +276,24 @@ class PostgresStore:
             yield
         finally:
             conn.close()  # ending the session releases the advisory lock
+
+    def save_snapshot(self, key: str, position: int, data: bytes) -> None:
+        """Upsert ``key``'s row in ``snapshots`` (one statement, so atomic)."""
+        with self._mutex:
+            try:
+                self._conn.execute(self._sql(
+                    "INSERT INTO {s}.snapshots (key, position, data) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (key) DO UPDATE SET position = EXCLUDED.position, "
+                    "data = EXCLUDED.data"), [key, int(position), bytes(data)])
+            except psycopg.Error as e:
+                raise self._err("cannot write a snapshot to store", e) from e
+
+    def load_snapshot(self, key: str) -> tuple[int, bytes] | None:
+        """The ``(position, data)`` of ``key``'s row in ``snapshots``, or None."""
+        rows = self._query("SELECT position, data FROM {s}.snapshots WHERE key = %s", [key])
+        if not rows:
+            return None
+        return int(rows[0][0]), bytes(rows[0][1])
 
     def follow(self, after: int = 0, timeout: float | None = None) -> Iterator[StoredRecord]:
         """Records after ``after`` as they commit, woken by ``LISTEN``.

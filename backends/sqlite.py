@@ -1,13 +1,19 @@
 """The SQLite event store (``sqlite:///rel.db``, ``sqlite:////abs.db`` or a bare path).
 
-Layout (schema version 1, kept in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
+Layout (schema version 2, kept in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
 the file as a ckpt-ledger store)::
 
     events(position INTEGER PRIMARY KEY, stream_id TEXT, stream_name TEXT,
            stream_version INTEGER, type TEXT, schema_version INTEGER, recorded_at REAL,
-           payload BLOB, UNIQUE(stream_id, stream_version))       + index on stream_id
+           payload BLOB, hash TEXT, UNIQUE(stream_id, stream_version))
+                                                               + index on stream_id
     idempotency(key TEXT PRIMARY KEY, digest TEXT, first_position INTEGER,
                 last_position INTEGER)
+    snapshots(key TEXT PRIMARY KEY, position INTEGER, data BLOB)
+
+``hash`` is the event's link in the hash chain (ledger/chain.py), computed inside the append
+transaction from the previous position's hash. Migration 1 -> 2 adds the ``hash`` column and
+fills it for every existing row, oldest first, and creates ``snapshots`` (one transaction).
 
 The database runs in WAL mode with ``synchronous=FULL``. An append is one
 ``BEGIN IMMEDIATE`` transaction (check the expected version, insert, commit); positions are
@@ -32,12 +38,14 @@ from typing import Any
 
 import sqlite_utils
 
+from ledger.chain import GENESIS
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
 from ledger.plugins import path_of, scheme_of
 from ledger.ports import ANY, ExpectedVersion
 
 from ._common import (
+    chain_hashes,
     check_batch,
     check_expected,
     digest,
@@ -48,7 +56,8 @@ from ._common import (
 from ._sqlite_inspect import APPLICATION_ID, BUSY_TIMEOUT_MS, check_identity, err, inspect
 
 _COLUMNS = (
-    "position, stream_id, stream_name, stream_version, type, schema_version, recorded_at, payload"
+    "position, stream_id, stream_name, stream_version, type, schema_version, recorded_at, "
+    "payload, hash"
 )
 
 
@@ -66,8 +75,26 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """Add the hash chain (filled in for every existing row) and the snapshots table."""
+    db.execute("ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT ''")
+    prev, after = GENESIS, 0
+    while True:
+        rows = [StoredRecord(*r) for r in db.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT 1000",
+            [after]).fetchall()]
+        if not rows:
+            break
+        updates = list(chain_hashes(rows, prev))
+        db.conn.executemany("UPDATE events SET hash = ? WHERE position = ?",
+                            [(h, p) for p, h in updates])
+        after, prev = updates[-1]
+    db.execute("CREATE TABLE snapshots (key TEXT PRIMARY KEY, position INTEGER NOT NULL, "
+               "data BLOB NOT NULL)")
+
+
 # MIGRATIONS[i] takes a store from schema version i to i + 1, inside one transaction.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -162,11 +189,14 @@ class SqliteStore:
                      [stream_id]).fetchone()[0]
         check_expected(stream_id, expected, version)
         last = ex("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
-        new = stored(records, last + 1, version)
+        prev = GENESIS
+        if last:
+            prev = ex("SELECT hash FROM events WHERE position = ?", [last]).fetchone()[0]
+        new = stored(records, last + 1, version, prev)
         self.db.conn.executemany(
-            f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(r.position, r.stream_id, r.stream_name, r.stream_version, r.type,
-              r.schema_version, r.recorded_at, r.payload) for r in new],
+              r.schema_version, r.recorded_at, r.payload, r.hash) for r in new],
         )
         if key is not None:
             ex("INSERT INTO idempotency (key, digest, first_position, last_position) "
@@ -212,6 +242,23 @@ class SqliteStore:
     def lock(self, stream_id: str) -> AbstractContextManager[None]:
         """An exclusive flock on ``<db path>.lock``: one lock for every stream of the file."""
         return file_lock(self.lock_path)
+
+    def save_snapshot(self, key: str, position: int, data: bytes) -> None:
+        """Replace the ``snapshots`` row of ``key`` in one transaction."""
+        with self._mutex:
+            try:
+                with self._write():
+                    self.db.execute("INSERT OR REPLACE INTO snapshots (key, position, data) "
+                                    "VALUES (?, ?, ?)", [key, int(position), bytes(data)])
+            except sqlite3.Error as e:
+                raise err(f"cannot write a snapshot to store {self.path}: {e}") from e
+
+    def load_snapshot(self, key: str) -> tuple[int, bytes] | None:
+        """The ``(position, data)`` of ``key``'s row in ``snapshots``, or None."""
+        rows = self._query("SELECT position, data FROM snapshots WHERE key = ?", [key])
+        if not rows:
+            return None
+        return int(rows[0][0]), bytes(rows[0][1])
 
     def close(self) -> None:
         """Close the connection (the last one out checkpoints the WAL)."""

@@ -14,7 +14,7 @@ import typer
 
 from ledger import Ledger
 
-from . import audit_cmd, commands, demo, mock_cmd, ops_cmd, recovery_cmd
+from . import audit_cmd, commands, demo, integrity_cmd, mock_cmd, ops_cmd, recovery_cmd
 
 app = typer.Typer(
     name="ckpt-ledger",
@@ -71,6 +71,7 @@ commands.register(app)
 audit_cmd.register(app)
 recovery_cmd.register(app)
 ops_cmd.register(app)
+integrity_cmd.register(app)
 app.add_typer(mock_cmd.app, name="mock")
 app.command("demo")(demo.demo_command)
 

@@ -80,6 +80,9 @@ class StoredRecord:
     schema_version: int
     recorded_at: float
     payload: bytes
+    # hex sha256 chaining this event to the previous position (ledger/chain.py); the
+    # store computes it inside its append transaction
+    hash: str
 
 
 def encode_payload(event: Event, provenance: Provenance) -> bytes:

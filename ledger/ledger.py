@@ -11,6 +11,7 @@ turned into one by ``ledger.plugins``.
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,8 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import recovery, rules
+from . import recovery, rules, snapshots
 from .audit import LogFilter, event_view, fold_until, parse_point
+from .chain import GENESIS
 from .domain_xml import parse_domain_xml
 from .envelope import Provenance, StoredRecord, decode_record, new_record
 from .errors import LedgerError, VersionConflict, no_checkpoint, no_domain
@@ -86,6 +88,11 @@ class Ledger:
         self.states: dict[str, DomainState] = {}  # stream id -> state
         self.by_name: dict[str, str] = {}  # domain name -> stream id
         self.position = 0
+        self.position_hash = GENESIS  # chain hash of the event at ``position``
+        self.folded = 0  # events this instance has folded (a snapshot's are not counted)
+        self.snapshot_position = 0  # position of the snapshot loaded or last saved
+        self.snapshot_every = snapshots.DEFAULT_EVERY  # 0: never save one on close
+        self.snapshot_status: str = "none"  # what open() found (ledger/snapshots.py)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -97,11 +104,18 @@ class Ledger:
         actor: str | None = None,
         reason: str | None = None,
         correlation_id: str | None = None,
+        use_snapshot: bool = True,
+        snapshot_every: int | None = None,
     ) -> Ledger:
         """Open a ledger on a store URL (or instance) and, optionally, a hypervisor URI.
 
         ``actor``, ``reason`` and ``correlation_id`` go into the provenance of every event
         appended (``correlation_id`` defaults to ``$CKPT_LEDGER_CORRELATION_ID``).
+
+        The projections start from the store's snapshot when it can be trusted
+        (``use_snapshot``; see ledger/snapshots.py) and fold only newer events. ``close``
+        saves a fresh snapshot once ``snapshot_every`` events (default
+        ``$CKPT_LEDGER_SNAPSHOT_EVERY`` or 1000; 0 = never) were folded since the last.
         """
         if store is None or isinstance(store, str):
             opened: EventStore = open_store(store or default_store_url())
@@ -112,7 +126,13 @@ class Ledger:
         if correlation_id is None:
             correlation_id = os.environ.get("CKPT_LEDGER_CORRELATION_ID") or None
         lg = cls(opened, hypervisor, actor=actor, reason=reason, correlation_id=correlation_id)
+        if snapshot_every is None:
+            env = os.environ.get("CKPT_LEDGER_SNAPSHOT_EVERY", "")
+            snapshot_every = int(env) if env.strip().isdigit() else snapshots.DEFAULT_EVERY
+        lg.snapshot_every = snapshot_every
         try:
+            if use_snapshot:
+                lg.snapshot_status = snapshots.restore(lg)
             lg.catch_up()
         except Exception:
             lg.close()
@@ -130,8 +150,24 @@ class Ledger:
     ) -> None:
         self.close()
 
+    def save_snapshot(self, force: bool = False) -> bool:
+        """Save the projections as the store's snapshot when ``snapshot_every`` events were
+        folded since the last one (always when ``force``); True if one was saved."""
+        behind = self.position - self.snapshot_position
+        if self.position == 0 or behind <= 0 or (
+                not force and (self.snapshot_every <= 0 or behind < self.snapshot_every)):
+            return False
+        snapshots.save(self.store, self.states, self.by_name, self.position,
+                       self.position_hash)
+        self.snapshot_position = self.position
+        return True
+
     def close(self) -> None:
-        """Close the store and the hypervisor connection."""
+        """Save a snapshot if due (see :meth:`open`), close the store and the hypervisor."""
+        try:
+            self.save_snapshot()
+        except LedgerError as err:  # only a cache: the next open rebuilds
+            logging.getLogger(__name__).warning("snapshot not saved: %s", err.one_line())
         if self._hypervisor is not None and not isinstance(self._hypervisor, str):
             self._hypervisor.close()
         self.store.close()
@@ -165,6 +201,8 @@ class Ledger:
         if state.name:
             self.by_name[state.name] = record.stream_id
         self.position = record.position
+        self.position_hash = record.hash
+        self.folded += 1
 
     def state(self, domain: str) -> DomainState:
         """The projection of ``domain`` (NO_DOMAIN if the ledger has never seen it)."""

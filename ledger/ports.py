@@ -33,6 +33,11 @@ class EventStore(Protocol):
       nothing and returns the originally stored records; with different payloads it raises
       LedgerError("OPERATION_FAILED").
     * Records are durable once ``append`` returns.
+    * Every stored record carries ``hash``: ``ledger.chain.record_hash(record, prev)``
+      where ``prev`` is the hash at ``position - 1`` (``ledger.chain.GENESIS`` for 1),
+      computed inside the append's transaction or lock.
+    * ``save_snapshot`` / ``load_snapshot`` keep one opaque blob per key next to the log
+      (a cache of projections: never part of the chain, may be overwritten any time).
     """
 
     url: str
@@ -64,6 +69,15 @@ class EventStore(Protocol):
 
     def lock(self, stream_id: str) -> AbstractContextManager[None]:
         """A per-stream lock held across check-apply-append (may be a no-op in memory)."""
+        ...
+
+    def save_snapshot(self, key: str, position: int, data: bytes) -> None:
+        """Store ``data`` (reflecting the log up to ``position``) under ``key``, replacing
+        any earlier snapshot of that key atomically."""
+        ...
+
+    def load_snapshot(self, key: str) -> tuple[int, bytes] | None:
+        """The ``(position, data)`` last saved under ``key``, or None."""
         ...
 
     def close(self) -> None:

@@ -20,8 +20,10 @@ from contextlib import AbstractContextManager
 
 import pytest
 
+from ledger.chain import GENESIS, is_hash, record_hash
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError, VersionConflict
+from ledger.integrity import head, verify_chain
 from ledger.ports import ANY, NO_STREAM, EventStore
 
 
@@ -373,6 +375,77 @@ class StoreContract:
         assert overlaps == []
 
 
+    # --- hash chain (ledger/chain.py) ----------------------------------------------------
+
+    def test_hashes_chain_across_appends_and_batches(self, store: EventStore) -> None:
+        written: list[StoredRecord] = []
+        written += store.append(recs("a", 1))
+        written += store.append(recs("b", 4))  # a batch
+        written += store.append([rec("a", b"", "E")], expected_version=1)
+        written += store.append(recs("c", 2), idempotency_key="k")
+        assert store.append(recs("c", 2), idempotency_key="k") == written[-2:]  # same hashes
+        got = list(store.read_all())
+        assert got == written
+        prev = GENESIS
+        for r in got:
+            assert is_hash(r.hash) and r.hash == record_hash(r, prev)
+            prev = r.hash
+        assert head(store) == (8, prev)
+        assert verify_chain(got).ok and verify_chain(store.read_all(), (8, prev)).ok
+        assert list(store.read_stream("b")) == got[1:5]
+
+    def test_hash_chain_continues_after_reopen(self, store_factory: StoreFactory) -> None:
+        if not store_factory.durable:
+            pytest.skip("not a durable backend")
+        store = store_factory()
+        store.append(recs("a", 3))
+        pos, first_head = head(store)
+        store = store_factory.reopen(store)
+        try:
+            assert head(store) == (pos, first_head)
+            more = store.append(recs("b", 2))
+            assert more[0].hash == record_hash(more[0], first_head)
+            other = store_factory.another(store)
+            try:
+                assert list(other.read_all()) == list(store.read_all())
+                later = other.append(recs("c", 1))  # the other handle links to our head
+                assert later[0].hash == record_hash(later[0], more[-1].hash)
+            finally:
+                if other is not store:
+                    other.close()
+            report = verify_chain(store.read_all(), (3, first_head))
+            assert report.ok and report.head_position == 6, report
+        finally:
+            store.close()
+
+    def test_empty_head(self, store: EventStore) -> None:
+        assert head(store) == (0, GENESIS)
+        assert verify_chain(store.read_all()).ok
+
+    # --- snapshots -----------------------------------------------------------------------
+
+    def test_snapshots_round_trip(self, store_factory: StoreFactory) -> None:
+        store = store_factory()
+        try:
+            assert store.load_snapshot("p") is None
+            store.append(recs("a", 3))
+            store.save_snapshot("p", 2, b"\x00two")
+            store.save_snapshot("other", 1, b"")
+            assert store.load_snapshot("p") == (2, b"\x00two")
+            store.save_snapshot("p", 3, bytes(range(256)) * 10)  # replaces
+            assert store.load_snapshot("p") == (3, bytes(range(256)) * 10)
+            assert store.load_snapshot("other") == (1, b"")
+            assert store.load_snapshot("nope") is None
+            if store_factory.durable:
+                store = store_factory.reopen(store)
+                assert store.load_snapshot("p") == (3, bytes(range(256)) * 10)
+                assert store.load_snapshot("other") == (1, b"")
+            assert store.last_position() == 3  # snapshots are not events
+            assert [r.position for r in store.read_all()] == [1, 2, 3]
+        finally:
+            store.close()
+
+
 def _versions_after(store: EventStore, stream: str, after: int) -> list[int]:
     return [r.stream_version for r in store.read_stream(stream, after_version=after)]
 
@@ -381,6 +454,8 @@ def _check_concurrent(store: EventStore, workers: int, n: int) -> None:
     """After ``workers`` x ``n`` contended + own appends: nothing lost, nothing out of order."""
     all_ = list(store.read_all())
     assert [r.position for r in all_] == list(range(1, 2 * workers * n + 1))
+    report = verify_chain(all_)  # concurrent writers still link every event to the last
+    assert report.ok, report.line()
     assert store.last_position() == 2 * workers * n
     shared = list(store.read_stream("shared"))
     assert [r.stream_version for r in shared] == list(range(1, workers * n + 1))
@@ -392,4 +467,45 @@ def _check_concurrent(store: EventStore, workers: int, n: int) -> None:
         assert [r.payload for r in own] == [f"own-{w}:{j}".encode() for j in range(n)]
 
 
-__all__ = ["StoreContract", "StoreFactory", "process_worker", "rec", "recs"]
+def domain_history(
+    store: EventStore, domains: int = 2, checkpoints: int = 4, seed: int = 0,
+    t0: float = 1700000000.125,
+) -> list[StoredRecord]:
+    """Append a realistic history (real events the projections fold): each domain is
+    enrolled, gets a chain of checkpoints, loses one, and has a bitmap disabled."""
+    from ledger.envelope import Provenance, new_record
+    from ledger.events import BitmapDisabled, CheckpointCreated, CheckpointDeleted, DomainEnrolled
+    from ledger.model import CheckpointDisk, DomainDisk
+
+    rng = random.Random(seed)
+    prov = Provenance(actor="tester", host="testhost", reason=f"seed {seed}")
+    out: list[StoredRecord] = []
+    t = t0
+    for d in range(domains):
+        uuid = f"{seed:04d}{d:04d}-0000-4000-8000-{rng.randrange(16**12):012x}"
+        name = f"vm{d}"
+        disks = (DomainDisk(name="vda"), DomainDisk(name="vdb"))
+
+        def put(ev: object, _uuid: str = uuid, _name: str = name) -> None:
+            nonlocal t
+            t += rng.random()
+            out.extend(store.append([new_record(_uuid, _name, ev, prov, t)]))  # type: ignore[arg-type]
+
+        put(DomainEnrolled(name=name, uuid=uuid, disks=disks, policy="independent"))
+        parent = None
+        for c in range(checkpoints):
+            cp = f"cp{c}"
+            put(CheckpointCreated(
+                name=cp, parent=parent, creation_time=int(t), description=f"{name} {cp}",
+                disks=(CheckpointDisk(name="vda", bitmap=cp), CheckpointDisk(name="vdb",
+                       checkpoint="no")), xml=f"<domaincheckpoint><name>{cp}</name>"
+                f"</domaincheckpoint>"))
+            if parent is not None and rng.random() < 0.5:
+                put(BitmapDisabled(disk="vda", bitmap=parent, checkpoint=cp))
+            parent = cp
+        if checkpoints > 1:
+            put(CheckpointDeleted(name="cp0", deleted=("cp0",), reparented={"cp1": None}))
+    return out
+
+
+__all__ = ["StoreContract", "StoreFactory", "domain_history", "process_worker", "rec", "recs"]

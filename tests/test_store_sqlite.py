@@ -78,10 +78,11 @@ def test_layout_and_pragmas(tmp_path: Path) -> None:
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
-    assert set(db.table_names()) == {"events", "idempotency"}
+    assert set(db.table_names()) == {"events", "idempotency", "snapshots"}
     assert [c.name for c in db["events"].columns] == [
         "position", "stream_id", "stream_name", "stream_version", "type", "schema_version",
-        "recorded_at", "payload"]
+        "recorded_at", "payload", "hash"]
+    assert [c.name for c in db["snapshots"].columns] == ["key", "position", "data"]
     assert db["events"].pks == ["position"]
     assert [c.name for c in db["idempotency"].columns] == [
         "key", "digest", "first_position", "last_position"]

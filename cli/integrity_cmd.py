@@ -1,0 +1,137 @@
+"""The integrity commands: ``verify-log``, ``head``, ``rebuild``, ``export``, ``import-log``.
+
+They work on the event store itself (ledger/integrity.py, ledger/snapshots.py) and never
+need a hypervisor.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+
+from ledger import Ledger
+from ledger.errors import LedgerError
+from ledger.integrity import ExportFormat, export_log, head, import_log, parse_anchor, verify_store
+from ledger.ledger import default_store_url
+from ledger.plugins import open_store
+from ledger.ports import EventStore
+from ledger.snapshots import rebuild
+
+from .output import fail, handles_errors, print_json
+
+JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+
+
+@contextmanager
+def _store(ctx: typer.Context) -> Iterator[EventStore]:
+    store: EventStore = open_store(ctx.obj.store or default_store_url())
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``verify-log``, ``head``, ``rebuild``, ``export`` and ``import-log`` to ``app``."""
+
+    @app.command("verify-log")
+    @handles_errors
+    def verify_log(
+        ctx: typer.Context,
+        anchor: str | None = typer.Option(
+            None, "--anchor", metavar="POSITION:HASH",
+            help="Also require this position to hold this hash (from an earlier "
+            "`ckpt-ledger head`): catches a rewritten or truncated log."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Check the hash chain of every event (and an anchor).
+
+        Exit status 0 when intact; 1 with one line naming the first bad position otherwise.
+        """
+        pinned = parse_anchor(anchor) if anchor is not None else None
+        with _store(ctx) as store:
+            report = verify_store(store, pinned)
+        if json_out:
+            print_json(report.to_dict())
+        elif report.ok:
+            typer.echo(report.line())
+        if not report.ok:
+            raise fail(report.line())
+
+    @app.command("head")
+    @handles_errors
+    def head_cmd(ctx: typer.Context, json_out: bool = JSON) -> None:
+        """The newest event's position and hash, as POSITION:HASH (an anchor for verify-log)."""
+        with _store(ctx) as store:
+            position, digest = head(store)
+        if json_out:
+            print_json({"position": position, "hash": digest})
+        else:
+            typer.echo(f"{position}:{digest}")
+
+    @app.command("rebuild")
+    @handles_errors
+    def rebuild_cmd(ctx: typer.Context, json_out: bool = JSON) -> None:
+        """Recompute every projection from the events, compare with the snapshot, save anew."""
+        with _store(ctx) as store:
+            report = rebuild(store)
+        if json_out:
+            print_json(report.to_dict())
+        else:
+            typer.echo(report.line())
+
+    @app.command("export")
+    @handles_errors
+    def export_cmd(
+        ctx: typer.Context,
+        file: str = typer.Argument(..., metavar="FILE", help="Where to write (- for stdout)."),
+        format_: str = typer.Option("jsonl", "--format", help="jsonl or msgpack."),
+        domain: str | None = typer.Option(
+            None, "--domain", help="Only this domain's events (such a file cannot be "
+            "imported with import-log)."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Write every event, with its hash, to a deterministic file (same ledger, same bytes)."""
+        if format_ not in ("jsonl", "msgpack"):
+            raise LedgerError("INVALID_ARG", f"--format must be jsonl or msgpack, not "
+                              f"'{format_}'")
+        fmt: ExportFormat = "jsonl" if format_ == "jsonl" else "msgpack"
+        stream_id = name = None
+        if domain is not None:
+            with Ledger.open(store=ctx.obj.store, snapshot_every=0) as lg:
+                state = lg.states.get(domain) or lg.state(domain)
+                stream_id, name = state.stream_id, state.name
+        with _store(ctx) as store:
+            summary = export_log(store, file, fmt, stream_id, name)
+        _say(summary.to_dict(), json_out and file != "-",
+             f"exported {summary.events} events (head {summary.head_position}:"
+             f"{summary.head_hash}) to {file}", to_stderr=file == "-")
+
+    @app.command("import-log")
+    @handles_errors
+    def import_log_cmd(
+        ctx: typer.Context,
+        file: str = typer.Argument(..., metavar="FILE", help="A file written by `export`."),
+        json_out: bool = JSON,
+    ) -> None:
+        """Verify an export, then append what the store is missing (its history must be a
+        prefix of the file's); anything else is refused and nothing is written."""
+        with _store(ctx) as store:
+            summary = import_log(store, file)
+        _say(summary.to_dict(), json_out,
+             f"imported {summary.imported} events ({summary.present} already present); "
+             f"head {summary.head_position}:{summary.head_hash}")
+
+
+def _say(data: dict[str, Any], as_json: bool, line: str, to_stderr: bool = False) -> None:
+    if as_json:
+        print_json(data)
+    elif to_stderr:
+        sys.stderr.write(line + "\n")
+    else:
+        typer.echo(line)
+

@@ -1,0 +1,149 @@
+"""copy and follow: move a whole ledger between backends, and tail it as events commit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import typer
+
+from ledger import Ledger
+from ledger.copying import CopyReport, copy_store, verify_copy
+from ledger.errors import LedgerError
+from ledger.ledger import default_store_url
+from ledger.plugins import open_store, scheme_of
+from ledger.ports import EventStore
+
+from .output import fail, handles_errors, print_json
+
+FOLLOW_COLUMNS = (("Position", 8), ("Recorded at", 20), ("Domain", 16), ("Type", 19),
+                  ("Version", 7), ("Actor", 0))
+
+
+def _open_for_copy(url: str, role: str) -> EventStore:
+    """The store at ``url``; memory:// is refused (it lives and dies in one process)."""
+    if scheme_of(url) == "memory":
+        raise LedgerError(
+            "STORE_URL",
+            f"cannot copy {role} '{url}': a memory:// store lives inside one process, so the "
+            "CLI cannot reach it (use sqlite:///, msgpack:/// or postgresql://)",
+        )
+    store: EventStore = open_store(url)
+    return store
+
+
+@contextmanager
+def _bar(length: int, label: str, show: bool) -> Iterator[Callable[[int], None] | None]:
+    """A typer progress bar on stderr when ``show`` (a terminal), else no callback."""
+    if not show or length == 0:
+        yield None
+        return
+    with typer.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _summary(report: CopyReport) -> str:
+    v = report.verify
+    line = (f"copied {report.events} events in {report.streams} streams "
+            f"from {report.source} to {report.target}")
+    if v is None:
+        return line
+    if v.identical:
+        return line + f"; verified: identical (sha256 {v.source_digest[:16]})"
+    return line
+
+
+def _row(cells: list[Any]) -> str:
+    out = []
+    for (_, width), cell in zip(FOLLOW_COLUMNS, cells, strict=True):
+        out.append(str(cell).ljust(width))
+    return (" " + "   ".join(out)).rstrip()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``copy`` and ``follow`` to ``app``."""
+
+    @app.command("copy")
+    @handles_errors
+    def copy_cmd(
+        source: str = typer.Option(..., "--from", metavar="URL",
+                                   help="The store to copy (sqlite, msgpack or postgresql)."),
+        target: str = typer.Option(..., "--to", metavar="URL",
+                                   help="An empty store to copy into (created if absent)."),
+        json_out: bool = typer.Option(False, "--json", help="Print only JSON on stdout."),
+    ) -> None:
+        """Copy a whole ledger to another backend, then verify the copy record by record.
+
+        Stream ids and names, stream versions, types, schema versions, recording times,
+        payloads and positions are kept. The target must be empty. Exit status 1 if the
+        copy does not hold exactly the source's events.
+        """
+        src = _open_for_copy(source, "from")
+        try:
+            dst = _open_for_copy(target, "to")
+            try:
+                show = sys.stderr.isatty() and not json_out
+                total = src.last_position()
+                with _bar(total, "copying", show) as copied:
+                    report = copy_store(src, dst, verify=False, progress=copied)
+                with _bar(total, "verifying", show) as checked:
+                    result = verify_copy(src, dst, upto=total, progress=checked)
+                report = replace(report, verify=result)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        if json_out:
+            print_json(report.to_dict())
+        else:
+            typer.echo(_summary(report))
+        v = report.verify
+        if v is not None and not v.identical:
+            why = v.mismatch.describe() if v.mismatch else "the digests differ"
+            raise fail(f"the copy differs from the source: {why} [STORE_ERROR]")
+
+    @app.command("follow")
+    @handles_errors
+    def follow_cmd(
+        ctx: typer.Context,
+        after: int | None = typer.Option(
+            None, "--after", metavar="POSITION", min=0,
+            help="Start after this position (default: the current end, so only new "
+            "events; 0 for every event)."),
+        domain: str | None = typer.Option(None, "--domain", "-d",
+                                          help="Only this domain's events (name or UUID)."),
+        jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object per line."),
+        timeout: float | None = typer.Option(
+            None, "--timeout", metavar="SECONDS", min=0.0,
+            help="Stop after this many seconds without a new event (default: never)."),
+    ) -> None:
+        """Print events as they are committed, until Ctrl-C (or --timeout of quiet).
+
+        PostgreSQL stores are tailed with LISTEN/NOTIFY; other stores are polled five times
+        a second.
+        """
+        store = open_store(ctx.obj.store or default_store_url())
+        with Ledger(store) as lg:
+            start = store.last_position() if after is None else after
+            if not jsonl:
+                names = [name for name, _ in FOLLOW_COLUMNS]
+                typer.echo(_row(names))
+                typer.echo("-" * (len(_row(names)) + 8))
+                sys.stdout.flush()
+            try:
+                for view in lg.follow(after=start, timeout=timeout):
+                    if domain is not None and domain not in (view.domain, view.stream_id):
+                        continue
+                    if jsonl:
+                        line = json.dumps(view.model_dump(mode="json"), ensure_ascii=False)
+                    else:
+                        line = _row([view.position, view.recorded_at, view.domain, view.type,
+                                     view.stream_version, view.actor])
+                    sys.stdout.write(line + "\n")
+                    sys.stdout.flush()
+            except KeyboardInterrupt:
+                return

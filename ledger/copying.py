@@ -1,0 +1,259 @@
+"""Copy a whole ledger from one event store to another, then prove the copy is exact.
+
+Pure over two :class:`ledger.ports.EventStore` objects (the CLI's ``copy`` is a thin
+wrapper). Records are read from the source in position order and appended to the target
+in batches, one batch per run of consecutive records of one stream (the port's ``append``
+writes one stream at a time), each with the exact expected stream version. Everything a
+record carries is kept: stream id and name, stream version, type, schema version,
+``recorded_at`` and the payload bytes; since the target must be empty, positions come out
+identical too (a batch whose positions differ stops the copy with STORE_ERROR).
+
+:func:`verify_copy` then reads both stores again and compares every record field by field
+(every field both record classes have, so a store that adds one, such as a ``hash``, is
+compared on it as well when both sides carry it) and a sha256 digest over them.
+
+Not carried over: idempotency keys (the port does not expose them) and anything a backend
+keeps beside the events (snapshots are caches a backend rebuilds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .envelope import NewRecord, StoredRecord
+from .errors import LedgerError
+from .ports import EventStore
+
+BATCH = 500  # records per read page and at most per append
+Progress = Callable[[int], None]  # called with how many more records were handled
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """The first difference between two stores."""
+
+    position: int
+    field: str
+    source: Any
+    target: Any
+
+    def describe(self) -> str:
+        """One line naming the position and the field that differ."""
+        def short(v: Any) -> str:
+            text = repr(v)
+            return text if len(text) <= 60 else text[:57] + "..."
+
+        return (f"position {self.position}: {self.field} differs "
+                f"(source {short(self.source)}, target {short(self.target)})")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What :func:`verify_copy` found."""
+
+    events: int  # records compared (the source's count up to ``upto``)
+    source_digest: str
+    target_digest: str
+    fields: tuple[str, ...]  # the fields compared
+    mismatch: Mismatch | None = None
+
+    @property
+    def identical(self) -> bool:
+        """Whether every record matched and the digests agree."""
+        return self.mismatch is None and self.source_digest == self.target_digest
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What :func:`copy_store` did."""
+
+    source: str
+    target: str
+    events: int
+    streams: int
+    batches: int
+    verify: VerifyResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        out: dict[str, Any] = {
+            "source": self.source, "target": self.target, "events": self.events,
+            "streams": self.streams, "batches": self.batches,
+        }
+        if self.verify is not None:
+            v = self.verify
+            out["verified"] = v.identical
+            out["source_digest"] = v.source_digest
+            out["target_digest"] = v.target_digest
+            out["fields"] = list(v.fields)
+            out["mismatch"] = v.mismatch.describe() if v.mismatch else None
+        return out
+
+
+def _batches(records: Iterable[StoredRecord], size: int) -> Iterator[list[StoredRecord]]:
+    """Runs of consecutive records of one stream, at most ``size`` long."""
+    run: list[StoredRecord] = []
+    for rec in records:
+        if run and (rec.stream_id != run[0].stream_id or len(run) >= size):
+            yield run
+            run = []
+        run.append(rec)
+    if run:
+        yield run
+
+
+def _new(rec: StoredRecord) -> NewRecord:
+    return NewRecord(
+        stream_id=rec.stream_id,
+        stream_name=rec.stream_name,
+        type=rec.type,
+        schema_version=rec.schema_version,
+        recorded_at=rec.recorded_at,
+        payload=bytes(rec.payload),
+    )
+
+
+def _label(store: EventStore) -> str:
+    return str(getattr(store, "display", None) or getattr(store, "url", "?"))
+
+
+def copy_store(
+    source: EventStore,
+    target: EventStore,
+    *,
+    batch_size: int = BATCH,
+    verify: bool = True,
+    progress: Progress | None = None,
+    verify_progress: Progress | None = None,
+) -> CopyReport:
+    """Copy every record of ``source`` (up to its end when the copy starts) into ``target``.
+
+    ``target`` must be empty (OPERATION_INVALID otherwise, nothing written). ``progress``
+    is called with the number of records each batch appended; ``verify_progress`` likewise
+    while :func:`verify_copy` runs (when ``verify``). Events appended to the source while
+    the copy runs are not copied (the copy is of the ledger as it stood when it began).
+    """
+    if batch_size < 1:
+        raise LedgerError("INVALID_ARG", f"batch size must be >= 1, not {batch_size}")
+    existing = target.last_position()
+    if existing:
+        raise LedgerError(
+            "OPERATION_INVALID",
+            f"target store {_label(target)} is not empty ({existing} events); "
+            "copy only into an empty store",
+        )
+    end = source.last_position()
+    versions: dict[str, int] = {}
+    copied = batches = 0
+    for run in _batches(source.read_all(after=0, limit=end), batch_size):
+        sid = run[0].stream_id
+        expected = versions.get(sid, 0)
+        if run[0].stream_version != expected + 1:
+            raise LedgerError(
+                "STORE_ERROR",
+                f"source store {_label(source)} has a gap in stream {sid}: version "
+                f"{run[0].stream_version} at position {run[0].position} follows {expected}",
+            )
+        written = target.append([_new(r) for r in run], expected_version=expected)
+        for src, dst in zip(run, written, strict=True):
+            if (dst.position, dst.stream_version) != (src.position, src.stream_version):
+                raise LedgerError(
+                    "STORE_ERROR",
+                    f"target store {_label(target)} stored position {src.position} (stream "
+                    f"version {src.stream_version}) as position {dst.position} (version "
+                    f"{dst.stream_version}); was something else writing to it?",
+                )
+        versions[sid] = run[-1].stream_version
+        copied += len(run)
+        batches += 1
+        if progress is not None:
+            progress(len(run))
+    result = verify_copy(source, target, upto=end, progress=verify_progress) if verify else None
+    return CopyReport(source=_label(source), target=_label(target), events=copied,
+                      streams=len(versions), batches=batches, verify=result)
+
+
+def record_fields(*records: StoredRecord) -> tuple[str, ...]:
+    """The dataclass fields every one of ``records`` has, in the first one's order."""
+    names = [f.name for f in dataclasses.fields(records[0])]
+    for rec in records[1:]:
+        own = {f.name for f in dataclasses.fields(rec)}
+        names = [n for n in names if n in own]
+    return tuple(names)
+
+
+def _put(h: Any, value: Any) -> None:
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = b"b" + bytes(value)
+    elif isinstance(value, float):
+        data = b"f" + value.hex().encode()
+    else:
+        data = b"s" + repr(value).encode()
+    h.update(len(data).to_bytes(8, "big"))
+    h.update(data)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bytes | bytearray | memoryview) and isinstance(
+        b, bytes | bytearray | memoryview
+    ):
+        return bytes(a) == bytes(b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return float(a) == float(b)
+    return bool(a == b)
+
+
+def verify_copy(
+    source: EventStore,
+    target: EventStore,
+    *,
+    upto: int | None = None,
+    progress: Progress | None = None,
+) -> VerifyResult:
+    """Compare ``target`` with ``source`` record by record (up to position ``upto``).
+
+    Every field both records carry is compared (a field only one store keeps is skipped,
+    a field both keep, such as a ``hash``, must match); a missing or extra record in the
+    target is a mismatch too. The digests are sha256 over the compared fields of each
+    record, in position order.
+    """
+    end = source.last_position() if upto is None else upto
+    hs, ht = hashlib.sha256(), hashlib.sha256()
+    fields: tuple[str, ...] = ()
+    mismatch: Mismatch | None = None
+    count = 0
+    src_iter = source.read_all(after=0, limit=end)
+    dst_iter = target.read_all(after=0, limit=end + 1)  # one more: an extra record differs
+    pending = 0
+    for src in src_iter:
+        dst = next(dst_iter, None)
+        count += 1
+        if dst is None:
+            mismatch = mismatch or Mismatch(src.position, "record", "present", "missing")
+            break
+        names = record_fields(src, dst)
+        fields = fields or names
+        for name in names:
+            a, b = getattr(src, name), getattr(dst, name)
+            if name == "recorded_at":  # a REAL column may hand back a whole number as int
+                a, b = float(a), float(b)
+            _put(hs, a)
+            _put(ht, b)
+            if mismatch is None and not _same(a, b):
+                mismatch = Mismatch(src.position, name, a, b)
+        pending += 1
+        if progress is not None and pending >= BATCH:
+            progress(pending)
+            pending = 0
+    if progress is not None and pending:
+        progress(pending)
+    if mismatch is None:
+        extra = next(dst_iter, None)
+        if extra is not None:
+            mismatch = Mismatch(extra.position, "record", "missing", "present")
+    return VerifyResult(events=count, source_digest=hs.hexdigest(),
+                        target_digest=ht.hexdigest(), fields=fields, mismatch=mismatch)

@@ -1,0 +1,553 @@
+"""Checking the hash chain, pinning it with anchors, and moving a log between stores.
+
+* :func:`verify_chain` walks records oldest first and reports the first position where the
+  chain breaks, and why (an edited field or payload, an edited hash, a deleted, inserted or
+  moved event, a gap, a position that does not increase, an anchor that does not match).
+* :func:`head` is the ``(position, hash)`` of the newest event: write it down somewhere else
+  and later ``verify-log --anchor POSITION:HASH`` proves nothing up to it was rewritten or
+  cut off (the chain has no key, so an attacker can recompute it; an anchor cannot be).
+* :func:`export_log` writes a deterministic file: the same ledger always gives the same
+  bytes, whatever backend holds it. :func:`import_log` verifies such a file completely
+  before it writes anything, then appends only what the store is missing.
+
+Export format (version 1). ``jsonl``: one JSON object per line, keys sorted, compact
+separators, ASCII only. ``msgpack``: the same objects as consecutive msgpack maps (keys
+sorted, ``payload`` always binary). First comes the header::
+
+    {"domain": null | {"name": ..., "stream_id": ...}, "events": N,
+     "format": "ckpt-ledger-export", "head": {"hash": ..., "position": ...}, "version": 1}
+
+then one object per event, oldest first, with every stored field and the chain links::
+
+    {"hash", "position", "prev_hash", "recorded_at", "schema_version", "stream_id",
+     "stream_name", "stream_version", "type", "payload" | "payload_b64"}
+
+In JSON ``payload`` is the decoded msgpack payload when it round-trips byte for byte
+(``msgpack.packb(json.loads(json.dumps(decoded))) == payload``; true for every event the
+ledger writes), otherwise ``payload_b64`` holds the raw bytes in base64. ``recorded_at`` is
+the stored float (JSON's shortest repr, which reads back as the same float).
+
+``--domain`` exports hold one stream: ``head`` is still the whole log's head, and each
+event carries its global ``prev_hash``, so every event's own hash can be recomputed from the
+file, but the events do not form a chain and such a file cannot be imported (import-log
+refuses it, naming the domain).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import msgpack
+
+from .chain import GENESIS, event_hash, is_hash, record_hash
+from .envelope import NewRecord, StoredRecord
+from .errors import LedgerError
+from .ports import EventStore
+
+EXPORT_FORMAT = "ckpt-ledger-export"
+EXPORT_VERSION = 1
+ExportFormat = Literal["jsonl", "msgpack"]
+_ANCHOR = re.compile(r"^\s*(\d{1,18})\s*:\s*([0-9a-fA-F]{64})\s*$")
+_IMPORT_BATCH = 500
+
+
+# ----------------------------------------------------------------------------- verify
+@dataclass
+class ChainReport:
+    """The outcome of :func:`verify_chain`."""
+
+    ok: bool
+    events: int  # records looked at
+    head_position: int  # the last position verified intact (0: none)
+    head_hash: str  # its hash (GENESIS when none)
+    first_bad: int | None = None  # the first position where the chain breaks
+    reason: str | None = None  # why, in one line
+    anchor: tuple[int, str] | None = None  # the anchor checked, if any
+    anchor_ok: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "head": {"position": self.head_position, "hash": self.head_hash},
+            "first_bad": (None if self.first_bad is None
+                          else {"position": self.first_bad, "reason": self.reason}),
+            "anchor": (None if self.anchor is None else {
+                "position": self.anchor[0], "hash": self.anchor[1], "ok": self.anchor_ok}),
+        }
+
+    def line(self) -> str:
+        """One line for a terminal: what is intact, or the first bad position and why."""
+        if self.ok:
+            text = (f"ok: {self.events} events, hash chain intact; head "
+                    f"{self.head_position}:{self.head_hash}")
+            if self.anchor is not None:
+                text += f"; anchor {self.anchor[0]} matches"
+            return text
+        if self.anchor_ok is False:
+            return f"anchor check failed at position {self.first_bad}: {self.reason}"
+        return f"hash chain broken at position {self.first_bad}: {self.reason}"
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """``POSITION:HASH`` (a position >= 0 and 64 hex digits) as ``(position, hash)``.
+
+    Raises INVALID_ARG for anything else.
+    """
+    m = _ANCHOR.match(text or "")
+    if m is None:
+        raise LedgerError("INVALID_ARG", f"anchor '{text}' is not POSITION:HASH (a position "
+                          "and the 64-hex-digit hash `ckpt-ledger head` printed)")
+    return int(m.group(1)), m.group(2).lower()
+
+
+def _links(record: StoredRecord, prev: str) -> bool:
+    return is_hash(record.hash) and record_hash(record, prev) == record.hash
+
+
+def verify_chain(
+    records: Iterable[StoredRecord], anchor: tuple[int, str] | None = None
+) -> ChainReport:
+    """Check that ``records`` (a whole log, oldest first) form an unbroken hash chain.
+
+    Positions must be 1, 2, 3 ...; each record's ``hash`` must be the hash of its fields and
+    the previous record's hash. The report names the first bad position and a reason
+    (telling an edited event from an edited hash, or a run of moved/deleted/inserted events,
+    by looking one record ahead). With ``anchor = (position, hash)`` the log must also hold
+    that position with that hash (a log cut short of it fails).
+    """
+    it = iter(records)
+    prev, expected, count = GENESIS, 1, 0
+    anchor_ok: bool | None = True if anchor == (0, GENESIS) else None  # None: not reached
+
+    def report(ok: bool, bad: int | None = None, why: str | None = None) -> ChainReport:
+        return ChainReport(ok=ok, events=count, head_position=expected - 1, head_hash=prev,
+                           first_bad=bad, reason=why, anchor=anchor, anchor_ok=anchor_ok)
+
+    if anchor is not None and anchor[0] == 0 and anchor[1] != GENESIS:
+        anchor_ok = False
+        return report(False, 0, f"position 0 has hash {GENESIS}, the anchor says {anchor[1]}")
+    current = next(it, None)
+    while current is not None:
+        count += 1
+        rec, current = current, next(it, None)
+        if rec.position != expected:
+            if rec.position > expected:
+                missing = (f"position {expected}" if rec.position == expected + 1
+                           else f"positions {expected}-{rec.position - 1}")
+                why = f"{missing} missing (next stored event is {rec.position}): deleted events"
+            else:
+                why = (f"position {rec.position} comes after {expected - 1}: events "
+                       "reordered or duplicated")
+            return report(False, expected, why)
+        if not is_hash(rec.hash):
+            return report(False, expected, f"hash {rec.hash!r} is missing or malformed")
+        computed = record_hash(rec, prev)
+        if computed != rec.hash:
+            if current is None:
+                why = "its fields, payload or hash were changed (it is the last event)"
+            elif current.position == expected + 1 and _links(current, rec.hash):
+                why = "its fields or payload were changed (they no longer match its hash)"
+            elif current.position == expected + 1 and _links(current, computed):
+                why = "its stored hash was changed"
+            else:
+                why = ("its hash does not follow from its content and the previous event, "
+                       "nor does the next one's: events deleted, inserted or moved here")
+            return report(False, expected, why)
+        if anchor is not None and rec.position == anchor[0]:
+            if rec.hash != anchor[1]:
+                anchor_ok = False
+                return report(False, expected, f"position {expected} has hash {rec.hash}, the "
+                              f"anchor says {anchor[1]}: history up to it was rewritten")
+            anchor_ok = True
+        prev, expected = rec.hash, expected + 1
+    if anchor is not None and anchor_ok is not True:
+        anchor_ok = False
+        return report(False, anchor[0], f"the log ends at position {expected - 1}, before the "
+                      f"anchor's position {anchor[0]}: truncated, or another ledger")
+    return report(True)
+
+
+def head(store: EventStore) -> tuple[int, str]:
+    """``(position, hash)`` of the store's newest event; ``(0, GENESIS)`` when empty."""
+    last = store.last_position()
+    if last == 0:
+        return 0, GENESIS
+    rec = next(store.read_all(after=last - 1, limit=1), None)
+    if rec is None:  # pragma: no cover - a store that lies about last_position
+        raise LedgerError("STORE_ERROR", f"store {store.url} has no event at {last}")
+    return rec.position, rec.hash
+
+
+def verify_store(store: EventStore, anchor: tuple[int, str] | None = None) -> ChainReport:
+    """:func:`verify_chain` over every event of ``store``."""
+    return verify_chain(store.read_all(), anchor)
+
+
+# ----------------------------------------------------------------------------- export
+@dataclass
+class ExportSummary:
+    """What :func:`export_log` wrote."""
+
+    path: str
+    format: str
+    events: int
+    head_position: int
+    head_hash: str
+    domain: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return {"path": self.path, "format": self.format, "events": self.events,
+                "head": {"position": self.head_position, "hash": self.head_hash},
+                "domain": self.domain}
+
+
+def _dumps(value: Any, sort_keys: bool) -> str:
+    return json.dumps(value, sort_keys=sort_keys, ensure_ascii=True, separators=(",", ":"),
+                      allow_nan=False)
+
+
+def _json_line(obj: dict[str, Any]) -> bytes:
+    """One line: keys sorted at every level except inside ``payload``, whose maps keep the
+    order the msgpack bytes have (that order is part of what the hash covers)."""
+    parts = [f"{_dumps(k, False)}:{_dumps(v, k != 'payload')}" for k, v in sorted(obj.items())]
+    return ("{" + ",".join(parts) + "}\n").encode("ascii")
+
+
+def _json_payload(payload: bytes) -> tuple[str, Any]:
+    """``("payload", decoded)`` when that round-trips byte for byte, else base64."""
+    try:
+        decoded = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        text = _dumps(decoded, False)
+        if msgpack.packb(json.loads(text), use_bin_type=True) == payload:
+            return "payload", decoded
+    except Exception:
+        pass
+    return "payload_b64", base64.b64encode(payload).decode("ascii")
+
+
+def _event_obj(rec: StoredRecord, prev_hash: str, fmt: ExportFormat) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "hash": rec.hash,
+        "position": rec.position,
+        "prev_hash": prev_hash,
+        "recorded_at": float(rec.recorded_at),
+        "schema_version": rec.schema_version,
+        "stream_id": rec.stream_id,
+        "stream_name": rec.stream_name,
+        "stream_version": rec.stream_version,
+        "type": rec.type,
+    }
+    if fmt == "msgpack":
+        obj["payload"] = bytes(rec.payload)
+    else:
+        key, value = _json_payload(bytes(rec.payload))
+        obj[key] = value
+    return dict(sorted(obj.items()))
+
+
+def _encode(obj: dict[str, Any], fmt: ExportFormat) -> bytes:
+    if fmt == "jsonl":
+        return _json_line(obj)
+    return msgpack.packb(dict(sorted(obj.items())), use_bin_type=True)
+
+
+def export_records(
+    store: EventStore, out: IO[bytes], fmt: ExportFormat = "jsonl",
+    stream_id: str | None = None, stream_name: str | None = None,
+) -> ExportSummary:
+    """Write the export of ``store`` (only ``stream_id`` when given) to ``out``.
+
+    The chain is verified while writing: a broken store raises STORE_ERROR naming the first
+    bad position (the caller discards what was written).
+    """
+    if fmt not in ("jsonl", "msgpack"):
+        raise LedgerError("INVALID_ARG", f"export format must be jsonl or msgpack, not {fmt!r}")
+    last, last_hash = head(store)
+    events = last
+    if stream_id is not None:
+        events = sum(1 for r in store.read_stream(stream_id) if r.position <= last)
+    header: dict[str, Any] = {
+        "domain": None if stream_id is None else {"name": stream_name, "stream_id": stream_id},
+        "events": events,
+        "format": EXPORT_FORMAT,
+        "head": {"hash": last_hash, "position": last},
+        "version": EXPORT_VERSION,
+    }
+    out.write(_encode(header, fmt))
+    prev, expected, written = GENESIS, 1, 0
+    for rec in store.read_all(limit=last):
+        if rec.position != expected or not _links(rec, prev):
+            bad = verify_chain(store.read_all(limit=last))
+            raise LedgerError("STORE_ERROR", f"cannot export store {store.url}: {bad.line()}")
+        if stream_id is None or rec.stream_id == stream_id:
+            out.write(_encode(_event_obj(rec, prev, fmt), fmt))
+            written += 1
+        prev, expected = rec.hash, expected + 1
+    if expected - 1 != last or written != events:  # pragma: no cover - store changed under us
+        raise LedgerError("STORE_ERROR", f"store {store.url} changed while it was exported")
+    return ExportSummary(path="", format=fmt, events=written, head_position=last,
+                         head_hash=last_hash, domain=stream_name if stream_id else None)
+
+
+def export_log(
+    store: EventStore, path: str | Path, fmt: ExportFormat = "jsonl",
+    stream_id: str | None = None, stream_name: str | None = None,
+) -> ExportSummary:
+    """Export ``store`` to ``path`` atomically (temporary file in the same folder, rename);
+    ``path`` ``-`` is stdout. See the module docstring for the format."""
+    if str(path) == "-":
+        summary = export_records(store, sys.stdout.buffer, fmt, stream_id, stream_name)
+        sys.stdout.buffer.flush()
+        summary.path = "-"
+        return summary
+    target = Path(path)
+    if target.is_dir():
+        raise LedgerError("INVALID_ARG", f"{target} is a directory")
+    if not target.parent.is_dir():
+        raise LedgerError("INVALID_ARG", f"{target}: directory {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            summary = export_records(store, f, fmt, stream_id, stream_name)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    summary.path = str(target)
+    return summary
+
+
+# ----------------------------------------------------------------------------- import
+@dataclass
+class ExportFile:
+    """A parsed export: its header and its events (as they would be stored)."""
+
+    header: dict[str, Any]
+    records: list[StoredRecord] = field(default_factory=list)
+    prev_hashes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportSummary:
+    """What :func:`import_log` did."""
+
+    path: str
+    events: int  # events in the file
+    present: int  # already in the store (the common prefix)
+    imported: int  # appended now
+    head_position: int
+    head_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return {"path": self.path, "events": self.events, "present": self.present,
+                "imported": self.imported,
+                "head": {"position": self.head_position, "hash": self.head_hash}}
+
+
+def _bad(path: str, where: str, why: str) -> LedgerError:
+    return LedgerError("INVALID_ARG", f"{path}: {where}: {why}; nothing was imported")
+
+
+def _objects(data: bytes, path: str) -> Iterator[tuple[str, Any]]:
+    """``(where, object)`` for each object of a jsonl or msgpack export."""
+    if data[:1] == b"{":
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        else:
+            raise _bad(path, f"line {len(lines)}", "the file does not end with a newline "
+                       "(truncated?)")
+        for n, line in enumerate(lines, 1):
+            try:
+                yield f"line {n}", json.loads(line)
+            except ValueError as e:
+                why = getattr(e, "msg", str(e))
+                raise _bad(path, f"line {n}", f"not JSON ({why}; truncated or edited?)") from e
+        return
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(data)
+    n = 0
+    try:
+        for obj in unpacker:
+            n += 1
+            yield f"object {n}", obj
+    except Exception as e:
+        raise _bad(path, f"object {n + 1}", f"not msgpack ({e})") from e
+    if unpacker.tell() != len(data):
+        raise _bad(path, f"object {n + 1}", "the file ends inside an object (truncated?)")
+
+
+_EVENT_KEYS = {"hash", "position", "prev_hash", "recorded_at", "schema_version", "stream_id",
+               "stream_name", "stream_version", "type"}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "hash": str, "position": int, "prev_hash": str, "recorded_at": (float, int),
+    "schema_version": int, "stream_id": str, "stream_name": str, "stream_version": int,
+    "type": str}
+
+
+def _record(obj: Any, where: str, path: str, binary: bool) -> tuple[StoredRecord, str]:
+    if not isinstance(obj, dict):
+        raise _bad(path, where, "not an event object")
+    payload_keys = {"payload", "payload_b64"} & set(obj)
+    if set(obj) - payload_keys != _EVENT_KEYS or len(payload_keys) != 1:
+        raise _bad(path, where, "not an event of a ckpt-ledger export (fields "
+                   f"{sorted(obj)})")
+    for k, t in _TYPES.items():
+        if not isinstance(obj[k], t) or isinstance(obj[k], bool):
+            raise _bad(path, where, f"field {k} has the wrong type")
+    if "payload_b64" in obj:
+        try:
+            payload = base64.b64decode(obj["payload_b64"], validate=True)
+        except (ValueError, TypeError) as e:
+            raise _bad(path, where, "payload_b64 is not base64") from e
+    elif binary:
+        payload = obj["payload"]
+        if not isinstance(payload, bytes):
+            raise _bad(path, where, "payload is not binary")
+    else:
+        payload = msgpack.packb(obj["payload"], use_bin_type=True)
+    rec = StoredRecord(
+        position=obj["position"], stream_id=obj["stream_id"], stream_name=obj["stream_name"],
+        stream_version=obj["stream_version"], type=obj["type"],
+        schema_version=obj["schema_version"], recorded_at=float(obj["recorded_at"]),
+        payload=payload, hash=obj["hash"])
+    return rec, obj["prev_hash"]
+
+
+def read_export(path: str | Path) -> ExportFile:
+    """Parse and fully verify an export file; INVALID_ARG naming the first problem.
+
+    Checks: the header (format, version), every event's fields, positions 1, 2, 3 ...,
+    each ``prev_hash`` is the previous event's hash, each ``hash`` recomputes from the
+    event, stream versions are gapless per stream, and the count and head match the header.
+    """
+    name = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise LedgerError("INVALID_ARG", f"cannot read {name}: {e.strerror}") from e
+    if not data:
+        raise _bad(name, "start", "the file is empty")
+    binary = data[:1] != b"{"
+    objs = _objects(data, name)
+    first = next(objs, None)
+    if first is None:
+        raise _bad(name, "start", "no header (truncated?)")
+    where, header = first
+    if (not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT
+            or set(header) != {"domain", "events", "format", "head", "version"}):
+        raise _bad(name, where, "not a ckpt-ledger export header")
+    if header["version"] != EXPORT_VERSION:
+        raise _bad(name, where, f"export format version {header['version']!r} is not "
+                   f"{EXPORT_VERSION}")
+    hd = header["head"]
+    if (not isinstance(hd, dict) or not isinstance(hd.get("position"), int)
+            or not is_hash(hd.get("hash")) or not isinstance(header["events"], int)):
+        raise _bad(name, where, "the header's head or event count is malformed")
+    if header["domain"] is not None:
+        dom = header["domain"]
+        label = dom.get("name") or dom.get("stream_id") if isinstance(dom, dict) else dom
+        raise _bad(name, where, f"it is an export of domain {label} only (--domain); "
+                   "import-log needs an export of the whole ledger")
+    out = ExportFile(header=header)
+    prev, versions = GENESIS, dict[str, int]()
+    for where, obj in objs:
+        rec, link = _record(obj, where, name, binary)
+        pos = len(out.records) + 1
+        if rec.position != pos:
+            raise _bad(name, where, f"position {rec.position} where {pos} was expected "
+                       "(events deleted, inserted or reordered)")
+        if link != prev:
+            raise _bad(name, where, f"position {pos}: prev_hash does not match the previous "
+                       "event's hash (events deleted, inserted or reordered)")
+        if not is_hash(rec.hash) or event_hash(
+                rec.position, rec.stream_id, rec.stream_name, rec.stream_version, rec.type,
+                rec.schema_version, rec.recorded_at, rec.payload, prev) != rec.hash:
+            raise _bad(name, where, f"position {pos}: the event does not match its hash "
+                       "(edited)")
+        want = versions.get(rec.stream_id, 0) + 1
+        if rec.stream_version != want:
+            raise _bad(name, where, f"position {pos}: stream version {rec.stream_version} "
+                       f"where {want} was expected")
+        versions[rec.stream_id] = want
+        out.records.append(rec)
+        out.prev_hashes.append(prev)
+        prev = rec.hash
+    n = len(out.records)
+    if n != header["events"] or n != hd["position"]:
+        raise _bad(name, "end", f"the file holds {n} events but its header says "
+                   f"{header['events']} (head {hd['position']}): truncated or edited")
+    if prev != hd["hash"]:
+        raise _bad(name, "end", "the last event's hash is not the header's head hash")
+    return out
+
+
+def import_log(store: EventStore, path: str | Path) -> ImportSummary:
+    """Import an export into ``store``: empty, or holding a prefix of the file's history.
+
+    The whole file is verified first (:func:`read_export`); then the store's events are
+    compared with the file's, position by position (every field and the hash); the first
+    difference is refused with OPERATION_FAILED naming it, and nothing is written. Only the
+    missing tail is appended, keeping positions, stream versions, ``recorded_at`` and hashes
+    identical (the store recomputes each hash; a difference stops the import with
+    STORE_ERROR: another writer appended meanwhile).
+    """
+    name = str(path)
+    export = read_export(path)
+    records = export.records
+    present = store.last_position()
+    for mine in store.read_all(limit=min(present, len(records))):
+        theirs = records[mine.position - 1] if 0 < mine.position <= len(records) else None
+        if mine != theirs:
+            what = _difference(mine, theirs)
+            raise LedgerError("OPERATION_FAILED", f"the store {store.url} differs from {name} "
+                              f"at position {mine.position} ({what}): it is not a prefix of "
+                              "the file; nothing was imported")
+    if present > len(records):
+        raise LedgerError("OPERATION_FAILED", f"the store {store.url} holds {present} events, "
+                          f"more than {name} ({len(records)}): its history goes on at position "
+                          f"{len(records) + 1}; nothing was imported")
+    tail = records[present:]
+    i = 0
+    while i < len(tail):
+        j = i + 1
+        while j < len(tail) and j - i < _IMPORT_BATCH and tail[j].stream_id == tail[i].stream_id:
+            j += 1
+        batch = tail[i:j]
+        new = [NewRecord(r.stream_id, r.stream_name, r.type, r.schema_version, r.recorded_at,
+                         r.payload) for r in batch]
+        got = store.append(new, expected_version=batch[0].stream_version - 1)
+        if got != batch:
+            raise LedgerError("STORE_ERROR", f"importing {name} into {store.url}: position "
+                              f"{batch[0].position} was stored differently (another writer "
+                              f"appended meanwhile?); {present + i} events are now in the store")
+        i = j
+    return ImportSummary(path=name, events=len(records), present=present,
+                         imported=len(tail), head_position=len(records),
+                         head_hash=records[-1].hash if records else GENESIS)
+
+
+def _difference(mine: StoredRecord, theirs: StoredRecord | None) -> str:
+    if theirs is None:
+        return "the file has no such event"
+    for f in ("stream_id", "stream_name", "stream_version", "type", "schema_version",
+              "recorded_at", "payload", "hash"):
+        if getattr(mine, f) != getattr(theirs, f):
+            return f"{f} differs"
+    return "it differs"  # pragma: no cover
