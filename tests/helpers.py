@@ -129,7 +129,8 @@ class Host:
         env = env if env is not None else self.env()
         # typer rebuilds the click command on every call (~40 ms); reuse one, nothing else
         # about main() changes.
-        with mock.patch.object(typer.main, "get_command", lambda _app: command()), \
+        cached = command()  # built before the patch, so command() never calls the patch
+        with mock.patch.object(typer.main, "get_command", lambda _app: cached), \
                 self.runner.isolation(env=env) as streams:
             try:
                 code = main(list(args))
