@@ -42,8 +42,11 @@ from ledger.xml import format_checkpoint_xml, parse_checkpoint_xml
 
 CLUSTER = 64 * 1024
 DISK_SIZE = 1 << 30
-STATE_VERSION = 1
+STATE_VERSION = 2
 MAX_STATE = 256 * 1024 * 1024
+SAME_DOMAIN = "@domain"  # in the state file: "the domain's own definition"
+# (state path, domain uuid) -> (generation, parsed metadata); see MockHypervisor._meta
+_META_CACHE: dict[tuple[str, str], tuple[Any, DomainState]] = {}
 
 
 def _state_error(path: str, why: str) -> LedgerError:
@@ -131,7 +134,7 @@ class MockHypervisor:
     def _write(self, data: dict[str, Any]) -> None:
         tmp = f"{self.path}.tmp.{os.getpid()}"
         with open(tmp, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
+            f.write(json.dumps(data, separators=(",", ":")))  # the C encoder: dump() is not
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -178,9 +181,42 @@ class MockHypervisor:
             domain_xml=domain_xml(dom["name"], dom["uuid"], disks, folder),
         )
 
-    @staticmethod
-    def _meta(dom: dict[str, Any]) -> DomainState:
-        return DomainState.from_dict(dom["meta"])
+    def _meta(self, dom: dict[str, Any]) -> DomainState:
+        """The domain's checkpoint metadata (its own tree, current and bitmap beliefs).
+
+        Parsed once per generation: ``dom["gen"]`` changes with every metadata write, so a
+        process reuses its parsed tree until another one changes it.
+        """
+        key = (self.path, str(dom.get("uuid")))
+        cached = _META_CACHE.get(key)
+        if cached is not None and cached[0] == dom.get("gen"):
+            return cached[1]
+        try:
+            meta = DomainState.from_dict(json.loads(dom["meta"]))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise _state_error(
+                self.path, f"the metadata of domain {dom.get('name')!r} is damaged ({e!r})"
+            ) from None
+        own = self._info(dom).domain_xml
+        for cp in meta.checkpoints.values():
+            if cp.domain_xml == SAME_DOMAIN:
+                cp.domain_xml = own
+        _META_CACHE[key] = (dom.get("gen"), meta)
+        return meta
+
+    def _store_meta(self, dom: dict[str, Any], meta: DomainState) -> None:
+        """Save the metadata compactly: a checkpoint taken against the domain's own
+        definition stores a marker, not another copy of the domain XML."""
+        data = meta.to_dict()
+        own = self._info(dom).domain_xml
+        for c in data["checkpoints"]:
+            c["xml"] = ""  # derived: format_checkpoint_xml(definition)
+            if c["domain_xml"] == own:
+                c["domain_xml"] = SAME_DOMAIN
+        dom["meta"] = json.dumps(data, separators=(",", ":"))
+        dom["gen"] = uuidlib.uuid4().hex
+        # the write happens when the lock is released; until then nobody else reads
+        _META_CACHE[(self.path, str(dom.get("uuid")))] = (dom["gen"], meta)
 
     # --------------------------------------------------------- mock commands
     def define(
@@ -210,7 +246,8 @@ class MockHypervisor:
                 "running": running,
                 "policy": policy,
                 "disks": [d.model_dump() for d in specs],
-                "meta": meta.to_dict(),
+                "meta": json.dumps(meta.to_dict()),
+                "gen": uuidlib.uuid4().hex,
                 "bitmaps": {d.name: {} for d in specs},
             }
             return self._info(data["domains"][name])
@@ -290,7 +327,7 @@ class MockHypervisor:
                 stream_id=meta.stream_id, name=meta.name, uuid=meta.uuid,
                 policy=meta.policy, disks=meta.disks,
             )
-            dom["meta"] = fresh.to_dict()
+            self._store_meta(dom, fresh)
 
     def observed_bitmaps(self, name: str) -> dict[str, list[dict[str, Any]]]:
         """Per disk, every bitmap really present: name, recording, dirty byte count."""
@@ -336,7 +373,7 @@ class MockHypervisor:
                     dst["dirty"] = sorted(set(dst["dirty"]) | set(src["dirty"]))
             elif isinstance(ev, BitmapRemoved):
                 bitmaps.get(ev.disk, {}).pop(ev.bitmap, None)
-        dom["meta"] = meta.to_dict()
+        self._store_meta(dom, meta)
 
     def create_checkpoint(self, domain: str, xml: str, quiesce: bool = False) -> str:
         """Create a checkpoint as libvirt's QEMU driver would; return its XML."""

@@ -1,0 +1,286 @@
+"""``python -m bench.run [--quick] [--profile]``: the benchmark table (``make bench``).
+
+Every row is a ratio of two figures measured side by side in this run, each in a fresh
+interpreter (``bench.worker``) on a fresh or cached file:
+
+* rebuild: ``Ledger.open`` of a 1,000,000-event SQLite store (10,000 chained domains, made
+  with the real rules, cached under ``bench/.data``) against a plain ``sqlite3`` scan +
+  ``msgpack.unpackb`` of the same rows, and against ``eventsourcing`` replaying the same
+  history (``repository.get`` of each domain's aggregate, its default SQLite recorder);
+* batched import of 100,000 events (one transaction per domain of 100 events): ``new_record``
+  + ``SqliteStore.append`` against ``packb`` + ``executemany``, and ``eventsourcing``'s
+  ``app.save(aggregate)``;
+* durable single writes (WAL, ``synchronous=FULL``): ``Ledger.create`` on the mock
+  hypervisor, and ``SqliteStore.append`` of one record, against a raw
+  ``BEGIN; INSERT; COMMIT`` loop;
+* open with a snapshot against a full rebuild (n/a until the ledger can write snapshots);
+* ``Ledger.plan`` through a 10,000-checkpoint chain beside 10 vs 10,000 other domains;
+* peak RSS of the rebuild.
+
+Short measurements are the median of 3 trials, interleaved; the 1M-event rebuilds run once
+(noted in the table). ``--quick`` is 10x smaller everywhere. ``--profile`` prints where a
+100,000-event rebuild spends its time instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    FULL,
+    QUICK,
+    Scale,
+    environment,
+    es_history_path,
+    history_path,
+    load_average,
+    median,
+    remove_db,
+    run_worker,
+    warm,
+)
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    name: str
+    ours: str
+    reference: str
+    ratio: str
+    target: str
+    result: str
+
+
+def rate(r: dict[str, Any]) -> float:
+    """Events per second of a worker result."""
+    return float(r["events"]) / float(r["seconds"])
+
+
+def fmt_rate(x: float) -> str:
+    """``123,456 ev/s``."""
+    return f"{x:,.0f} ev/s"
+
+
+def verdict(ok: bool) -> str:
+    """PASS or MISS."""
+    return "PASS" if ok else "MISS"
+
+
+def trials(n: int, *tasks: tuple[str, dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Run each task ``n`` times, interleaved; results per task."""
+    out: list[list[dict[str, Any]]] = [[] for _ in tasks]
+    for _ in range(n):
+        for i, (task, kwargs) in enumerate(tasks):
+            out[i].append(run_worker(task, **kwargs))
+    return out
+
+
+def med_rate(results: list[dict[str, Any]]) -> float:
+    """The median events/s of several trials."""
+    return median([rate(r) for r in results])
+
+
+def log(msg: str) -> None:
+    """Progress on stderr (the table goes to stdout)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- rows
+def bench_rebuild(scale: Scale, rows: list[Row]) -> None:
+    """Rebuild rows and the RSS row."""
+    from .es_model import generate_es_history
+    from .gen import ensure_history
+
+    hist, es_hist = history_path(scale), es_history_path(scale)
+    if not hist.exists():
+        log(f"generating {scale.events:,} events into {hist} (once; cached)")
+        ensure_history(hist, scale.domains)
+    if not es_hist.exists():
+        log(f"copying the history into eventsourcing: {es_hist} (once; cached)")
+        generate_es_history(hist, es_hist)
+    warm(hist)
+    warm(es_hist)
+    long_runs = 1 if scale is FULL else scale.repeats
+    log(f"rebuild: ours and eventsourcing x{long_runs}, raw floor x{scale.repeats}")
+    ours, es = trials(long_runs, ("rebuild_ours", {"history": str(hist)}),
+                      ("rebuild_es", {"history": str(hist), "es_history": str(es_hist)}))
+    (raw,) = trials(scale.repeats, ("rebuild_raw", {"history": str(hist)}))
+    note = "" if long_runs > 1 else " (1 run)"
+    r_ours, r_raw, r_es = med_rate(ours), med_rate(raw), med_rate(es)
+    n = f"{scale.events // 1000:,}k"
+    rows.append(Row(f"rebuild {n} events vs raw scan+unpack{note}", fmt_rate(r_ours),
+                    fmt_rate(r_raw), f"{r_ours / r_raw:.2f}x", ">= 0.5x",
+                    verdict(r_ours >= 0.5 * r_raw)))
+    rows.append(Row(f"rebuild {n} events vs eventsourcing{note}", fmt_rate(r_ours),
+                    fmt_rate(r_es), f"{r_ours / r_es:.2f}x", ">= 5x",
+                    verdict(r_ours >= 5 * r_es)))
+    rss = median([float(r["rss_mb"]) for r in ours])
+    base = median([float(r["rss_before_mb"]) for r in ours])
+    es_rss = median([float(r["rss_mb"]) for r in es])
+    rows.append(Row(f"rebuild {n} events: peak RSS (maxrss)", f"{rss:,.0f} MB",
+                    f"es {es_rss:,.0f} MB", f"(at start {base:,.0f} MB)", "< 400 MB",
+                    verdict(rss < 400)))
+    bench_snapshot(hist, median([float(r["seconds"]) for r in ours]), scale.repeats, rows)
+
+
+def bench_snapshot(hist: Path, rebuild_seconds: float, repeats: int, rows: list[Row]) -> None:
+    """Open-with-snapshot row (n/a when snapshots cannot be written yet)."""
+    log("open with snapshot: preparing a copy with a snapshot")
+    copy = hist.with_name(hist.stem + "-snapshot.db")
+    remove_db(copy)
+    try:
+        prep = run_worker("snapshot_prepare", history=str(hist), copy=str(copy))
+        if not prep.get("available"):
+            rows.append(Row("open with snapshot vs full rebuild", "n/a", "n/a", "n/a",
+                            "< 2%", f"n/a: {prep.get('why')}"))
+            return
+        (opens,) = trials(repeats, ("open_snapshot", {"copy": str(copy)}))
+    finally:
+        remove_db(copy)
+    seconds = median([float(r["seconds"]) for r in opens])
+    loaded = all(r["status"] == "loaded" and r["folded"] == 0 for r in opens)
+    share = seconds / rebuild_seconds
+    rows.append(Row("open with snapshot vs full rebuild", f"{seconds:.3f} s",
+                    f"{rebuild_seconds:.2f} s", f"{share:.2%}", "< 2%",
+                    verdict(share < 0.02 and loaded) + ("" if loaded else " (not loaded)")))
+
+
+def bench_import(scale: Scale, rows: list[Row]) -> None:
+    """Batched import rows."""
+    hist = str(history_path(scale))
+    kw = {"history": hist, "events": scale.import_events}
+    log(f"batched import of {scale.import_events:,} events x{scale.repeats}")
+    ours, raw, es = trials(scale.repeats, ("import_ours", kw), ("import_raw", kw),
+                           ("import_es", kw))
+    r_ours, r_raw, r_es = med_rate(ours), med_rate(raw), med_rate(es)
+    n = f"{scale.import_events // 1000:,}k"
+    rows.append(Row(f"import {n} events, 100/txn, vs raw executemany", fmt_rate(r_ours),
+                    fmt_rate(r_raw), f"{r_ours / r_raw:.2f}x", ">= 0.6x",
+                    verdict(r_ours >= 0.6 * r_raw)))
+    rows.append(Row(f"import {n} events, 100/txn, vs eventsourcing", fmt_rate(r_ours),
+                    fmt_rate(r_es), f"{r_ours / r_es:.2f}x", ">= 3x",
+                    verdict(r_ours >= 3 * r_es)))
+
+
+def bench_durable(scale: Scale, rows: list[Row]) -> None:
+    """Durable single-write rows."""
+    hist = str(history_path(scale))
+    n = scale.creates
+    log(f"durable single writes: {n:,} each x{scale.repeats}")
+    create, single, raw = trials(scale.repeats, ("create_ledger", {"creates": n}),
+                                 ("append_single", {"history": hist, "creates": n}),
+                                 ("raw_commit", {"history": hist, "creates": n}))
+    r_create, r_single, r_raw = med_rate(create), med_rate(single), med_rate(raw)
+    rows.append(Row(f"{n:,} x Ledger.create (mock) vs raw commit loop", f"{r_create:,.0f}/s",
+                    f"{r_raw:,.0f}/s", f"{r_create / r_raw:.2f}x", ">= 0.8x",
+                    verdict(r_create >= 0.8 * r_raw)))
+    rows.append(Row(f"{n:,} x store.append(1 event) vs raw commit loop", f"{r_single:,.0f}/s",
+                    f"{r_raw:,.0f}/s", f"{r_single / r_raw:.2f}x", ">= 0.8x",
+                    verdict(r_single >= 0.8 * r_raw)))
+
+
+def bench_plan(scale: Scale, rows: list[Row]) -> None:
+    """Plan row: the same plan beside few vs many other domains."""
+    few, many = scale.others
+    log(f"plan through a {scale.chain:,}-checkpoint chain, {few} vs {many:,} other domains")
+    r_few, r_many = trials(scale.repeats, ("plan", {"chain": scale.chain, "others": few}),
+                           ("plan", {"chain": scale.chain, "others": many}))
+    t_few = median([float(r["seconds"]) for r in r_few])
+    t_many = median([float(r["seconds"]) for r in r_many])
+    ratio = t_many / t_few
+    rows.append(Row(f"plan, {scale.chain:,}-cp chain: {many:,} vs {few} other domains",
+                    f"{t_many * 1000:.2f} ms", f"{t_few * 1000:.2f} ms", f"{ratio:.2f}x",
+                    "0.8-1.25x", verdict(0.8 <= ratio <= 1.25)))
+
+
+BENCHES: dict[str, Callable[[Scale, list[Row]], None]] = {
+    "rebuild": bench_rebuild, "import": bench_import, "durable": bench_durable,
+    "plan": bench_plan,
+}
+
+
+# --------------------------------------------------------------------------- table
+def table(rows: list[Row]) -> str:
+    """The rows as an aligned text table."""
+    head = Row("benchmark", "ours", "reference", "ratio", "target", "result")
+    cells = [[head.name, head.ours, head.reference, head.ratio, head.target, head.result]]
+    cells += [[r.name, r.ours, r.reference, r.ratio, r.target, r.result] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(5)]
+    lines = []
+    for k, c in enumerate(cells):
+        parts = [c[0].ljust(widths[0])] + [c[i].rjust(widths[i]) for i in range(1, 5)]
+        lines.append("  ".join(parts) + "  " + c[5])
+        if k == 0:
+            lines.append("-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def profile(top: int) -> None:
+    """cProfile a 100,000-event rebuild (``Ledger.open``); print the top costs."""
+    import cProfile
+    import pstats
+
+    from ledger.ledger import Ledger
+
+    from .gen import ensure_history
+
+    hist = history_path(QUICK)
+    ensure_history(hist, QUICK.domains)
+    prof = cProfile.Profile()
+    prof.enable()
+    lg = Ledger.open(f"sqlite:///{hist}", use_snapshot=False, snapshot_every=0)
+    prof.disable()
+    print(f"cProfile of Ledger.open on {lg.position:,} events ({hist.name})")
+    lg.close()
+    stats = pstats.Stats(prof, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print the table."""
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="10x smaller (100k-event rebuild)")
+    ap.add_argument("--only", action="append", choices=sorted(BENCHES),
+                    help="run only this benchmark (repeatable)")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile a 100k-event rebuild instead of the table")
+    ap.add_argument("--top", type=int, default=25, help="rows of the profile to print")
+    args = ap.parse_args(argv)
+    if args.profile:
+        profile(args.top)
+        return 0
+    scale = QUICK if args.quick else FULL
+    load_before = load_average()
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for name, bench in BENCHES.items():
+        if args.only and name not in args.only:
+            continue
+        try:
+            bench(scale, rows)
+        except Exception as e:  # report the rest of the table all the same
+            log(f"{name} failed: {e}")
+            rows.append(Row(name, "error", "", "", "", f"ERROR: {str(e).splitlines()[0]}"))
+    env = environment()
+    cmd = "python -m bench.run" + (" --quick" if args.quick else "")
+    print(f"ckpt-ledger benchmark ({scale.name}: `{cmd}`), "
+          f"{time.perf_counter() - started:,.0f} s")
+    print(" ".join(f"{k} {v}" for k, v in env.items()))
+    print(f"load average before {load_before}, after {load_average()}")
+    print(table(rows))
+    print("ratios are ours / reference (plan: many / few, RSS: absolute); medians of "
+          f"{scale.repeats} interleaved trials, each in a fresh interpreter, unless '1 run'.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
