@@ -8,10 +8,10 @@ Each process (tests/proc_worker.py ``conc``) alternates ``n`` creates on its own
   created before it, and each worker's own creates appear in the order it made them;
 * the ledger's chains equal the mock hypervisor's own metadata (names and parents).
 
-The issue asks for 4 x 500. The mock hypervisor rewrites its whole state file on every
-operation, so a create costs time linear in the checkpoints already on the host and the
-full run is quadratic (minutes per backend on a 2-core machine): the default run uses
-``n = 60`` and ``CKPT_LEDGER_FULL=1`` (or ``CKPT_LEDGER_CONC_N``) runs the full 500.
+The issue asks for 4 x 500, and that is the default (``CKPT_LEDGER_CONC_N`` sets another
+count for a quick local run). The mock hypervisor rewrites the domain's metadata on every
+operation, so a create costs time linear in the checkpoints already on the host: the full
+run takes about five minutes per backend on a 2-core machine.
 Each domain lives on a mock host (state file) of its own, as VMs spread over hosts would;
 the shared domain's host is the one every process writes.
 """
@@ -41,8 +41,7 @@ except ImportError:  # tests/ is not a package: pytest put it on sys.path
     from proc_worker import open_store  # type: ignore[no-redef]
 
 WORKER = Path(__file__).with_name("proc_worker.py")
-FULL = os.environ.get("CKPT_LEDGER_FULL") == "1"
-N = int(os.environ.get("CKPT_LEDGER_CONC_N") or (500 if FULL else 60))
+N = int(os.environ.get("CKPT_LEDGER_CONC_N") or 500)
 PROCS = 4
 SLOW = pytest.mark.timeout(3600 if N > 100 else 600)  # the full run takes minutes
 PG_URL = os.environ.get("CKPT_LEDGER_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
