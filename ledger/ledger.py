@@ -11,10 +11,11 @@ turned into one by ``ledger.plugins``.
 from __future__ import annotations
 
 import builtins
+import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from . import recovery, rules, snapshots
 from .audit import LogFilter, event_view, fold_until, parse_point
 from .chain import GENESIS
 from .domain_xml import parse_domain_xml
-from .envelope import Provenance, StoredRecord, decode_record, new_record
+from .envelope import Provenance, StoredRecord, decode_event, new_record
 from .errors import LedgerError, VersionConflict, no_checkpoint, no_domain
 from .events import DomainEnrolled, Event
 from .history import history as checkpoint_history
@@ -85,7 +86,8 @@ class Ledger:
         self.actor = actor
         self.reason = reason
         self.correlation_id = correlation_id  # stored with every event this ledger appends
-        self.states: dict[str, DomainState] = {}  # stream id -> state
+        # stream id -> state (a snapshots.LazyStates when loaded from a snapshot)
+        self.states: MutableMapping[str, DomainState] = {}
         self.by_name: dict[str, str] = {}  # domain name -> stream id
         self.position = 0
         self.position_hash = GENESIS  # chain hash of the event at ``position``
@@ -189,17 +191,29 @@ class Ledger:
     # -------------------------------------------------------------- projections
     def catch_up(self) -> None:
         """Fold every event appended since the last one this ledger saw."""
-        for record in self.store.read_all(after=self.position):
-            self._fold(record)
+        # the fold makes no reference cycles: collecting during a long catch-up only costs
+        enabled = gc.isenabled()
+        if enabled:
+            gc.disable()
+        try:
+            fold = self._fold
+            for record in self.store.read_all(after=self.position):
+                fold(record)
+        finally:
+            if enabled:
+                gc.enable()
 
     def _fold(self, record: StoredRecord) -> None:
-        event, _ = decode_record(record)
-        state = self.states.get(record.stream_id)
+        event = decode_event(record)  # the provenance is not needed here
+        states = self.states
+        stream_id = record.stream_id
+        state = states.get(stream_id)
         if state is None:
-            state = self.states[record.stream_id] = DomainState(stream_id=record.stream_id)
+            state = states[stream_id] = DomainState(stream_id=stream_id)
         state.apply(event, record.stream_version, record.position)
-        if state.name:
-            self.by_name[state.name] = record.stream_id
+        name = state.name
+        if name and self.by_name.get(name) != stream_id:
+            self.by_name[name] = stream_id
         self.position = record.position
         self.position_hash = record.hash
         self.folded += 1
@@ -313,6 +327,12 @@ class Ledger:
                 self._append(info, events, reason, actor)
                 return
             except LedgerError as err:
+                if err.code == "STORE_ERROR":
+                    raise LedgerError(
+                        "STORE_ERROR",
+                        f"{err.detail}; the hypervisor already did it, so the ledger now lags "
+                        f"behind it: once the store works, run `ckpt-ledger import {info.name}`",
+                    ) from err
                 if err.code != "VERSION_CONFLICT" or attempt == RETRIES - 1:
                     raise
                 self.catch_up()

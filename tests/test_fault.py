@@ -224,3 +224,44 @@ def test_new_msgpack_log_on_a_full_disk(tmpfs: Path) -> None:
     with pytest.raises(LedgerError) as err:
         open_store(f"msgpack:///{tmpfs}/new.log")
     _check_error(err.value, "No space left")
+
+
+def test_a_create_the_store_could_not_record_says_how_to_reconcile(tmp_path: Path) -> None:
+    """The hypervisor made the checkpoint, the append failed: the error says the ledger
+    lags behind the host and that `ckpt-ledger import` reconciles it."""
+    from adapters.mock import MockHypervisor
+    from ledger import Ledger, LedgerError
+
+    class FullStore:
+        """A real SQLite store whose appends fail from the second on, as on a full disk
+        (the real full-disk cases are above; this one is about the message)."""
+
+        def __init__(self, url: str) -> None:
+            from backends.sqlite import open_url
+
+            self.inner = open_url(url)
+            self.appends = 0
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+        def append(
+            self, records: list[NewRecord], *args: object, **kw: object
+        ) -> list[StoredRecord]:
+            self.appends += 1
+            if self.appends > 1:
+                raise LedgerError("STORE_ERROR", "cannot append to store: database or disk is full")
+            return self.inner.append(records, *args, **kw)
+
+    hv = MockHypervisor(str(tmp_path / "host.json"))
+    hv.define("vm", ["vda"])
+    store = FullStore(f"sqlite:///{tmp_path / 'l.db'}")
+    with Ledger.open(store=store, hypervisor=hv) as lg:  # type: ignore[arg-type]
+        lg.create("vm", "c1")
+        with pytest.raises(LedgerError) as err:
+            lg.create("vm", "c2")
+    assert err.value.code == "STORE_ERROR"
+    assert "ckpt-ledger import vm" in str(err.value) and "\n" not in str(err.value)
+    assert hv.list_checkpoints("vm") == ["c1", "c2"]
+    with Ledger.open(store=f"sqlite:///{tmp_path / 'l.db'}", hypervisor=hv) as lg:
+        assert lg.import_(["vm"])[0].added == ["c2"]
