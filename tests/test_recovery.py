@@ -287,3 +287,15 @@ def test_a_delete_qemu_did_only_in_part_is_recorded_as_what_really_happened(
     lg.delete("vm", "chk2.1", metadata_only=True)  # the known workaround
     assert "chk2.1" not in [c.name for c in lg.list("vm")]
     assert host.list_checkpoints("vm") == ["chk1.1", "chk1.2", "chk2.2"]
+
+
+def test_replay_as_of_redefines_the_chain_as_it_stood_then(lg: Ledger,
+                                                           host: MockHypervisor) -> None:
+    seed(lg)
+    then = lg.event_count()
+    lg.delete("vm", "chk2.2")
+    lg.create("vm", "later", ["vda"])
+    host.forget_checkpoints("vm")
+    lg.replay(["vm"], as_of=then)
+    assert host.list_checkpoints("vm") == ["chk1.1", "chk2.1", "chk1.2", "chk2.2"]
+    assert host.current("vm") == "chk2.2"
