@@ -11,12 +11,16 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 
-from ledger.chain import record_hash
+from ledger.chain import _FLOAT, _INT, _LEN, _TAG, _text, record_hash
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError, VersionConflict
 from ledger.ports import ANY, NO_STREAM, ExpectedVersion
+
+_sha256 = hashlib.sha256
+_INT_PACK = _INT.pack
+_FLOAT_PACK = _FLOAT.pack
+_LEN_PACK = _LEN.pack
 
 
 def one_line(text: object) -> str:
@@ -98,21 +102,44 @@ def stored(
     ``prev_hash``: the hash at ``first_position - 1`` (:data:`ledger.chain.GENESIS` for 1).
     Call it inside the append's transaction or lock, where ``prev_hash`` cannot change.
     """
+    # canonical_bytes/event_hash of ledger.chain, inlined: the ids and names of a batch are
+    # encoded once and each StoredRecord is built once, with its hash
     out: list[StoredRecord] = []
+    if not records:
+        return out
+    prev = bytes.fromhex(prev_hash)
+    if len(prev) != 32:
+        raise ValueError(f"prev_hash must be 64 hex digits, got {prev_hash!r}")
+    texts: dict[str, bytes] = {}
+
+    def text(value: str) -> bytes:
+        b = texts.get(value)
+        if b is None:
+            b = texts[value] = _text(value)
+        return b
+
     for i, rec in enumerate(records):
-        row = StoredRecord(
-            position=first_position + i,
-            stream_id=rec.stream_id,
-            stream_name=rec.stream_name,
-            stream_version=version + 1 + i,
-            type=rec.type,
-            schema_version=rec.schema_version,
-            recorded_at=float(rec.recorded_at),
-            payload=bytes(rec.payload),
-            hash="",
-        )
-        prev_hash = record_hash(row, prev_hash)
-        out.append(replace(row, hash=prev_hash))
+        position = first_position + i
+        stream_version = version + 1 + i
+        recorded_at = float(rec.recorded_at)
+        payload = bytes(rec.payload)
+        h = _sha256(b"".join((
+            _TAG,
+            _INT_PACK(position),
+            text(rec.stream_id),
+            text(rec.stream_name),
+            _INT_PACK(stream_version),
+            text(rec.type),
+            _INT_PACK(rec.schema_version),
+            _FLOAT_PACK(recorded_at),
+            _LEN_PACK(len(payload)),
+            payload,
+            prev,
+        )))
+        prev = h.digest()
+        out.append(StoredRecord(position, rec.stream_id, rec.stream_name, stream_version,
+                                rec.type, rec.schema_version, recorded_at, payload,
+                                h.hexdigest()))
     return out
 
 

@@ -15,10 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import LedgerError
-from .events import SCHEMA_VERSION, Event, event_data, parse_event
+from .events import (
+    EVENT_TYPES,
+    SCHEMA_VERSION,
+    CheckpointCreated,
+    Event,
+    event_data,
+    parse_event,
+)
+from .model import CheckpointDisk
 
 TOOL = "ckpt-ledger"
 TOOL_VERSION = "0.1.0"
@@ -127,3 +135,100 @@ def decode_record(record: StoredRecord) -> tuple[Event, Provenance]:
         )
     data, meta = decode_payload(record.payload)
     return parse_event(data), Provenance.model_validate(meta)
+
+
+_unpackb = msgpack.unpackb
+_setattr = object.__setattr__
+_new = object.__new__
+
+
+def _simple_events() -> dict[str, tuple[Any, tuple[str, ...], frozenset[str]]]:
+    """type -> (class, field order, field set) for the events whose fields are all
+    required plain strings (the bitmap events), checked by hand in the fold."""
+    out = {}
+    for tag, cls in EVENT_TYPES.items():
+        fields = cls.model_fields
+        if all(f.annotation in (str, "str") or name == "type" for name, f in fields.items()) \
+                and all(f.is_required() for name, f in fields.items() if name != "type"):
+            out[tag] = (cls, tuple(fields), frozenset(fields))
+    return out
+
+
+_SIMPLE = _simple_events()
+_ONLY_STR = {str}
+
+
+_CREATED_FIELDS = tuple(CheckpointCreated.model_fields)
+_DISK_FIELDS = tuple(CheckpointDisk.model_fields)
+_STR_OR_NONE = (str, type(None))
+_INT_OR_NONE = (int, type(None))
+_I64 = 1 << 63
+
+
+def _model(cls: Any, values: dict[str, Any]) -> Any:
+    """A model instance holding ``values`` (every field given), as validation makes it."""
+    m = _new(cls)
+    _setattr(m, "__dict__", values)
+    _setattr(m, "__pydantic_fields_set__", set(values))
+    _setattr(m, "__pydantic_extra__", None)
+    _setattr(m, "__pydantic_private__", None)
+    return m
+
+
+def _created(data: dict[str, Any]) -> CheckpointCreated | None:
+    """A CheckpointCreated from data of exactly the shape encode_payload writes, every value
+    of exactly its field's type (so pydantic would return it unchanged); None otherwise."""
+    ct = data["creation_time"]
+    if (type(data["name"]) is not str or type(data["parent"]) not in _STR_OR_NONE
+            or type(ct) is not int or not -_I64 <= ct < _I64
+            or type(data["description"]) not in _STR_OR_NONE
+            or type(data["domain_xml"]) not in _STR_OR_NONE or type(data["xml"]) is not str
+            or type(data["disks"]) is not list):
+        return None
+    disks = []
+    for d in data["disks"]:
+        if type(d) is not dict or tuple(d) != _DISK_FIELDS:
+            return None
+        size = d["size"]
+        if (type(d["name"]) is not str or d["checkpoint"] not in _CHECKPOINT_TYPES
+                or type(d["checkpoint"]) is not str or type(d["bitmap"]) not in _STR_OR_NONE
+                or type(size) not in _INT_OR_NONE
+                or (size is not None and not -_I64 <= size < _I64)):
+            return None
+        disks.append(_model(CheckpointDisk, d))
+    data["disks"] = tuple(disks)
+    return _model(CheckpointCreated, data)
+
+
+_CHECKPOINT_TYPES = ("bitmap", "no")
+
+
+def decode_event(record: StoredRecord) -> Event:
+    """The event model of a stored record, for the fold: what :func:`decode_record` returns
+    first, but the provenance (which a fold discards) is not validated, and the event data is
+    validated against the class its ``type`` names (what the discriminated union does)."""
+    if record.schema_version > SCHEMA_VERSION:
+        decode_record(record)  # raises its STORE_ERROR
+    obj = _unpackb(record.payload, raw=False, strict_map_key=False)
+    data = obj["data"]
+    obj["meta"]  # a payload without provenance fails as decode_payload does
+    tag = data.get("type") if type(data) is dict else None
+    if type(tag) is str:
+        simple = _SIMPLE.get(tag)
+        # every field a required str, no defaults: exactly pydantic's result when the keys
+        # are the fields (in their order, as encode_payload writes them) and every value is
+        # a str; anything else is left to pydantic
+        if simple is not None and tuple(data) == simple[1] and {
+                *map(type, data.values())} == _ONLY_STR:
+            return _model(simple[0], data)
+        if tag == "CheckpointCreated" and tuple(data) == _CREATED_FIELDS:
+            created = _created(data)
+            if created is not None:
+                return created
+        cls = EVENT_TYPES.get(tag)
+        if cls is not None:
+            try:
+                return cls.__pydantic_validator__.validate_python(data)
+            except ValidationError:
+                pass  # raise the discriminated union's own error, below
+    return parse_event(data)

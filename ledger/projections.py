@@ -8,6 +8,7 @@ It is only ever changed by :meth:`DomainState.apply`; the rules read it, never w
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ from .events import (
     Event,
 )
 from .model import CheckpointDef, CheckpointDisk, DomainDisk, Policy
+
+_intern = sys.intern
 
 PROJECTION_VERSION = 2  # 2: checkpoint disks as rows
 
@@ -45,14 +48,65 @@ def _disk_from_row(row: list[Any]) -> CheckpointDisk:
     )
 
 
+def _intern_opt(text: Any) -> Any:
+    return _intern(text) if type(text) is str else text
+
+
+_INDENTED: dict[str, str] = {}  # domain_xml -> itself indented as a checkpoint embeds it
+
+
+def _split_xml(xml: str, domain_xml: str | None) -> str | tuple[str, str, str]:
+    """``xml`` as ``(before, domain, after)`` around its embedded ``domain_xml`` (indented
+    by two spaces, as libvirt embeds it), ``domain`` shared by every checkpoint of the
+    domain; ``xml`` itself when it does not embed it so. ``"".join`` gives ``xml`` back."""
+    if type(domain_xml) is not str or type(xml) is not str:
+        return xml
+    mid = _INDENTED.get(domain_xml)
+    if mid is None:
+        if len(_INDENTED) >= 4096:
+            _INDENTED.clear()
+        mid = _INDENTED[domain_xml] = _intern("  " + domain_xml.replace("\n", "\n  "))
+    i = xml.find(mid[:40])  # a short needle finds it faster; then check all of it
+    if i < 0 or not xml.startswith(mid, i):
+        return xml
+    return (xml[:i], mid, xml[i + len(mid):])
+
+
+_DISKS: dict[tuple[Any, ...], CheckpointDisk] = {}  # one instance of each distinct disk entry
+
+
+def _share_disks(disks: tuple[CheckpointDisk, ...]) -> tuple[CheckpointDisk, ...]:
+    """``disks`` with each entry replaced by an equal, shared instance (they are frozen):
+    most checkpoints of most domains list the same disks with the same bitmap names."""
+    out = []
+    for d in disks:
+        dd = d.__dict__
+        if type(d) is not CheckpointDisk or len(dd) != 4 or len(d.__pydantic_fields_set__) != 4:
+            return disks  # not as validated from a full entry: leave it alone
+        key = (dd["name"], dd["checkpoint"], dd["bitmap"], dd["size"], type(dd["size"]))
+        shared = _DISKS.get(key)
+        if shared is None:
+            if len(_DISKS) >= 16384:
+                _DISKS.clear()
+            shared = _DISKS[key] = d
+        out.append(shared)
+    return tuple(out)
+
+
 def drift_key(kind: str, checkpoint: str | None, disk: str | None, bitmap: str | None) -> str:
     """A stable key for one kind of drift on one thing."""
     return "|".join([kind, checkpoint or "", disk or "", bitmap or ""])
 
 
-@dataclass
 class Checkpoint:
-    """A live checkpoint in the tree."""
+    """A live checkpoint in the tree.
+
+    ``xml`` (the hypervisor's XML, which embeds the domain definition) is kept as the text
+    around that definition plus one shared copy of it: the same string, in less memory.
+    """
+
+    __slots__ = ("name", "parent", "creation_time", "description", "disks", "domain_xml",
+                 "_xml", "children")
 
     name: str
     parent: str | None
@@ -60,8 +114,54 @@ class Checkpoint:
     description: str | None
     disks: tuple[CheckpointDisk, ...]
     domain_xml: str | None
-    xml: str
-    children: list[str] = field(default_factory=list)
+    children: list[str]
+
+    def __init__(
+        self,
+        name: str,
+        parent: str | None,
+        creation_time: int,
+        description: str | None,
+        disks: tuple[CheckpointDisk, ...],
+        domain_xml: str | None,
+        xml: str,
+        children: list[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.parent = parent
+        self.creation_time = creation_time
+        self.description = description
+        self.disks = disks
+        self.domain_xml = domain_xml
+        self.xml = xml
+        self.children = [] if children is None else children
+
+    @property
+    def xml(self) -> str:
+        """The checkpoint's XML as the hypervisor returned it."""
+        x = self._xml
+        return "".join(x) if isinstance(x, tuple) else x
+
+    @xml.setter
+    def xml(self, value: str) -> None:
+        self._xml = _split_xml(value, self.domain_xml)
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.name, self.parent, self.creation_time, self.description, self.disks,
+                self.domain_xml, self.xml, self.children)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it was
+
+    def __repr__(self) -> str:
+        return (f"Checkpoint(name={self.name!r}, parent={self.parent!r}, "
+                f"creation_time={self.creation_time!r}, description={self.description!r}, "
+                f"disks={self.disks!r}, domain_xml={self.domain_xml!r}, xml={self.xml!r}, "
+                f"children={self.children!r})")
 
     def bitmap_on(self, disk: str) -> str | None:
         """The bitmap name this checkpoint has on ``disk`` (None for checkpoint='no')."""
@@ -89,7 +189,7 @@ class Checkpoint:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class Bitmap:
     """A bitmap the ledger believes exists on a disk."""
 
@@ -165,33 +265,47 @@ class DomainState:
     # -------------------------------------------------------------------- fold
     def apply(self, event: Event, version: int = 0, position: int = 0) -> None:
         """Fold one event into the state."""
-        if isinstance(event, DomainEnrolled):
-            self.name, self.uuid, self.policy = event.name, event.uuid, event.policy
-            self.disks = event.disks
-        elif isinstance(event, CheckpointCreated):
-            self._insert(event.name, event)
-            self.current = event.name
-            for d in event.disks:
-                if d.checkpoint == "bitmap":
-                    self._add_bitmap(d.name, d.bitmap or event.name, event.name, True)
-        elif isinstance(event, CheckpointRedefined):
-            self._redefine(event)
-        elif isinstance(event, CheckpointDeleted):
-            self._delete(event)
-        elif isinstance(event, BitmapDisabled | BitmapEnabled):
-            bm = self.bitmaps.get(event.disk, {}).get(event.bitmap)
-            if bm is not None:
-                bm.active = isinstance(event, BitmapEnabled)
-        elif isinstance(event, BitmapRemoved):
-            self.bitmaps.get(event.disk, {}).pop(event.bitmap, None)
-        elif isinstance(event, DriftObserved):
-            self._drift(event)
-        elif isinstance(event, BitmapMerged):
-            pass  # a merge changes no bitmap's existence or state
+        handler = _APPLY.get(type(event))
+        if handler is None:  # a subclass of an event type: the isinstance chain decides
+            handler = _handler_for(event)
+        handler(self, event)
         if version:
             self.version = version
         if position:
             self.position = position
+
+    def _enrolled(self, event: DomainEnrolled) -> None:
+        self.name, self.uuid, self.policy = event.name, event.uuid, event.policy
+        self.disks = event.disks
+
+    def _created(self, event: CheckpointCreated) -> None:
+        self._insert(event.name, event)
+        self.current = event.name
+        for d in event.disks:
+            if d.checkpoint == "bitmap":
+                self._add_bitmap(d.name, d.bitmap or event.name, event.name, True)
+
+    def _bitmap_disabled(self, event: BitmapDisabled | BitmapEnabled) -> None:
+        bms = self.bitmaps.get(event.disk)
+        if bms is not None:
+            bm = bms.get(event.bitmap)
+            if bm is not None:
+                bm.active = False
+
+    def _bitmap_enabled(self, event: BitmapDisabled | BitmapEnabled) -> None:
+        bms = self.bitmaps.get(event.disk)
+        if bms is not None:
+            bm = bms.get(event.bitmap)
+            if bm is not None:
+                bm.active = True
+
+    def _bitmap_removed(self, event: BitmapRemoved) -> None:
+        bms = self.bitmaps.get(event.disk)
+        if bms is not None:
+            bms.pop(event.bitmap, None)
+
+    def _nothing(self, event: Any) -> None:
+        pass  # a merge changes no bitmap's existence or state
 
     def _drift(self, ev: DriftObserved) -> None:
         """Observed drift: a bitmap gone or broken makes plans through it full backups."""
@@ -221,8 +335,9 @@ class DomainState:
             parent=ev.parent,
             creation_time=ev.creation_time,
             description=ev.description,
-            disks=ev.disks,
-            domain_xml=ev.domain_xml,
+            disks=_share_disks(ev.disks),
+            # one copy of each distinct domain definition (most checkpoints share it)
+            domain_xml=None if ev.domain_xml is None else _intern(ev.domain_xml),
             xml=ev.xml,
         )
         if ev.parent is not None and ev.parent in self.checkpoints:
@@ -341,11 +456,34 @@ class DomainState:
                 parent=c["parent"],
                 creation_time=c["creation_time"],
                 description=c["description"],
-                disks=tuple(_disk_from_row(r) for r in c["disks"]),
-                domain_xml=c["domain_xml"],
+                disks=_share_disks(tuple(_disk_from_row(r) for r in c["disks"])),
+                domain_xml=_intern_opt(c["domain_xml"]),
                 xml=c["xml"],
                 children=list(c["children"]),
             )
         for disk, rows in data["bitmaps"].items():
             st.bitmaps[disk] = {r[0]: Bitmap(r[0], r[1], bool(r[2]), r[3]) for r in rows}
         return st
+
+
+# apply's dispatch: event class -> handler (the isinstance chain it replaces is kept, in
+# order, for subclasses of the event classes)
+_CHAIN: tuple[tuple[type, Any], ...] = (
+    (DomainEnrolled, DomainState._enrolled),
+    (CheckpointCreated, DomainState._created),
+    (CheckpointRedefined, DomainState._redefine),
+    (CheckpointDeleted, DomainState._delete),
+    (BitmapEnabled, DomainState._bitmap_enabled),
+    (BitmapDisabled, DomainState._bitmap_disabled),
+    (BitmapRemoved, DomainState._bitmap_removed),
+    (DriftObserved, DomainState._drift),
+    (BitmapMerged, DomainState._nothing),
+)
+_APPLY: dict[type, Any] = dict(_CHAIN)
+
+
+def _handler_for(event: Any) -> Any:
+    for cls, handler in _CHAIN:
+        if isinstance(event, cls):
+            return handler
+    return DomainState._nothing

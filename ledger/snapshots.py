@@ -7,20 +7,27 @@ it is ignored, and the ledger rebuilds from the events, when it was written by a
 projection version or snapshot format, when it is damaged (its digest does not match), or
 when the log no longer holds its position with its hash (a rewritten or truncated log).
 
-Encoding (msgpack): the map ``{"format": 1, "projection_version", "position", "hash",
-"digest", "body"}`` where ``body`` is the msgpack of ``{"states": [DomainState.to_dict()
-...], "by_name": {name: stream_id}}`` and ``digest`` is its hex sha256. The store keeps it
+Encoding (msgpack): the map ``{"format": 2, "projection_version", "position", "hash",
+"digest", "body"}`` where ``body`` is the msgpack of ``{"states": [[stream_id, blob] ...],
+"by_name": {name: stream_id}}``, each ``blob`` the zlib-compressed msgpack of one
+``DomainState.to_dict()``, and ``digest`` is the hex sha256 of ``body``. The store keeps it
 under the key :data:`SNAPSHOT_KEY` (``EventStore.save_snapshot``).
+
+Opening checks the digest of the whole body but decodes a domain's state only when it is
+first used (:class:`LazyStates`), so it costs about the same for ten domains or ten thousand.
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgpack
 
+from .errors import LedgerError
 from .ports import EventStore
 from .projections import PROJECTION_VERSION, DomainState
 
@@ -28,7 +35,7 @@ if TYPE_CHECKING:
     from .ledger import Ledger
 
 SNAPSHOT_KEY = "projections"
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: one compressed blob per domain, decoded on first use
 DEFAULT_EVERY = 1000  # save on close once this many events were folded since the last one
 Status = Literal["none", "loaded", "other-version", "corrupt", "stale"]
 
@@ -39,8 +46,79 @@ class Snapshot:
 
     position: int
     hash: str
-    states: dict[str, DomainState] = field(default_factory=dict)
+    states: MutableMapping[str, DomainState] = field(default_factory=dict)
     by_name: dict[str, str] = field(default_factory=dict)
+
+
+def encode_state(state: DomainState) -> bytes:
+    """One domain's snapshot blob: zlib of the msgpack of ``state.to_dict()``."""
+    return zlib.compress(msgpack.packb(state.to_dict(), use_bin_type=True), 1)
+
+
+def decode_state(stream_id: str, blob: bytes) -> DomainState:
+    """The state in a blob written by :func:`encode_state` (STORE_ERROR if unreadable:
+    the snapshot's digest matched, so it was written so; ``ckpt-ledger rebuild`` replaces
+    it)."""
+    try:
+        state = DomainState.from_dict(msgpack.unpackb(zlib.decompress(blob), raw=False))
+        if state.stream_id != stream_id:
+            raise ValueError(f"it holds stream {state.stream_id}")
+    except Exception as e:
+        raise LedgerError("STORE_ERROR", f"the snapshot's projection of stream {stream_id} "
+                          f"is unreadable ({e}); run `ckpt-ledger rebuild`") from e
+    return state
+
+
+class LazyStates(MutableMapping[str, DomainState]):
+    """Stream id -> DomainState, like the dict it replaces, but each state loaded from a
+    snapshot is decoded from its blob the first time it is looked up."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, blobs: Mapping[str, bytes] | None = None) -> None:
+        # a value is the state, or its blob (bytes) until first looked up
+        self._d: dict[str, DomainState | bytes] = dict(blobs or {})
+
+    def __getitem__(self, key: str) -> DomainState:
+        v = self._d[key]
+        if type(v) is bytes:
+            v = self._d[key] = decode_state(key, v)
+        return v  # type: ignore[return-value]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        v = self._d.get(key, _MISSING)
+        if v is _MISSING:
+            return default
+        if type(v) is bytes:
+            v = self._d[key] = decode_state(key, v)
+        return v
+
+    def __setitem__(self, key: str, value: DomainState) -> None:
+        self._d[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._d[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __repr__(self) -> str:
+        return f"LazyStates({len(self._d)} states)"
+
+    def encoded(self, key: str) -> bytes:
+        """The blob of ``key``'s state: the loaded one while it was never looked up (and so
+        cannot have changed), else a fresh encoding."""
+        v = self._d[key]
+        return v if type(v) is bytes else encode_state(v)  # type: ignore[arg-type]
+
+
+_MISSING = object()
 
 
 class SnapshotRejected(ValueError):
@@ -52,12 +130,15 @@ class SnapshotRejected(ValueError):
 
 
 def encode(
-    states: dict[str, DomainState], by_name: dict[str, str], position: int, hash: str
+    states: Mapping[str, DomainState], by_name: Mapping[str, str], position: int, hash: str
 ) -> bytes:
     """The snapshot bytes of these projections, reflecting the log up to ``position``."""
+    if isinstance(states, LazyStates):
+        blobs = [[sid, states.encoded(sid)] for sid in sorted(states)]
+    else:
+        blobs = [[sid, encode_state(st)] for sid, st in sorted(states.items())]
     body = msgpack.packb(
-        {"states": [st.to_dict() for _, st in sorted(states.items())],
-         "by_name": dict(sorted(by_name.items()))},
+        {"states": blobs, "by_name": dict(sorted(by_name.items()))},
         use_bin_type=True,
     )
     return msgpack.packb({
@@ -91,10 +172,12 @@ def decode(data: bytes) -> Snapshot:
         raise SnapshotRejected("corrupt", "no position or hash")
     try:
         inner = msgpack.unpackb(body, raw=False)
-        states = {}
-        for d in inner["states"]:
-            st = DomainState.from_dict(d)
-            states[st.stream_id] = st
+        blobs: dict[str, bytes] = {}
+        for sid, blob in inner["states"]:
+            if not isinstance(sid, str) or not isinstance(blob, bytes):
+                raise TypeError("a state is not a stream id and a blob")
+            blobs[sid] = blob
+        states = LazyStates(blobs)
         by_name = {str(k): str(v) for k, v in inner["by_name"].items()}
     except ValueError as e:
         raise SnapshotRejected("other-version", str(e)) from e
@@ -135,7 +218,7 @@ def load(store: EventStore) -> tuple[Snapshot | None, Status, str]:
     return snap, "loaded", f"position {position}"
 
 
-def save(store: EventStore, states: dict[str, DomainState], by_name: dict[str, str],
+def save(store: EventStore, states: Mapping[str, DomainState], by_name: Mapping[str, str],
          position: int, hash: str) -> None:
     """Save these projections (reflecting the log up to ``position``, whose hash is
     ``hash``) as the store's snapshot."""
@@ -191,8 +274,8 @@ class RebuildReport:
 
 
 def differing(
-    a: dict[str, DomainState], a_names: dict[str, str],
-    b: dict[str, DomainState], b_names: dict[str, str],
+    a: Mapping[str, DomainState], a_names: Mapping[str, str],
+    b: Mapping[str, DomainState], b_names: Mapping[str, str],
 ) -> list[str]:
     """Names (or stream ids) of the domains whose projections differ between two sets."""
     out = set()
