@@ -35,7 +35,7 @@ class Settings:
     actor: str | None
     correlation_id: str | None = None
 
-    def open(self, need_hypervisor: bool = False) -> Ledger:
+    def open(self) -> Ledger:
         """Open the ledger these options name."""
         return Ledger.open(store=self.store, hypervisor=self.hypervisor, actor=self.actor,
                            correlation_id=self.correlation_id or None)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,7 +28,7 @@ from .audit import LogFilter, event_view, fold_until, parse_point
 from .chain import GENESIS
 from .domain_xml import parse_domain_xml
 from .envelope import Provenance, StoredRecord, decode_event, new_record
-from .errors import LedgerError, VersionConflict, no_checkpoint, no_domain
+from .errors import LedgerError, VersionConflict, no_checkpoint
 from .events import DomainEnrolled, Event
 from .history import history as checkpoint_history
 from .model import CheckpointDef, CheckpointDisk, DomainInfo
@@ -63,10 +63,6 @@ def default_store_url() -> str:
     folder = Path(base) / "ckpt-ledger"
     folder.mkdir(parents=True, exist_ok=True)
     return "sqlite:///" + str(folder / "ledger.db")
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Ledger:
@@ -246,9 +242,7 @@ class Ledger:
         """Whether a hypervisor was given (reads never need one)."""
         return self._hypervisor is not None
 
-    def _enrollment(
-        self, info: DomainInfo, hypervisor_uri: str | None | bool = True
-    ) -> tuple[DomainState, list[Event]]:
+    def _enrollment(self, info: DomainInfo) -> tuple[DomainState, list[Event]]:
         """The domain's state, plus a DomainEnrolled event if it is new or has changed."""
         state = self.states.get(info.uuid)
         enrolled = DomainEnrolled(
@@ -256,7 +250,7 @@ class Ledger:
             uuid=info.uuid,
             disks=info.disks,
             policy=info.policy,
-            hypervisor=self.hypervisor.uri if hypervisor_uri is True else hypervisor_uri or None,
+            hypervisor=self.hypervisor.uri if self.has_hypervisor() else None,
         )
         if state is None:
             state = DomainState(stream_id=info.uuid)
@@ -514,10 +508,7 @@ class Ledger:
         if as_of is None:
             return self.state(domain)
         point = parse_point(as_of, upper=True)
-        stream = self.by_name.get(domain)
-        if stream is None:
-            raise no_domain(domain)
-        state = fold_until(self.store.read_stream(stream), point)
+        state = fold_until(self.store.read_stream(self.state(domain).stream_id), point)
         if state is None:
             raise LedgerError("NO_DOMAIN", f"no domain with matching name '{domain}' "
                               f"as of {as_of}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import rules
 from .domain_xml import parse_domain_xml
 from .errors import LedgerError
-from .events import DomainEnrolled, Event
+from .events import Event
 from .model import CheckpointDef, DomainInfo
 from .policies import plan as plan_disks
 from .projections import DomainState, drift_key
@@ -142,8 +142,7 @@ def import_xml_dir(lg: Ledger, domain: str, folder: Path) -> ImportReport:
     info = _info_for(lg, domain, uuid)
     with lg.store.lock(info.uuid):
         lg.catch_up()
-        state, pre = lg._enrollment(info, hypervisor_uri=None) if info.uuid not in lg.states \
-            else (lg.states[info.uuid], [])
+        state, pre = lg._enrollment(info)
         trial = state.clone()
         ordered = order_by_parents(items, set(trial.checkpoints))
         defs = []
@@ -344,5 +343,3 @@ def _bitmap_findings(
                     detail=f"no live checkpoint owns bitmap {b['name']} on {target}"))
     return out
 
-
-__all__ = ["DomainEnrolled", "import_domains", "import_xml_dir", "replay", "verify"]
