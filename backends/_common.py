@@ -9,13 +9,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from ledger.chain import _FLOAT, _INT, _LEN, _TAG, _text, record_hash
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError, VersionConflict
-from ledger.ports import ANY, NO_STREAM, ExpectedVersion
+from ledger.ports import ANY, NO_STREAM, ExpectedVersion, ScanRow
 
 _sha256 = hashlib.sha256
 _INT_PACK = _INT.pack
@@ -46,6 +46,17 @@ def check_batch(records: Sequence[NewRecord]) -> str | None:
     return stream_id
 
 
+def check_expected_arg(expected: ExpectedVersion) -> None:
+    """INVALID_ARG unless ``expected`` is an int >= 0, ``"any"`` or ``"no_stream"``."""
+    if expected in (ANY, NO_STREAM):
+        return
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise LedgerError(
+            "INVALID_ARG",
+            f"expected_version must be an int >= 0, 'any' or 'no_stream', not {expected!r}",
+        )
+
+
 def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
     """Raise :class:`VersionConflict` unless ``actual`` satisfies ``expected``."""
     if expected == ANY:
@@ -54,13 +65,63 @@ def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> No
         if actual != 0:
             raise VersionConflict(stream_id, NO_STREAM, actual)
         return
-    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
-        raise LedgerError(
-            "INVALID_ARG",
-            f"expected_version must be an int >= 0, 'any' or 'no_stream', not {expected!r}",
-        )
+    check_expected_arg(expected)
     if expected != actual:
         raise VersionConflict(stream_id, expected, actual)
+
+
+# One batch of an append, checked: (stream id, its records, the expected version).
+Batch = tuple[str, Sequence[NewRecord], ExpectedVersion]
+
+
+def check_batches(
+    batches: Iterable[tuple[Sequence[NewRecord], ExpectedVersion]],
+) -> list[Batch | None]:
+    """Each batch of an ``append_many`` call checked as :func:`check_batch` checks one (and
+    its expected version's form), before anything is written; None for an empty batch."""
+    out: list[Batch | None] = []
+    for item in batches:
+        try:
+            records, expected = item
+        except (TypeError, ValueError):
+            raise LedgerError(
+                "INVALID_ARG",
+                f"append_many takes (records, expected_version) pairs, not {item!r:.60}",
+            ) from None
+        stream_id = check_batch(records)
+        check_expected_arg(expected)
+        out.append(None if stream_id is None else (stream_id, records, expected))
+    return out
+
+
+def plan(
+    batches: Sequence[Batch | None], current: Mapping[str, int], first_position: int,
+    prev_hash: str,
+) -> list[list[StoredRecord]]:
+    """The stored records of each batch, as if appended one after another from
+    ``first_position`` (linked to ``prev_hash``, the hash at ``first_position - 1``).
+
+    ``current`` holds the version of each stream the batches write (a missing one is 0);
+    each batch's expected version is checked against its stream as the batches before it
+    leave it, so a :class:`VersionConflict` in any batch is raised before anything is
+    written. Call it inside the write transaction or lock, like :func:`stored`.
+    """
+    versions = dict(current)
+    out: list[list[StoredRecord]] = []
+    position, prev = first_position, prev_hash
+    for batch in batches:
+        if batch is None:
+            out.append([])
+            continue
+        stream_id, records, expected = batch
+        version = versions.get(stream_id, 0)
+        check_expected(stream_id, expected, version)
+        new = stored(records, position, version, prev)
+        versions[stream_id] = version + len(new)
+        position += len(new)
+        prev = new[-1].hash
+        out.append(new)
+    return out
 
 
 def digest(records: Sequence[NewRecord]) -> str:
@@ -149,6 +210,18 @@ def chain_hashes(rows: Iterable[StoredRecord], prev_hash: str) -> Iterator[tuple
     for row in rows:
         prev_hash = record_hash(row, prev_hash)
         yield row.position, prev_hash
+
+
+def scan_pages(records: Iterable[StoredRecord], page: int = 2000) -> Iterator[list[ScanRow]]:
+    """``records`` as the pages of :data:`ledger.ports.ScanRow` that ``scan`` yields."""
+    out: list[ScanRow] = []
+    for r in records:
+        out.append((r.position, r.stream_id, r.stream_version, r.schema_version, r.payload))
+        if len(out) >= page:
+            yield out
+            out = []
+    if out:
+        yield out
 
 
 @contextmanager

@@ -14,9 +14,17 @@ from ledger.chain import GENESIS
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
 from ledger.plugins import scheme_of
-from ledger.ports import ANY, ExpectedVersion
+from ledger.ports import ANY, ExpectedVersion, ScanRow
 
-from ._common import check_batch, check_expected, digest, idempotency_mismatch, stored
+from ._common import (
+    Batch,
+    check_batch,
+    check_batches,
+    digest,
+    idempotency_mismatch,
+    plan,
+    scan_pages,
+)
 
 
 class MemoryStore:
@@ -54,17 +62,34 @@ class MemoryStore:
                     if seen[0] != digest(records):
                         raise idempotency_mismatch(idempotency_key)
                     return self._records[seen[1] - 1 : seen[2]]
-            positions = self._streams.get(stream_id, [])
-            check_expected(stream_id, expected_version, len(positions))
-            prev = self._records[-1].hash if self._records else GENESIS
-            new = stored(records, len(self._records) + 1, len(positions), prev)
-            self._records.extend(new)
-            self._streams.setdefault(stream_id, []).extend(r.position for r in new)
+            [new] = self._commit([(stream_id, records, expected_version)])
             if idempotency_key is not None:
                 self._idempotency[idempotency_key] = (
                     digest(records), new[0].position, new[-1].position
                 )
             return list(new)
+
+    def append_many(
+        self, batches: Sequence[tuple[Sequence[NewRecord], ExpectedVersion]]
+    ) -> list[list[StoredRecord]]:
+        """Append several one-stream batches atomically; see the EventStore contract."""
+        checked = check_batches(batches)
+        with self._mutex:
+            self._check_open()
+            return [list(new) for new in self._commit(checked)]
+
+    def _commit(self, batches: Sequence[Batch | None]) -> list[list[StoredRecord]]:
+        """Plan every batch (checking each expected version), then apply them all: a
+        conflict in any batch leaves the store untouched. Call it holding ``_mutex``."""
+        streams = {b[0] for b in batches if b is not None}
+        current = {sid: len(self._streams.get(sid, ())) for sid in streams}
+        prev = self._records[-1].hash if self._records else GENESIS
+        out = plan(batches, current, len(self._records) + 1, prev)
+        for new in out:
+            if new:
+                self._records.extend(new)
+                self._streams.setdefault(new[0].stream_id, []).extend(r.position for r in new)
+        return out
 
     def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
         """Records with position > ``after``, oldest first, at most ``limit`` of them."""
@@ -74,6 +99,10 @@ class MemoryStore:
             stop = len(self._records) if limit is None else min(len(self._records), start + limit)
             batch = self._records[start:stop]
         return iter(batch)
+
+    def scan(self, after: int = 0) -> Iterator[list[ScanRow]]:
+        """Every record after ``after`` as lean rows, in pages (see EventStore.scan)."""
+        return scan_pages(self.read_all(after))
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
         """Records of one stream with version > ``after_version``, oldest first."""

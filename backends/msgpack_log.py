@@ -6,10 +6,15 @@ msgpack is the array ``[position, stream_id, stream_name, stream_version, type,
 schema_version, recorded_at, payload, batch_first, batch_size, idempotency_key, digest,
 hash]``; the key and digest are set on a batch's first record only, ``hash`` is the event's
 link in the hash chain (ledger/chain.py). A batch (one ``append``) counts only once all its
-frames are present, which makes multi-record appends atomic. Format-1 logs (frames of 12
-fields, no hash) are still read: their hashes are computed in memory when the log is opened
-and new frames appended to them carry their own. The CRC guards against torn writes; the
-hash chain is checked by ``ckpt-ledger verify-log``, not at open.
+frames are present, which makes multi-record appends atomic. An ``append_many`` of several
+non-empty batches writes each as such a batch (one stream each), all in one write, and
+makes them one transaction: the first frame of each carries no key and, as its digest, the
+marker ``"txn <first>-<last>"`` naming the positions the transaction spans; none of its
+batches counts until all are present (a torn transaction is truncated whole, like a torn
+batch). A reader that predates transactions reads them as plain batches. Format-1 logs
+(frames of 12 fields, no hash) are still read: their hashes are computed in memory when
+the log is opened and new frames appended to them carry their own. The CRC guards against
+torn writes; the hash chain is checked by ``ckpt-ledger verify-log``, not at open.
 
 Snapshots live in the sidecar ``<log path>.snapshot``: ``CKPTLEDGER-SNAP\\0``, then a crc32
 and the msgpack map ``{key: [position, data]}``; it is replaced atomically (temporary file,
@@ -30,6 +35,7 @@ import array
 import contextlib
 import logging
 import os
+import re
 import stat
 import threading
 import warnings
@@ -44,10 +50,19 @@ from ledger.chain import GENESIS, record_hash
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
 from ledger.plugins import path_of, scheme_of
-from ledger.ports import ANY, ExpectedVersion
+from ledger.ports import ANY, ExpectedVersion, ScanRow
 
 from . import _frames as fr
-from ._common import check_batch, check_expected, digest, file_lock, idempotency_mismatch, stored
+from ._common import (
+    Batch,
+    check_batch,
+    check_batches,
+    digest,
+    file_lock,
+    idempotency_mismatch,
+    plan,
+    scan_pages,
+)
 
 log = logging.getLogger(__name__)
 _SNAP_MAGIC = b"CKPTLEDGER-SNAP\x00"
@@ -159,14 +174,16 @@ class MsgpackLogStore:
             os.fsync(self._fd)
 
     def _scan(self, buf: memoryview, size: int, base: int) -> tuple[int, int, str, int] | None:
-        """Index complete batches from ``_end``; the first problem or None.
+        """Index complete batches and transactions from ``_end``; the first problem or None.
 
         A problem is (offset, position, why, where to look for valid frames after it).
 
         ``buf`` holds the file's bytes from offset ``base`` up to ``size``.
         """
         off, pos = self._end, len(self._offsets) + 1
-        pending: list[tuple[int, int, list[Any]]] = []
+        pending: list[tuple[int, int, list[Any]]] = []  # read, not yet indexed
+        head: list[Any] | None = None  # the first frame of the unfinished batch
+        txn: tuple[int, int] | None = None  # the positions of the unfinished transaction
         versions: dict[str, int] = {}
         while off < size:
             rel, f = off - base, None
@@ -182,19 +199,40 @@ class MsgpackLogStore:
                 why = "not a well-formed record"
             else:
                 v = versions.get(f[1], len(self._streams.get(f[1], ())))
-                why = fr.out_of_place(f, pos, v, pending[0][2] if pending else None)
+                why = fr.out_of_place(f, pos, v, head)
+                if why is None and head is None:  # f begins a batch
+                    mark = _txn_range(f)
+                    if txn is not None and mark != txn:
+                        if mark is not None:  # no writer begins a transaction inside another
+                            why = "inconsistent transaction"
+                        else:
+                            # A transaction cut short between two of its batches and yet
+                            # followed by a plain batch: only a ckpt-ledger that knows no
+                            # transactions (it indexes each batch alone) writes on after such
+                            # a torn end, so its readers have seen these batches: keep them.
+                            self._index_all(pending)
+                            self._end, pending, txn = off, [], None
+                    if why is None:
+                        why = _txn_out_of_place(f, mark, txn)
+                        txn = mark
             if why is not None or f is None:
                 return off, pos, why or "unreadable", off
             versions[f[1]] = f[3]
             pending.append((off, length, f))
+            head = head or f
             pos, off = pos + 1, off + 8 + length
             if f[0] == f[8] + f[9] - 1:  # the batch is complete
-                for foff, flen, ff in pending:
-                    self._index(foff, flen, ff)
-                self._end, pending = off, []
+                head = None
+                if txn is None or f[0] == txn[1]:  # and so is its transaction, if any
+                    self._index_all(pending)
+                    self._end, pending, txn = off, [], None
         if pending:
             return pending[0][0], pending[0][2][0], "unfinished multi-record append", off
         return None
+
+    def _index_all(self, frames: list[tuple[int, int, list[Any]]]) -> None:
+        for off, length, f in frames:
+            self._index(off, length, f)
 
     def _index(self, off: int, length: int, f: list[Any]) -> None:
         if len(f) > fr.LEGACY_FIELDS:
@@ -234,28 +272,59 @@ class MsgpackLogStore:
                 if dig != digest(records):
                     raise idempotency_mismatch(idempotency_key)
                 return [self._record(p) for p in range(first, last + 1)]
-            version = len(self._streams.get(stream_id, ()))
-            check_expected(stream_id, expected_version, version)
-            new = stored(records, len(self._offsets) + 1, version, self._last_hash)
-            frames = []
+            [new] = self._commit([(stream_id, records, expected_version)], idempotency_key)
+            return new
+
+    def append_many(
+        self, batches: Sequence[tuple[Sequence[NewRecord], ExpectedVersion]]
+    ) -> list[list[StoredRecord]]:
+        """Append several one-stream batches as one transaction (one write, one fsync, under
+        the writer lock): a reader indexes none of it until all of it is there."""
+        checked = check_batches(batches)
+        if all(b is None for b in checked):
+            return [[] for _ in checked]
+        with self._mutex, self._writer():
+            self._refresh(locked=True)
+            return self._commit(checked, None)
+
+    def _commit(
+        self, batches: Sequence[Batch | None], key: str | None
+    ) -> list[list[StoredRecord]]:
+        """Plan ``batches`` (checking every expected version), encode all their frames, then
+        write them at once and fsync; on a failed write, truncate back. Hold the writer lock.
+
+        Several non-empty batches make a transaction: the first frame of each carries, in
+        place of the digest, the marker of the transaction's position range (see the module
+        docstring); one batch is written as ``append`` writes it (``key`` on its first frame).
+        """
+        current = {b[0]: len(self._streams.get(b[0], ())) for b in batches if b is not None}
+        out = plan(batches, current, len(self._offsets) + 1, self._last_hash)
+        written = [(b, new) for b, new in zip(batches, out, strict=True) if b is not None]
+        marker = None
+        if len(written) > 1:
+            marker = _txn_marker(written[0][1][0].position, written[-1][1][-1].position)
+        frames = []
+        for (_, records, _), new in written:
             for i, r in enumerate(new):
-                key, sig = (idempotency_key, digest(records)) if i == 0 else (None, None)
+                tag, sig = (None, None)
+                if i == 0:
+                    tag, sig = (None, marker) if marker else (key, digest(records))
                 frames.append(fr.encode(
                     [r.position, r.stream_id, r.stream_name, r.stream_version, r.type,
                      r.schema_version, r.recorded_at, r.payload, new[0].position, len(new),
-                     key, sig, r.hash]))
+                     tag, sig, r.hash]))
+        try:
+            self._write_at(b"".join(frames), self._end)
+            os.fsync(self._fd)
+        except OSError as e:
             try:
-                self._write_at(b"".join(frames), self._end)
+                os.ftruncate(self._fd, self._end)
                 os.fsync(self._fd)
-            except OSError as e:
-                try:
-                    os.ftruncate(self._fd, self._end)
-                    os.fsync(self._fd)
-                except OSError:
-                    pass  # the next open truncates the torn end
-                raise _err(f"cannot append to store {self.path}: {e.strerror or e}") from e
-            self._refresh(locked=True)
-            return new
+            except OSError:
+                pass  # the next open truncates the torn end
+            raise _err(f"cannot append to store {self.path}: {e.strerror or e}") from e
+        self._refresh(locked=True)
+        return out
 
     def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
         """Records with position > ``after``, oldest first, read in pages of 256."""
@@ -271,6 +340,10 @@ class MsgpackLogStore:
                 return
             pos += len(page)
             left = None if left is None else left - len(page)
+
+    def scan(self, after: int = 0) -> Iterator[list[ScanRow]]:
+        """Every record after ``after`` as lean rows, in pages (see EventStore.scan)."""
+        return scan_pages(self.read_all(after))
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
         """Records of one stream with version > ``after_version``, oldest first."""
@@ -375,6 +448,42 @@ class MsgpackLogStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_TXN = "txn "  # the digest field of a transaction's batches: "txn <first>-<last>"
+_TXN_RANGE = re.compile(r"txn ([1-9][0-9]*)-([1-9][0-9]*)")
+
+
+def _txn_marker(first: int, last: int) -> str:
+    """The marker of a transaction spanning positions ``first`` to ``last``."""
+    return f"{_TXN}{first}-{last}"
+
+
+def _txn_range(f: list[Any]) -> tuple[int, int] | None:
+    """The positions of the transaction whose batch ``f`` begins (None: a batch alone).
+
+    A malformed marker reads as ``(0, 0)``, which :func:`_txn_out_of_place` refuses.
+    """
+    sig = f[11]
+    if f[10] is not None or not isinstance(sig, str) or not sig.startswith(_TXN):
+        return None
+    m = _TXN_RANGE.fullmatch(sig)
+    if m is None:
+        return (0, 0)
+    return int(m[1]), int(m[2])
+
+
+def _txn_out_of_place(
+    f: list[Any], mark: tuple[int, int] | None, txn: tuple[int, int] | None
+) -> str | None:
+    """Why batch ``f`` (marked ``mark``) cannot begin here, ``txn`` being the unfinished
+    transaction (None when none is): None when it can."""
+    if mark is None:
+        return None
+    first, last = mark
+    if (txn is None and first != f[0]) or first >= last or f[8] + f[9] - 1 > last:
+        return "inconsistent transaction"
+    return None
 
 
 def open_url(url: str) -> MsgpackLogStore:

@@ -15,7 +15,8 @@ fills it for every existing row (oldest first) and creates ``snapshots``, in one
 Positions are not a sequence: an append takes ``LOCK TABLE events IN EXCLUSIVE MODE``
 (readers' ACCESS SHARE is not blocked) and writes ``max(position) + 1`` onwards, so
 commit order equals position order and a reader tailing positions never skips an event
-that commits later (docs/event-store.md §1.3). The append ``NOTIFY``s the channel
+that commits later (docs/event-store.md §1.3). ``append_many`` is the same, one transaction
+for all its batches. Each append ``NOTIFY``s (once) the channel
 ``ckpt_ledger_<schema>``, which :meth:`PostgresStore.follow` ``LISTEN``s to.
 ``lock(stream_id)`` is ``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on a
 connection of its own, so it excludes other threads and processes alike.
@@ -37,16 +38,17 @@ from psycopg import sql
 from ledger.chain import GENESIS
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
-from ledger.ports import ANY, ExpectedVersion
+from ledger.ports import ANY, ExpectedVersion, ScanRow
 
 from ._common import (
+    Batch,
     chain_hashes,
     check_batch,
-    check_expected,
+    check_batches,
     digest,
     idempotency_mismatch,
     one_line,
-    stored,
+    plan,
 )
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")
@@ -198,13 +200,39 @@ class PostgresStore:
             except psycopg.Error as e:
                 raise self._err("cannot append to store", e) from e
 
+    def append_many(
+        self, batches: Sequence[tuple[Sequence[NewRecord], ExpectedVersion]]
+    ) -> list[list[StoredRecord]]:
+        """Append several one-stream batches in one transaction holding the table's
+        EXCLUSIVE lock (one ``NOTIFY``)."""
+        checked = check_batches(batches)
+        if all(b is None for b in checked):
+            return [[] for _ in checked]
+        with self._mutex:
+            try:
+                with self._conn.transaction():
+                    self._lock_events()
+                    out = self._insert(checked)
+                    self._notify(max(new[-1].position for new in out if new))
+                    return out
+            except psycopg.Error as e:
+                raise self._err("cannot append to store", e) from e
+
+    def _lock_events(self) -> None:
+        """Take the events table's EXCLUSIVE lock for the rest of the transaction."""
+        self._conn.execute("SET LOCAL lock_timeout = '60s'")
+        self._conn.execute(self._sql("LOCK TABLE {s}.events IN EXCLUSIVE MODE"))
+
+    def _notify(self, position: int) -> None:
+        """Wake :meth:`follow`ers (delivered when the transaction commits)."""
+        self._conn.execute("SELECT pg_notify(%s, %s)", [self.channel, str(position)])
+
     def _append(
         self, stream_id: str, records: Sequence[NewRecord], expected: ExpectedVersion,
         key: str | None,
     ) -> list[StoredRecord]:
         c = self._conn
-        c.execute("SET LOCAL lock_timeout = '60s'")
-        c.execute(self._sql("LOCK TABLE {s}.events IN EXCLUSIVE MODE"))
+        self._lock_events()
         if key is not None:
             row = c.execute(self._sql("SELECT digest, first_position, last_position "
                                       "FROM {s}.idempotency WHERE key = %s"), [key]).fetchone()
@@ -214,24 +242,33 @@ class PostgresStore:
                 rows = c.execute(self._sql(f"SELECT {_COLUMNS} FROM {{s}}.events WHERE position "
                                            "BETWEEN %s AND %s ORDER BY position"), row[1:])
                 return [StoredRecord(*r) for r in rows]
-        version = c.execute(self._sql("SELECT coalesce(max(stream_version), 0) FROM {s}.events "
-                                      "WHERE stream_id = %s"), [stream_id]).fetchone()
-        check_expected(stream_id, expected, version[0] if version else 0)
+        [new] = self._insert([(stream_id, records, expected)])
+        if key is not None:
+            c.execute(self._sql("INSERT INTO {s}.idempotency VALUES (%s, %s, %s, %s)"),
+                      [key, digest(records), new[0].position, new[-1].position])
+        self._notify(new[-1].position)
+        return new
+
+    def _insert(self, batches: Sequence[Batch | None]) -> list[list[StoredRecord]]:
+        """Check and insert ``batches`` one after another, under the table lock the caller's
+        transaction holds (a VersionConflict in any of them rolls it back whole)."""
+        c = self._conn
+        streams = sorted({b[0] for b in batches if b is not None})
+        current = {sid: version for sid, version in c.execute(self._sql(
+            "SELECT stream_id, max(stream_version) FROM {s}.events WHERE stream_id = ANY(%s) "
+            "GROUP BY stream_id"), [streams])}
         row = c.execute(self._sql("SELECT position, hash FROM {s}.events "
                                   "ORDER BY position DESC LIMIT 1")).fetchone()
         last, prev = (row[0], row[1]) if row else (0, GENESIS)
-        new = stored(records, last + 1, version[0] if version else 0, prev)
+        out = plan(batches, current, last + 1, prev)
         with c.cursor() as cur:
             cur.executemany(
                 self._sql(f"INSERT INTO {{s}}.events ({_COLUMNS}) "
                           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"),
                 [(r.position, r.stream_id, r.stream_name, r.stream_version, r.type,
-                  r.schema_version, r.recorded_at, r.payload, r.hash) for r in new])
-        if key is not None:
-            c.execute(self._sql("INSERT INTO {s}.idempotency VALUES (%s, %s, %s, %s)"),
-                      [key, digest(records), new[0].position, new[-1].position])
-        c.execute("SELECT pg_notify(%s, %s)", [self.channel, str(new[-1].position)])
-        return new
+                  r.schema_version, r.recorded_at, r.payload, r.hash)
+                 for new in out for r in new])
+        return out
 
     def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
         """Records with position > ``after``, oldest first, fetched in pages of 500."""
@@ -245,6 +282,18 @@ class PostgresStore:
                 return
             after = rows[-1][0]
             left = None if left is None else left - len(rows)
+
+    def scan(self, after: int = 0) -> Iterator[list[ScanRow]]:
+        """Every record after ``after`` as lean rows, in pages of 2000 (see EventStore.scan)."""
+        while True:
+            rows = self._query("SELECT position, stream_id, stream_version, schema_version, "
+                               "payload FROM {s}.events WHERE position > %s "
+                               "ORDER BY position LIMIT 2000", [after])
+            if rows:
+                yield [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+            if len(rows) < 2000:
+                return
+            after = rows[-1][0]
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
         """Records of one stream with version > ``after_version``, oldest first."""

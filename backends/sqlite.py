@@ -16,7 +16,8 @@ transaction from the previous position's hash. Migration 1 -> 2 adds the ``hash`
 fills it for every existing row, oldest first, and creates ``snapshots`` (one transaction).
 
 The database runs in WAL mode with ``synchronous=FULL``. An append is one
-``BEGIN IMMEDIATE`` transaction (check the expected version, insert, commit); positions are
+``BEGIN IMMEDIATE`` transaction (check the expected version, insert, commit), and so is an
+``append_many`` of several streams (every batch checked, then all inserted); positions are
 assigned as ``max(position) + 1`` inside it and rows are never deleted, so they are gapless.
 
 An existing file is inspected before anything is written to it (header bytes, then a
@@ -42,16 +43,17 @@ from ledger.chain import GENESIS
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
 from ledger.plugins import path_of, scheme_of
-from ledger.ports import ANY, ExpectedVersion
+from ledger.ports import ANY, ExpectedVersion, ScanRow
 
 from ._common import (
+    Batch,
     chain_hashes,
     check_batch,
-    check_expected,
+    check_batches,
     digest,
     file_lock,
     idempotency_mismatch,
-    stored,
+    plan,
 )
 from ._sqlite_inspect import APPLICATION_ID, BUSY_TIMEOUT_MS, check_identity, err, inspect
 
@@ -59,6 +61,9 @@ _COLUMNS = (
     "position, stream_id, stream_name, stream_version, type, schema_version, recorded_at, "
     "payload, hash"
 )
+
+_SCAN = "position, stream_id, stream_version, schema_version, payload"  # a ScanRow
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -171,6 +176,20 @@ class SqliteStore:
             except sqlite3.Error as e:
                 raise err(f"cannot append to store {self.path}: {e}") from e
 
+    def append_many(
+        self, batches: Sequence[tuple[Sequence[NewRecord], ExpectedVersion]]
+    ) -> list[list[StoredRecord]]:
+        """Append several one-stream batches in one ``BEGIN IMMEDIATE`` transaction."""
+        checked = check_batches(batches)
+        if all(b is None for b in checked):
+            return [[] for _ in checked]
+        with self._mutex:
+            try:
+                with self._write():
+                    return self._insert(checked)
+            except sqlite3.Error as e:
+                raise err(f"cannot append to store {self.path}: {e}") from e
+
     def _append(
         self, stream_id: str, records: Sequence[NewRecord], expected: ExpectedVersion,
         key: str | None,
@@ -185,23 +204,42 @@ class SqliteStore:
                 rows = ex(f"SELECT {_COLUMNS} FROM events WHERE position BETWEEN ? AND ? "
                           "ORDER BY position", [row[1], row[2]]).fetchall()
                 return [StoredRecord(*r) for r in rows]
-        version = ex("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = ?",
-                     [stream_id]).fetchone()[0]
-        check_expected(stream_id, expected, version)
-        last = ex("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
-        prev = GENESIS
-        if last:
-            prev = ex("SELECT hash FROM events WHERE position = ?", [last]).fetchone()[0]
-        new = stored(records, last + 1, version, prev)
-        self.db.conn.executemany(
-            f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.position, r.stream_id, r.stream_name, r.stream_version, r.type,
-              r.schema_version, r.recorded_at, r.payload, r.hash) for r in new],
-        )
+        [new] = self._insert([(stream_id, records, expected)])
         if key is not None:
             ex("INSERT INTO idempotency (key, digest, first_position, last_position) "
                "VALUES (?, ?, ?, ?)", [key, digest(records), new[0].position, new[-1].position])
         return new
+
+    def _insert(self, batches: Sequence[Batch | None]) -> list[list[StoredRecord]]:
+        """Check and insert ``batches`` one after another (inside the caller's transaction,
+        which a VersionConflict in any of them rolls back whole); their stored records."""
+        ex = self.db.conn.execute
+        streams = list({b[0] for b in batches if b is not None})
+        current: dict[str, int] = {}
+        if len(streams) == 1:  # one append: its stream's version and the head, one query
+            row = ex("SELECT (SELECT max(stream_version) FROM events WHERE stream_id = ?), "
+                     "position, hash FROM events ORDER BY position DESC LIMIT 1",
+                     streams).fetchone()
+            if row is not None and row[0] is not None:
+                current[streams[0]] = row[0]
+            head = row[1:] if row is not None else None
+        else:
+            for i in range(0, len(streams), 500):
+                chunk = streams[i:i + 500]
+                current.update(ex(
+                    "SELECT stream_id, max(stream_version) FROM events WHERE stream_id IN "
+                    f"({','.join('?' * len(chunk))}) GROUP BY stream_id", chunk).fetchall())
+            head = ex("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+                      ).fetchone()
+        last, prev = head if head is not None else (0, GENESIS)
+        out = plan(batches, current, last + 1, prev)
+        rows = [(r.position, r.stream_id, r.stream_name, r.stream_version, r.type,
+                 r.schema_version, r.recorded_at, r.payload, r.hash) for new in out for r in new]
+        if len(rows) == 1:
+            ex(_INSERT, rows[0])
+        else:
+            self.db.conn.executemany(_INSERT, rows)
+        return out
 
     def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
         """Records with position > ``after``, oldest first, fetched in pages of 500."""
@@ -217,6 +255,35 @@ class SqliteStore:
             after = rows[-1][0]
             if remaining is not None:
                 remaining -= len(rows)
+
+    def scan(self, after: int = 0) -> Iterator[list[ScanRow]]:
+        """Every record after ``after`` as lean rows, in pages of 2000 (see EventStore.scan).
+
+        The first page is read on this store's connection (a catch-up after one command
+        reads a few rows); the rest, if any, with one ``SELECT`` on a connection of its own:
+        a single read transaction however long the fold takes, which never holds this
+        store's mutex or blocks its writes.
+        """
+        rows = self._query(f"SELECT {_SCAN} FROM events WHERE position > ? ORDER BY position "
+                           "LIMIT 2000", [after])
+        if rows:
+            yield rows
+        if len(rows) < 2000:
+            return
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None,
+                                   timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise err(f"cannot read store {self.path}: {e}") from e
+        try:
+            cur = conn.execute(f"SELECT {_SCAN} FROM events WHERE position > ? "
+                               "ORDER BY position", [rows[-1][0]])
+            while rows := cur.fetchmany(2000):
+                yield rows
+        except sqlite3.Error as e:
+            raise err(f"cannot read store {self.path}: {e}") from e
+        finally:
+            conn.close()
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
         """Records of one stream with version > ``after_version``, oldest first."""

@@ -18,7 +18,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("CKPT_BENCH_DATA", ROOT / ".data"))
-GEN_VERSION = 1  # bump when the generated history changes shape
+GEN_VERSION = 2  # bump when the generated history changes shape (2: event schema 2)
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,16 @@ def timer() -> Iterator[Callable[[], float]]:
 
 
 def maxrss_mb() -> float:
-    """Peak resident set size of this process, in MB (Linux reports KiB)."""
-    import resource
+    """Peak resident set size of this process, in MB: ``VmHWM`` of /proc/self/status.
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that over an ``exec`` from the parent,
+    so a worker started by a big parent would report the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    import resource  # pragma: no cover - not Linux
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

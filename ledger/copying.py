@@ -2,8 +2,10 @@
 
 Pure over two :class:`ledger.ports.EventStore` objects (the CLI's ``copy`` is a thin
 wrapper). Records are read from the source in position order and appended to the target
-in batches, one batch per run of consecutive records of one stream (the port's ``append``
-writes one stream at a time), each with the exact expected stream version. Everything a
+in transactions of up to ``batch_size`` records: one ``append_many`` each, holding one
+batch per run of consecutive records of one stream, each batch with the exact expected
+stream version (so a copy of many domains costs one commit per transaction, not one per
+run). Everything a
 record carries is kept: stream id and name, stream version, type, schema version,
 ``recorded_at`` and the payload bytes; since the target must be empty, positions come out
 identical too (a batch whose positions differ stops the copy with STORE_ERROR).
@@ -26,9 +28,9 @@ from typing import Any
 
 from .envelope import NewRecord, StoredRecord
 from .errors import LedgerError
-from .ports import EventStore
+from .ports import EventStore, ExpectedVersion
 
-BATCH = 500  # records per read page and at most per append
+BATCH = 500  # records at most per transaction (append_many call)
 Progress = Callable[[int], None]  # called with how many more records were handled
 
 
@@ -75,7 +77,7 @@ class CopyReport:
     target: str
     events: int
     streams: int
-    batches: int
+    batches: int  # transactions (append_many calls)
     verify: VerifyResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,16 +96,24 @@ class CopyReport:
         return out
 
 
-def _batches(records: Iterable[StoredRecord], size: int) -> Iterator[list[StoredRecord]]:
-    """Runs of consecutive records of one stream, at most ``size`` long."""
-    run: list[StoredRecord] = []
+def _transactions(
+    records: Iterable[StoredRecord], size: int
+) -> Iterator[list[list[StoredRecord]]]:
+    """``records`` in groups of at most ``size``, each split into its runs of consecutive
+    records of one stream (one group: one transaction; one run: one batch of it)."""
+    group: list[list[StoredRecord]] = []
+    count = 0
     for rec in records:
-        if run and (rec.stream_id != run[0].stream_id or len(run) >= size):
-            yield run
-            run = []
-        run.append(rec)
-    if run:
-        yield run
+        if count >= size:
+            yield group
+            group, count = [], 0
+        if group and rec.stream_id == group[-1][0].stream_id:
+            group[-1].append(rec)
+        else:
+            group.append([rec])
+        count += 1
+    if group:
+        yield group
 
 
 def _new(rec: StoredRecord) -> NewRecord:
@@ -133,9 +143,10 @@ def copy_store(
     """Copy every record of ``source`` (up to its end when the copy starts) into ``target``.
 
     ``target`` must be empty (OPERATION_INVALID otherwise, nothing written). ``progress``
-    is called with the number of records each batch appended; ``verify_progress`` likewise
-    while :func:`verify_copy` runs (when ``verify``). Events appended to the source while
-    the copy runs are not copied (the copy is of the ledger as it stood when it began).
+    is called with the number of records each transaction appended (``batches`` in the
+    report counts transactions); ``verify_progress`` likewise while :func:`verify_copy`
+    runs (when ``verify``). Events appended to the source while the copy runs are not
+    copied (the copy is of the ledger as it stood when it began).
     """
     if batch_size < 1:
         raise LedgerError("INVALID_ARG", f"batch size must be >= 1, not {batch_size}")
@@ -149,29 +160,34 @@ def copy_store(
     end = source.last_position()
     versions: dict[str, int] = {}
     copied = batches = 0
-    for run in _batches(source.read_all(after=0, limit=end), batch_size):
-        sid = run[0].stream_id
-        expected = versions.get(sid, 0)
-        if run[0].stream_version != expected + 1:
-            raise LedgerError(
-                "STORE_ERROR",
-                f"source store {_label(source)} has a gap in stream {sid}: version "
-                f"{run[0].stream_version} at position {run[0].position} follows {expected}",
-            )
-        written = target.append([_new(r) for r in run], expected_version=expected)
-        for src, dst in zip(run, written, strict=True):
-            if (dst.position, dst.stream_version) != (src.position, src.stream_version):
+    for group in _transactions(source.read_all(after=0, limit=end), batch_size):
+        appends: list[tuple[list[NewRecord], ExpectedVersion]] = []
+        for run in group:
+            sid = run[0].stream_id
+            expected = versions.get(sid, 0)
+            if run[0].stream_version != expected + 1:
                 raise LedgerError(
                     "STORE_ERROR",
-                    f"target store {_label(target)} stored position {src.position} (stream "
-                    f"version {src.stream_version}) as position {dst.position} (version "
-                    f"{dst.stream_version}); was something else writing to it?",
+                    f"source store {_label(source)} has a gap in stream {sid}: version "
+                    f"{run[0].stream_version} at position {run[0].position} follows {expected}",
                 )
-        versions[sid] = run[-1].stream_version
-        copied += len(run)
+            appends.append(([_new(r) for r in run], expected))
+            versions[sid] = run[-1].stream_version
+        written = target.append_many(appends)
+        for run, stored in zip(group, written, strict=True):
+            for src, dst in zip(run, stored, strict=True):
+                if (dst.position, dst.stream_version) != (src.position, src.stream_version):
+                    raise LedgerError(
+                        "STORE_ERROR",
+                        f"target store {_label(target)} stored position {src.position} (stream "
+                        f"version {src.stream_version}) as position {dst.position} (version "
+                        f"{dst.stream_version}); was something else writing to it?",
+                    )
+        n = sum(len(run) for run in group)
+        copied += n
         batches += 1
         if progress is not None:
-            progress(len(run))
+            progress(n)
     result = verify_copy(source, target, upto=end, progress=verify_progress) if verify else None
     return CopyReport(source=_label(source), target=_label(target), events=copied,
                       streams=len(versions), batches=batches, verify=result)

@@ -26,7 +26,11 @@ from .events import (
     event_data,
     parse_event,
 )
-from .model import CheckpointDisk
+from .model import SHARED_DISKS as _SHARED_DISKS
+from .model import CheckpointDisk, shared_disk
+
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
 
 TOOL = "ckpt-ledger"
 TOOL_VERSION = "0.1.0"
@@ -94,17 +98,38 @@ class StoredRecord:
 
 
 def encode_payload(event: Event, provenance: Provenance) -> bytes:
-    """msgpack of the event's data and its provenance."""
-    return msgpack.packb(
-        {"data": event_data(event), "meta": provenance.model_dump(mode="json")},
-        use_bin_type=True,
-    )
+    """msgpack of ``{"data": the event's data, "meta": its provenance}``.
+
+    Since schema version 2 the provenance is itself msgpack, stored as a ``bin``: a fold
+    (which never reads it) unpacks one bytes object instead of a map of strings, and it is
+    decoded only where it is shown (:func:`decode_payload`). Version 1 stored it as a map.
+    """
+    return _packb({"data": event_data(event), "meta": provenance_bytes(provenance)},
+                  use_bin_type=True)
+
+
+_last_provenance: tuple[Provenance, bytes] | None = None
+
+
+def provenance_bytes(provenance: Provenance) -> bytes:
+    """The provenance as the msgpack a payload embeds (the last one is kept: a command,
+    an import or a copy writes many events with the same provenance)."""
+    global _last_provenance
+    last = _last_provenance
+    if last is not None and last[0] is provenance:
+        return last[1]
+    packed = _packb(provenance.model_dump(mode="json"), use_bin_type=True)
+    _last_provenance = (provenance, packed)
+    return packed
 
 
 def decode_payload(payload: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``(data, meta)`` dicts of an encoded payload."""
-    obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    return obj["data"], obj["meta"]
+    """The ``(data, meta)`` dicts of an encoded payload (schema version 1 or 2)."""
+    obj = _unpackb(payload, raw=False, strict_map_key=False)
+    meta = obj["meta"]
+    if type(meta) is bytes:  # version 2: the provenance packed on its own
+        meta = _unpackb(meta, raw=False, strict_map_key=False)
+    return obj["data"], meta
 
 
 def new_record(
@@ -122,22 +147,26 @@ def new_record(
     )
 
 
+def check_schema(position: int, schema_version: int) -> None:
+    """STORE_ERROR unless this code understands events of ``schema_version``."""
+    if schema_version > SCHEMA_VERSION:
+        raise LedgerError(
+            "STORE_ERROR",
+            f"event at position {position} has schema version "
+            f"{schema_version}; this ckpt-ledger understands up to {SCHEMA_VERSION}",
+        )
+
+
 def decode_record(record: StoredRecord) -> tuple[Event, Provenance]:
     """The event model and provenance of a stored record.
 
     Raises STORE_ERROR for a schema version newer than this code understands.
     """
-    if record.schema_version > SCHEMA_VERSION:
-        raise LedgerError(
-            "STORE_ERROR",
-            f"event at position {record.position} has schema version "
-            f"{record.schema_version}; this ckpt-ledger understands up to {SCHEMA_VERSION}",
-        )
+    check_schema(record.position, record.schema_version)
     data, meta = decode_payload(record.payload)
     return parse_event(data), Provenance.model_validate(meta)
 
 
-_unpackb = msgpack.unpackb
 _setattr = object.__setattr__
 _new = object.__new__
 
@@ -158,8 +187,7 @@ _SIMPLE = _simple_events()
 _ONLY_STR = {str}
 
 
-_CREATED_FIELDS = tuple(CheckpointCreated.model_fields)
-_DISK_FIELDS = tuple(CheckpointDisk.model_fields)
+_CREATED_LEN = len(CheckpointCreated.model_fields)
 _STR_OR_NONE = (str, type(None))
 _INT_OR_NONE = (int, type(None))
 _I64 = 1 << 63
@@ -175,29 +203,41 @@ def _model(cls: Any, values: dict[str, Any]) -> Any:
     return m
 
 
-def _created(data: dict[str, Any]) -> CheckpointCreated | None:
-    """A CheckpointCreated from data of exactly the shape encode_payload writes, every value
-    of exactly its field's type (so pydantic would return it unchanged); None otherwise."""
-    ct = data["creation_time"]
-    if (type(data["name"]) is not str or type(data["parent"]) not in _STR_OR_NONE
+def created_disks(data: dict[str, Any]) -> tuple[CheckpointDisk, ...] | None:
+    """The disks (shared instances) of CheckpointCreated data whose keys are exactly the
+    model's fields and every value of exactly its field's type, so that pydantic would
+    return it unchanged; None for any other data (left to pydantic)."""
+    if len(data) != _CREATED_LEN:
+        return None
+    get = data.get
+    ct = get("creation_time")
+    if (type(get("name")) is not str or type(get("parent", 0)) not in _STR_OR_NONE
             or type(ct) is not int or not -_I64 <= ct < _I64
-            or type(data["description"]) not in _STR_OR_NONE
-            or type(data["domain_xml"]) not in _STR_OR_NONE or type(data["xml"]) is not str
-            or type(data["disks"]) is not list):
+            or type(get("description", 0)) not in _STR_OR_NONE
+            or type(get("domain_xml", 0)) not in _STR_OR_NONE or type(get("xml")) is not str):
+        return None
+    entries = get("disks")
+    if type(entries) is not list:
         return None
     disks = []
-    for d in data["disks"]:
-        if type(d) is not dict or tuple(d) != _DISK_FIELDS:
+    for d in entries:
+        if type(d) is not dict or len(d) != 4:
             return None
-        size = d["size"]
-        if (type(d["name"]) is not str or d["checkpoint"] not in _CHECKPOINT_TYPES
-                or type(d["checkpoint"]) is not str or type(d["bitmap"]) not in _STR_OR_NONE
-                or type(size) not in _INT_OR_NONE
-                or (size is not None and not -_I64 <= size < _I64)):
-            return None
-        disks.append(_model(CheckpointDisk, d))
-    data["disks"] = tuple(disks)
-    return _model(CheckpointCreated, data)
+        size = d.get("size", 0.5)
+        key: Any = (d.get("name"), d.get("checkpoint"), d.get("bitmap", 0.5), size)
+        disk = _SHARED_DISKS.get(key)
+        # a hit's values were checked when it was made: equal values are valid too, but
+        # True == 1 == 1.0, so the size's own type is checked again (0.5 marks a missing key)
+        if disk is None or type(size) not in _INT_OR_NONE:
+            name, checkpoint, bitmap = key[:3]
+            if (type(name) is not str or type(checkpoint) is not str
+                    or checkpoint not in _CHECKPOINT_TYPES or type(bitmap) not in _STR_OR_NONE
+                    or type(size) not in _INT_OR_NONE
+                    or (size is not None and not -_I64 <= size < _I64)):
+                return None
+            disk = shared_disk(name, checkpoint, bitmap, size)
+        disks.append(disk)
+    return tuple(disks)
 
 
 _CHECKPOINT_TYPES = ("bitmap", "no")
@@ -207,9 +247,12 @@ def decode_event(record: StoredRecord) -> Event:
     """The event model of a stored record, for the fold: what :func:`decode_record` returns
     first, but the provenance (which a fold discards) is not validated, and the event data is
     validated against the class its ``type`` names (what the discriminated union does)."""
-    if record.schema_version > SCHEMA_VERSION:
-        decode_record(record)  # raises its STORE_ERROR
-    obj = _unpackb(record.payload, raw=False, strict_map_key=False)
+    check_schema(record.position, record.schema_version)
+    return event_from(_unpackb(record.payload, raw=False, strict_map_key=False))
+
+
+def event_from(obj: Any) -> Event:
+    """The event model of an unpacked payload (see :func:`decode_event`)."""
     data = obj["data"]
     obj["meta"]  # a payload without provenance fails as decode_payload does
     tag = data.get("type") if type(data) is dict else None
@@ -221,10 +264,11 @@ def decode_event(record: StoredRecord) -> Event:
         if simple is not None and tuple(data) == simple[1] and {
                 *map(type, data.values())} == _ONLY_STR:
             return _model(simple[0], data)
-        if tag == "CheckpointCreated" and tuple(data) == _CREATED_FIELDS:
-            created = _created(data)
-            if created is not None:
-                return created
+        if tag == "CheckpointCreated":
+            disks = created_disks(data)
+            if disks is not None:
+                data["disks"] = disks
+                return _model(CheckpointCreated, data)
         cls = EVENT_TYPES.get(tag)
         if cls is not None:
             try:

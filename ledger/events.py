@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .model import CheckpointDisk, DomainDisk, Policy
 
-SCHEMA_VERSION = 1
+# 1: the payload's provenance ("meta") is a msgpack map; 2: it is a msgpack bin holding that
+# map (ledger/envelope.py). Readers take both; a reader refuses a version newer than its own.
+SCHEMA_VERSION = 2
 
 
 class _Event(BaseModel):

@@ -24,7 +24,9 @@ then one object per event, oldest first, with every stored field and the chain l
 
 In JSON ``payload`` is the decoded msgpack payload when it round-trips byte for byte
 (``msgpack.packb(json.loads(json.dumps(decoded))) == payload``; true for every event the
-ledger writes), otherwise ``payload_b64`` holds the raw bytes in base64. ``recorded_at`` is
+ledger writes), otherwise ``payload_b64`` holds the raw bytes in base64. From schema
+version 2 the payload's ``meta`` is itself msgpack (a ``bin``): JSON shows it decoded, and
+reading the file packs it again. ``recorded_at`` is
 the stored float (JSON's shortest repr, which reads back as the same float).
 
 ``--domain`` exports hold one stream: ``head`` is still the whole log's head, and each
@@ -57,7 +59,7 @@ EXPORT_FORMAT = "ckpt-ledger-export"
 EXPORT_VERSION = 1
 ExportFormat = Literal["jsonl", "msgpack"]
 _ANCHOR = re.compile(r"^\s*(\d{1,18})\s*:\s*([0-9a-fA-F]{64})\s*$")
-_IMPORT_BATCH = 500
+_IMPORT_BATCH = 500  # records at most per transaction (append_many call)
 
 
 # ----------------------------------------------------------------------------- verify
@@ -225,16 +227,25 @@ def _json_line(obj: dict[str, Any]) -> bytes:
     return ("{" + ",".join(parts) + "}\n").encode("ascii")
 
 
-def _json_payload(payload: bytes) -> tuple[str, Any]:
+def _json_payload(payload: bytes, schema_version: int) -> tuple[str, Any]:
     """``("payload", decoded)`` when that round-trips byte for byte, else base64."""
     try:
         decoded = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        if schema_version >= 2 and type(decoded) is dict and type(decoded.get("meta")) is bytes:
+            decoded["meta"] = msgpack.unpackb(decoded["meta"], raw=False, strict_map_key=False)
         text = _dumps(decoded, False)
-        if msgpack.packb(json.loads(text), use_bin_type=True) == payload:
+        if _pack_json_payload(json.loads(text), schema_version) == payload:
             return "payload", decoded
     except Exception:
         pass
     return "payload_b64", base64.b64encode(payload).decode("ascii")
+
+
+def _pack_json_payload(value: Any, schema_version: int) -> bytes:
+    """The payload bytes of a JSON export's ``payload`` (see the module docstring)."""
+    if schema_version >= 2 and type(value) is dict and "meta" in value:
+        value = {**value, "meta": msgpack.packb(value["meta"], use_bin_type=True)}
+    return msgpack.packb(value, use_bin_type=True)
 
 
 def _event_obj(rec: StoredRecord, prev_hash: str, fmt: ExportFormat) -> dict[str, Any]:
@@ -252,7 +263,7 @@ def _event_obj(rec: StoredRecord, prev_hash: str, fmt: ExportFormat) -> dict[str
     if fmt == "msgpack":
         obj["payload"] = bytes(rec.payload)
     else:
-        key, value = _json_payload(bytes(rec.payload))
+        key, value = _json_payload(bytes(rec.payload), rec.schema_version)
         obj[key] = value
     return dict(sorted(obj.items()))
 
@@ -421,7 +432,7 @@ def _record(obj: Any, where: str, path: str, binary: bool) -> tuple[StoredRecord
         if not isinstance(payload, bytes):
             raise _bad(path, where, "payload is not binary")
     else:
-        payload = msgpack.packb(obj["payload"], use_bin_type=True)
+        payload = _pack_json_payload(obj["payload"], obj["schema_version"])
     rec = StoredRecord(
         position=obj["position"], stream_id=obj["stream_id"], stream_name=obj["stream_name"],
         stream_version=obj["stream_version"], type=obj["type"],
@@ -504,9 +515,10 @@ def import_log(store: EventStore, path: str | Path) -> ImportSummary:
     The whole file is verified first (:func:`read_export`); then the store's events are
     compared with the file's, position by position (every field and the hash); the first
     difference is refused with OPERATION_FAILED naming it, and nothing is written. Only the
-    missing tail is appended, keeping positions, stream versions, ``recorded_at`` and hashes
-    identical (the store recomputes each hash; a difference stops the import with
-    STORE_ERROR: another writer appended meanwhile).
+    missing tail is appended, in transactions of up to 500 records (one ``append_many``
+    each, a batch per run of one stream), keeping positions, stream versions,
+    ``recorded_at`` and hashes identical (the store recomputes each hash; a difference
+    stops the import with STORE_ERROR: another writer appended meanwhile).
     """
     name = str(path)
     export = read_export(path)
@@ -524,20 +536,23 @@ def import_log(store: EventStore, path: str | Path) -> ImportSummary:
                           f"more than {name} ({len(records)}): its history goes on at position "
                           f"{len(records) + 1}; nothing was imported")
     tail = records[present:]
-    i = 0
-    while i < len(tail):
-        j = i + 1
-        while j < len(tail) and j - i < _IMPORT_BATCH and tail[j].stream_id == tail[i].stream_id:
-            j += 1
-        batch = tail[i:j]
-        new = [NewRecord(r.stream_id, r.stream_name, r.type, r.schema_version, r.recorded_at,
-                         r.payload) for r in batch]
-        got = store.append(new, expected_version=batch[0].stream_version - 1)
-        if got != batch:
-            raise LedgerError("STORE_ERROR", f"importing {name} into {store.url}: position "
-                              f"{batch[0].position} was stored differently (another writer "
-                              f"appended meanwhile?); {present + i} events are now in the store")
-        i = j
+    for i in range(0, len(tail), _IMPORT_BATCH):  # one transaction each
+        runs: list[list[StoredRecord]] = []  # of consecutive records of one stream
+        for r in tail[i : i + _IMPORT_BATCH]:
+            if runs and r.stream_id == runs[-1][0].stream_id:
+                runs[-1].append(r)
+            else:
+                runs.append([r])
+        got = store.append_many([
+            ([NewRecord(r.stream_id, r.stream_name, r.type, r.schema_version, r.recorded_at,
+                        r.payload) for r in run], run[0].stream_version - 1)
+            for run in runs])
+        for run, stored in zip(runs, got, strict=True):
+            if stored != run:
+                raise LedgerError("STORE_ERROR", f"importing {name} into {store.url}: position "
+                                  f"{run[0].position} was stored differently (another writer "
+                                  f"appended meanwhile?); {store.last_position()} events are "
+                                  "now in the store")
     return ImportSummary(path=name, events=len(records), present=present,
                          imported=len(tail), head_position=len(records),
                          head_hash=records[-1].hash if records else GENESIS)

@@ -15,7 +15,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -30,11 +30,12 @@ from .domain_xml import parse_domain_xml
 from .envelope import Provenance, StoredRecord, decode_event, new_record
 from .errors import LedgerError, VersionConflict, no_checkpoint
 from .events import DomainEnrolled, Event
+from .fold import fold_rows
 from .history import history as checkpoint_history
 from .model import CheckpointDef, CheckpointDisk, DomainInfo
 from .plugins import open_hypervisor, open_store
 from .policies import plan as plan_disks
-from .ports import EventStore, Hypervisor, PartialDelete
+from .ports import EventStore, Hypervisor, PartialDelete, ScanRow
 from .projections import DomainState
 from .views import (
     BitmapsView,
@@ -52,6 +53,17 @@ from .xml import create_request_xml, parse_checkpoint_xml, parse_diskspec
 
 RETRIES = 3
 AsOf = int | str | datetime | None  # an event position or a time (see Ledger.state_at)
+
+
+def _upto(pages: Iterable[Sequence[ScanRow]], upto: int) -> Iterator[Sequence[ScanRow]]:
+    """``pages`` cut after position ``upto``."""
+    for page in pages:
+        if page and page[-1][0] > upto:
+            cut = [row for row in page if row[0] <= upto]
+            if cut:
+                yield cut
+            return
+        yield page
 
 
 def default_store_url() -> str:
@@ -185,19 +197,33 @@ class Ledger:
         return self._hypervisor
 
     # -------------------------------------------------------------- projections
-    def catch_up(self) -> None:
-        """Fold every event appended since the last one this ledger saw."""
+    def catch_up(self, upto: int | None = None) -> None:
+        """Fold every event appended since the last one this ledger saw (ledger/fold.py),
+        or only those up to position ``upto``."""
+        pages: Iterable[Sequence[ScanRow]] = self.store.scan(after=self.position)
+        if upto is not None:
+            pages = _upto(pages, upto)
         # the fold makes no reference cycles: collecting during a long catch-up only costs
         enabled = gc.isenabled()
         if enabled:
             gc.disable()
         try:
-            fold = self._fold
-            for record in self.store.read_all(after=self.position):
-                fold(record)
+            fold_rows(self.states, self.by_name, pages, self._folded)
         finally:
             if enabled:
                 gc.enable()
+
+    def _folded(self, position: int, count: int) -> None:
+        """After a bulk fold: move to ``position`` (and its chain hash)."""
+        if not count:
+            return
+        self.folded += count
+        self.position = position
+        rec = next(self.store.read_all(after=position - 1, limit=1), None)
+        if rec is None or rec.position != position:
+            raise LedgerError("STORE_ERROR", f"event {position} vanished from the store "
+                              "while it was being read")
+        self.position_hash = rec.hash
 
     def _fold(self, record: StoredRecord) -> None:
         event = decode_event(record)  # the provenance is not needed here

@@ -26,6 +26,26 @@ class CheckpointDisk(Frozen):
     size: int | None = None
 
 
+# (name, checkpoint, bitmap, size) -> the one shared instance (see shared_disk)
+SHARED_DISKS: dict[tuple[str, str, str | None, int | None], CheckpointDisk] = {}
+
+
+def shared_disk(name: str, checkpoint: str, bitmap: str | None, size: int | None
+                ) -> CheckpointDisk:
+    """The shared instance of the checkpoint disk entry with these values (they are
+    frozen), made on first use: most checkpoints of most domains list the same disks with
+    the same bitmaps. The caller has checked the values as validation would (``checkpoint``
+    'bitmap' or 'no', ``size`` an int, never a bool, or None)."""
+    key = (name, checkpoint, bitmap, size)
+    disk = SHARED_DISKS.get(key)
+    if disk is None:
+        if len(SHARED_DISKS) >= 16384:
+            SHARED_DISKS.clear()
+        disk = SHARED_DISKS[key] = CheckpointDisk.model_construct(
+            name=name, checkpoint=checkpoint, bitmap=bitmap, size=size)
+    return disk
+
+
 class CheckpointDef(Frozen):
     """A ``<domaincheckpoint>`` definition, as parsed from or formatted to XML.
 

@@ -16,6 +16,8 @@ from .model import DomainInfo
 ANY: Literal["any"] = "any"
 NO_STREAM: Literal["no_stream"] = "no_stream"
 ExpectedVersion = int | Literal["any", "no_stream"]
+# (position, stream_id, stream_version, schema_version, payload): what EventStore.scan yields
+ScanRow = tuple[int, str, int, int, bytes]
 
 
 @runtime_checkable
@@ -32,7 +34,13 @@ class EventStore(Protocol):
     * ``idempotency_key``: a second append with the same key and the same payloads writes
       nothing and returns the originally stored records; with different payloads it raises
       LedgerError("OPERATION_FAILED").
-    * Records are durable once ``append`` returns.
+    * ``append_many`` writes several batches, each of one stream with its own expected
+      version, in one atomic, durable transaction: all or nothing. Each batch's expected
+      version is checked as ``append`` checks it, against the stream as the earlier batches
+      of the call left it (a stream may appear in several batches); positions are
+      consecutive in the order given and the hash chain runs on across the batches exactly
+      as if they had been appended one after another. No idempotency keys.
+    * Records are durable once ``append`` (or ``append_many``) returns.
     * Every stored record carries ``hash``: ``ledger.chain.record_hash(record, prev)``
       where ``prev`` is the hash at ``position - 1`` (``ledger.chain.GENESIS`` for 1),
       computed inside the append's transaction or lock.
@@ -51,12 +59,29 @@ class EventStore(Protocol):
         """Append records of one stream; return them as stored."""
         ...
 
+    def append_many(
+        self, batches: Sequence[tuple[Sequence[NewRecord], ExpectedVersion]]
+    ) -> list[list[StoredRecord]]:
+        """Append several batches, each of one stream with its own expected version (checked
+        as ``append`` checks it), in ONE atomic, durable transaction: all or nothing. Positions
+        are consecutive in the order given; a stream may appear in several batches (each
+        batch's expected version is checked against the stream as the earlier batches of the
+        call left it). Returns each batch's stored records. An empty batch list, or empty
+        batches, write nothing. No idempotency keys."""
+        ...
+
     def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
         """Records with position > ``after``, oldest first."""
         ...
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
         """Records of one stream with version > ``after_version``, oldest first."""
+        ...
+
+    def scan(self, after: int = 0) -> Iterator[Sequence[ScanRow]]:
+        """Every record with position > ``after``, oldest first, as lean :data:`ScanRow`
+        tuples in pages: the bulk read a catch-up folds (``read_all`` without the fields a
+        fold never reads)."""
         ...
 
     def stream_version(self, stream_id: str) -> int:

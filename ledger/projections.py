@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from .events import (
     DriftObserved,
     Event,
 )
-from .model import CheckpointDef, CheckpointDisk, DomainDisk, Policy
+from .model import CheckpointDef, CheckpointDisk, DomainDisk, Policy, shared_disk
 
 _intern = sys.intern
 
@@ -55,41 +55,52 @@ def _intern_opt(text: Any) -> Any:
 _INDENTED: dict[str, str] = {}  # domain_xml -> itself indented as a checkpoint embeds it
 
 
-def _split_xml(xml: str, domain_xml: str | None) -> str | tuple[str, str, str]:
-    """``xml`` as ``(before, domain, after)`` around its embedded ``domain_xml`` (indented
-    by two spaces, as libvirt embeds it), ``domain`` shared by every checkpoint of the
-    domain; ``xml`` itself when it does not embed it so. ``"".join`` gives ``xml`` back."""
-    if type(domain_xml) is not str or type(xml) is not str:
-        return xml
+def indented(domain_xml: str) -> str:
+    """``domain_xml`` indented by two spaces, as a checkpoint's XML embeds it (one shared
+    copy of each, for the domains of a ledger)."""
     mid = _INDENTED.get(domain_xml)
     if mid is None:
-        if len(_INDENTED) >= 4096:
+        if len(_INDENTED) >= 65536:
             _INDENTED.clear()
         mid = _INDENTED[domain_xml] = _intern("  " + domain_xml.replace("\n", "\n  "))
+    return mid
+
+
+_END = "\n</domaincheckpoint>\n"  # what follows the embedded domain, as libvirt formats it
+_END_LEN = len(_END)
+
+
+def _split_xml(
+    xml: str, domain_xml: str | None, mid: str | None = None
+) -> str | tuple[str, str, str]:
+    """``xml`` as ``(before, domain, after)`` around its embedded ``domain_xml`` (indented
+    by two spaces, as libvirt embeds it: ``mid`` when the caller has it), ``domain`` shared
+    by every checkpoint of the domain; ``xml`` itself when it does not embed it so.
+    ``"".join`` gives ``xml`` back."""
+    if type(domain_xml) is not str or type(xml) is not str:
+        return xml
+    if mid is None:
+        mid = indented(domain_xml)
+    end = len(xml) - _END_LEN
+    if xml.endswith(_END) and xml.endswith(mid, 0, end):  # as format_checkpoint_xml lays out
+        i = end - len(mid)
+        return (xml[:i], mid, _END)
     i = xml.find(mid[:40])  # a short needle finds it faster; then check all of it
     if i < 0 or not xml.startswith(mid, i):
         return xml
     return (xml[:i], mid, xml[i + len(mid):])
 
 
-_DISKS: dict[tuple[Any, ...], CheckpointDisk] = {}  # one instance of each distinct disk entry
-
-
 def _share_disks(disks: tuple[CheckpointDisk, ...]) -> tuple[CheckpointDisk, ...]:
-    """``disks`` with each entry replaced by an equal, shared instance (they are frozen):
-    most checkpoints of most domains list the same disks with the same bitmap names."""
+    """``disks`` with each entry replaced by its :func:`shared_disk` (an equal instance)."""
     out = []
     for d in disks:
         dd = d.__dict__
-        if type(d) is not CheckpointDisk or len(dd) != 4 or len(d.__pydantic_fields_set__) != 4:
+        size = dd.get("size")
+        if (type(d) is not CheckpointDisk or len(dd) != 4 or len(d.__pydantic_fields_set__) != 4
+                or type(size) is bool):
             return disks  # not as validated from a full entry: leave it alone
-        key = (dd["name"], dd["checkpoint"], dd["bitmap"], dd["size"], type(dd["size"]))
-        shared = _DISKS.get(key)
-        if shared is None:
-            if len(_DISKS) >= 16384:
-                _DISKS.clear()
-            shared = _DISKS[key] = d
-        out.append(shared)
+        out.append(shared_disk(dd["name"], dd["checkpoint"], dd["bitmap"], size))
     return tuple(out)
 
 
@@ -126,14 +137,16 @@ class Checkpoint:
         domain_xml: str | None,
         xml: str,
         children: list[str] | None = None,
+        indented_domain: str | None = None,
     ) -> None:
+        """``indented_domain``: ``indented(domain_xml)``, when the caller has it."""
         self.name = name
         self.parent = parent
         self.creation_time = creation_time
         self.description = description
         self.disks = disks
         self.domain_xml = domain_xml
-        self.xml = xml
+        self._xml = _split_xml(xml, domain_xml, indented_domain)
         self.children = [] if children is None else children
 
     @property
@@ -214,6 +227,9 @@ class DomainState:
     drift: dict[str, str] = field(default_factory=dict)  # recorded drift key -> detail
     version: int = 0  # stream version of the last folded event
     position: int = 0  # global position of the last folded event
+    # the domain XML its newest checkpoint embeds (interned), shared by the next ones
+    _domain_xml: str | None = field(default=None, repr=False, compare=False)
+    _indented: str | None = field(default=None, repr=False, compare=False)  # indented(it)
 
     # ------------------------------------------------------------------ queries
     def get(self, name: str) -> Checkpoint | None:
@@ -278,31 +294,49 @@ class DomainState:
         self.name, self.uuid, self.policy = event.name, event.uuid, event.policy
         self.disks = event.disks
 
-    def _created(self, event: CheckpointCreated) -> None:
-        self._insert(event.name, event)
-        self.current = event.name
-        for d in event.disks:
+    def _created(self, ev: CheckpointCreated) -> None:
+        self.add_created(ev.name, ev.parent, ev.creation_time, ev.description,
+                         _share_disks(ev.disks), ev.domain_xml, ev.xml)
+
+    def add_created(
+        self, name: str, parent: str | None, creation_time: int, description: str | None,
+        disks: tuple[CheckpointDisk, ...], domain_xml: str | None, xml: str,
+    ) -> None:
+        """Fold a CheckpointCreated given by its fields: the checkpoint becomes current and
+        each of its bitmaps exists, active. (``apply`` and the bulk fold both end here.)"""
+        self._insert(name, parent, creation_time, description, disks, domain_xml, xml)
+        self.current = name
+        bitmaps = self.bitmaps
+        for d in disks:
             if d.checkpoint == "bitmap":
-                self._add_bitmap(d.name, d.bitmap or event.name, event.name, True)
+                bms = bitmaps.get(d.name)
+                if bms is None:
+                    bms = bitmaps[d.name] = {}
+                bitmap = d.bitmap or name
+                bms[bitmap] = Bitmap(bitmap, name, True)
 
     def _bitmap_disabled(self, event: BitmapDisabled | BitmapEnabled) -> None:
-        bms = self.bitmaps.get(event.disk)
-        if bms is not None:
-            bm = bms.get(event.bitmap)
-            if bm is not None:
-                bm.active = False
+        self.set_active(event.disk, event.bitmap, False)
 
     def _bitmap_enabled(self, event: BitmapDisabled | BitmapEnabled) -> None:
-        bms = self.bitmaps.get(event.disk)
+        self.set_active(event.disk, event.bitmap, True)
+
+    def set_active(self, disk: str, bitmap: str, active: bool) -> None:
+        """Fold a BitmapDisabled (``active`` False) or BitmapEnabled given by its fields."""
+        bms = self.bitmaps.get(disk)
         if bms is not None:
-            bm = bms.get(event.bitmap)
+            bm = bms.get(bitmap)
             if bm is not None:
-                bm.active = True
+                bm.active = active
 
     def _bitmap_removed(self, event: BitmapRemoved) -> None:
-        bms = self.bitmaps.get(event.disk)
+        self.remove_bitmap(event.disk, event.bitmap)
+
+    def remove_bitmap(self, disk: str, bitmap: str) -> None:
+        """Fold a BitmapRemoved given by its fields."""
+        bms = self.bitmaps.get(disk)
         if bms is not None:
-            bms.pop(event.bitmap, None)
+            bms.pop(bitmap, None)
 
     def _nothing(self, event: Any) -> None:
         pass  # a merge changes no bitmap's existence or state
@@ -329,19 +363,31 @@ class DomainState:
     def _add_bitmap(self, disk: str, name: str, checkpoint: str, active: bool) -> None:
         self.bitmaps.setdefault(disk, {})[name] = Bitmap(name, checkpoint, active)
 
-    def _insert(self, name: str, ev: CheckpointCreated | CheckpointRedefined) -> None:
-        self.checkpoints[name] = Checkpoint(
-            name=name,
-            parent=ev.parent,
-            creation_time=ev.creation_time,
-            description=ev.description,
-            disks=_share_disks(ev.disks),
-            # one copy of each distinct domain definition (most checkpoints share it)
-            domain_xml=None if ev.domain_xml is None else _intern(ev.domain_xml),
-            xml=ev.xml,
-        )
-        if ev.parent is not None and ev.parent in self.checkpoints:
-            self.checkpoints[ev.parent].children.append(name)
+    def _insert(
+        self, name: str, parent: str | None, creation_time: int, description: str | None,
+        disks: tuple[CheckpointDisk, ...], domain_xml: str | None, xml: str,
+    ) -> None:
+        mid = None
+        if domain_xml is not None:
+            # one copy of each distinct domain definition (most checkpoints share it); the
+            # domain's last one is compared first, which is cheaper than hashing a new string
+            last = self._domain_xml
+            if domain_xml == last:
+                domain_xml, mid = last, self._indented
+            else:
+                domain_xml = self._domain_xml = _intern(domain_xml)
+                mid = self._indented = indented(domain_xml)
+        checkpoints = self.checkpoints
+        checkpoints[name] = Checkpoint(name, parent, creation_time, description, disks,
+                                       domain_xml, xml, None, mid)
+        if parent is not None:
+            up = checkpoints.get(parent)
+            if up is not None:
+                up.children.append(name)
+
+    def _insert_event(self, ev: CheckpointRedefined) -> None:
+        self._insert(ev.name, ev.parent, ev.creation_time, ev.description,
+                     _share_disks(ev.disks), ev.domain_xml, ev.xml)
 
     def _redefine(self, ev: CheckpointRedefined) -> None:
         make_current = self.current is None or ev.parent == self.current
@@ -350,10 +396,10 @@ class DomainState:
             if old.parent is not None and old.parent in self.checkpoints:
                 self.checkpoints[old.parent].children.remove(ev.name)
             children = old.children
-            self._insert(ev.name, ev)
+            self._insert_event(ev)
             self.checkpoints[ev.name].children = children
         else:
-            self._insert(ev.name, ev)
+            self._insert_event(ev)
         if make_current:
             self.current = ev.name
         # REDEFINE touches no bitmap; the ledger now believes the checkpoint's bitmaps
@@ -377,24 +423,29 @@ class DomainState:
         return not any(self.checkpoints[n].bitmap_on(disk) for n in self.descendants(name))
 
     def _delete(self, ev: CheckpointDeleted) -> None:
-        target = self.checkpoints[ev.name]
-        gone = set(ev.deleted)
-        for child, new_parent in ev.reparented.items():
-            cp = self.checkpoints.get(child)
+        self.delete(ev.name, ev.deleted, ev.reparented)
+
+    def delete(self, name: str, deleted: Sequence[str],
+               reparented: Mapping[str, str | None]) -> None:
+        """Fold a CheckpointDeleted given by its fields (KeyError if ``name`` is unknown)."""
+        checkpoints = self.checkpoints
+        target = checkpoints[name]
+        for child, new_parent in reparented.items():
+            cp = checkpoints.get(child)
             if cp is None:
                 continue
             cp.parent = new_parent
-            if new_parent is not None and new_parent in self.checkpoints:
-                self.checkpoints[new_parent].children.append(child)
-        for name in ev.deleted:
-            cp = self.checkpoints.pop(name, None)
-            if cp is not None and cp.parent is not None and cp.parent in self.checkpoints:
-                siblings = self.checkpoints[cp.parent].children
-                if name in siblings:
-                    siblings.remove(name)
-        if self.current in gone:
-            self.current = ev.name if ev.name not in gone else target.parent
-            if self.current is not None and self.current not in self.checkpoints:
+            if new_parent is not None and new_parent in checkpoints:
+                checkpoints[new_parent].children.append(child)
+        for gone_name in deleted:
+            cp = checkpoints.pop(gone_name, None)
+            if cp is not None and cp.parent is not None and cp.parent in checkpoints:
+                siblings = checkpoints[cp.parent].children
+                if gone_name in siblings:
+                    siblings.remove(gone_name)
+        if self.current in deleted:
+            self.current = name if name not in deleted else target.parent
+            if self.current is not None and self.current not in checkpoints:
                 self.current = None
 
     # ------------------------------------------------------------- snapshots

@@ -176,6 +176,34 @@ class StoreContract:
         assert [r.position for r in store.read_all(after=100, limit=700)] == list(range(101, 801))
         assert _versions(store, "a") == list(range(1, 1201))
 
+    # --- scan: the lean bulk read a catch-up folds ------------------------------------------
+
+    def test_scan_is_read_all_without_the_unread_fields(self, store: EventStore) -> None:
+        assert [row for page in store.scan() for row in page] == []
+        for i in range(5):  # interleaved streams, more rows than one page of any backend
+            store.append(recs("a", 700, tag=f"{i}-"))
+            store.append([rec("b", f"b{i}".encode())])
+        pages = list(store.scan())
+        assert all(pages)  # no empty page
+        rows = [row for page in pages for row in page]
+        assert rows == [(r.position, r.stream_id, r.stream_version, r.schema_version, r.payload)
+                        for r in store.read_all()]
+        assert all(type(row[4]) is bytes for row in rows)
+        assert [row[0] for page in store.scan(after=3499) for row in page] == [3500, 3501, 3502,
+                                                                               3503, 3504, 3505]
+        assert list(store.scan(after=3505)) == [] and list(store.scan(after=9999)) == []
+
+    def test_scan_stays_gapless_while_appends_go_on(self, store: EventStore) -> None:
+        store.append(recs("a", 2500))
+        scan = store.scan()
+        first = next(scan)
+        store.append(recs("b", 3))  # written while the scan is under way
+        rest = [row for page in scan for row in page]
+        positions = [row[0] for row in first] + [row[0] for row in rest]
+        # gapless and in order; whether the new rows show up is the backend's own affair
+        assert positions[:2500] == list(range(1, 2501)) and positions[2500:] in ([],
+                                                                             [2501, 2502, 2503])
+
     # --- expected version --------------------------------------------------------------
 
     def test_expected_version_int(self, store: EventStore) -> None:
@@ -421,6 +449,197 @@ class StoreContract:
     def test_empty_head(self, store: EventStore) -> None:
         assert head(store) == (0, GENESIS)
         assert verify_chain(store.read_all()).ok
+
+    # --- append_many ---------------------------------------------------------------------
+
+    def test_append_many_several_streams(self, store: EventStore) -> None:
+        store.append(recs("a", 1))
+        out = store.append_many([(recs("a", 2, "x"), 1), (recs("b", 3), NO_STREAM),
+                                 (recs("c", 1), ANY), (recs("d", 1), 0)])
+        assert [[r.position for r in batch] for batch in out] == [[2, 3], [4, 5, 6], [7], [8]]
+        assert [[r.stream_version for r in batch] for batch in out] == [
+            [2, 3], [1, 2, 3], [1], [1]]
+        assert [[r.stream_id for r in batch] for batch in out] == [
+            ["a", "a"], ["b", "b", "b"], ["c"], ["d"]]
+        assert all(isinstance(r, StoredRecord) for batch in out for r in batch)
+        assert [r.payload for r in out[1]] == [b"b:0", b"b:1", b"b:2"]
+        got = list(store.read_all())
+        assert got[1:] == [r for batch in out for r in batch]
+        assert _positions(store) == list(range(1, 9)) and store.last_position() == 8
+        assert _versions(store, "a") == [1, 2, 3] and _versions(store, "b") == [1, 2, 3]
+        assert store.stream_version("c") == 1 and store.stream_version("d") == 1
+        assert list(store.read_stream("b")) == out[1]
+
+    def test_append_many_same_stream_twice(self, store: EventStore) -> None:
+        out = store.append_many([(recs("a", 2), 0), (recs("b", 1), 0), (recs("a", 1, "x"), 2),
+                                 (recs("a", 1, "y"), ANY)])
+        assert [[(r.position, r.stream_version) for r in b] for b in out] == [
+            [(1, 1), (2, 2)], [(3, 1)], [(4, 3)], [(5, 4)]]
+        assert _versions(store, "a") == [1, 2, 3, 4]
+        assert [r.payload for r in store.read_stream("a")] == [b"a:0", b"a:1", b"a:x0", b"a:y0"]
+        with pytest.raises(VersionConflict) as ei:  # checked against the earlier batch's end
+            store.append_many([(recs("c", 1), 0), (recs("c", 1, "x"), 0)])
+        assert (ei.value.stream_id, ei.value.expected, ei.value.actual) == ("c", 0, 1)
+        assert store.last_position() == 5 and store.stream_version("c") == 0
+
+    def test_append_many_conflict_in_last_batch_leaves_nothing(self, store: EventStore) -> None:
+        store.append(recs("a", 2))
+        store.append(recs("b", 1))
+        before = list(store.read_all())
+        with pytest.raises(VersionConflict) as ei:
+            store.append_many([(recs("a", 3, "x"), 2), (recs("c", 2), NO_STREAM),
+                               (recs("b", 1, "x"), 0)])
+        assert ei.value.code == "VERSION_CONFLICT"
+        assert (ei.value.stream_id, ei.value.expected, ei.value.actual) == ("b", 0, 1)
+        assert list(store.read_all()) == before  # positions, versions and hashes unchanged
+        assert store.last_position() == 3
+        assert _versions(store, "a") == [1, 2] and _versions(store, "b") == [1]
+        assert store.stream_version("c") == 0 and list(store.read_stream("c")) == []
+        later = store.append(recs("c", 1), expected_version=NO_STREAM)
+        assert later[0].position == 4 and later[0].hash == record_hash(later[0], before[-1].hash)
+        assert verify_chain(store.read_all()).ok
+
+    def test_append_many_rejects_a_bad_batch_before_writing(self, store: EventStore) -> None:
+        store.append(recs("a", 1))
+        bad: list[list[object]] = [[rec("b"), rec("c")], [rec("b"), b"not a record"]]
+        for batch in bad:
+            with pytest.raises(LedgerError) as ei:
+                store.append_many([(recs("a", 1, "x"), 1),
+                                   (batch, ANY)])  # type: ignore[list-item]
+            assert ei.value.code == "INVALID_ARG"
+        with pytest.raises(LedgerError) as ei:
+            store.append_many([(recs("a", 1, "x"), 1),
+                               (recs("b", 1), -1)])
+        assert ei.value.code == "INVALID_ARG"
+        assert store.last_position() == 1 and _versions(store, "a") == [1]
+        assert store.stream_version("b") == 0
+
+    def test_append_many_empty(self, store: EventStore) -> None:
+        assert store.append_many([]) == []
+        assert store.append_many([([], ANY), ([], 0)]) == [[], []]
+        assert store.last_position() == 0
+        out = store.append_many([([], ANY), (recs("a", 1), 0), ([], ANY)])
+        assert [[r.position for r in b] for b in out] == [[], [1], []]
+        assert store.last_position() == 1
+
+    def test_append_many_chains_hashes(self, store: EventStore) -> None:
+        first = store.append(recs("a", 2))
+        many = store.append_many([(recs("b", 2), 0), (recs("a", 1, "x"), 2), (recs("c", 3), 0)])
+        after = store.append(recs("b", 1, "y"), expected_version=2)
+        written = first + [r for b in many for r in b] + after
+        got = list(store.read_all())
+        assert got == written
+        prev = GENESIS
+        for r in got:
+            assert is_hash(r.hash) and r.hash == record_hash(r, prev)
+            prev = r.hash
+        assert many[0][0].hash == record_hash(many[0][0], first[-1].hash)
+        assert after[0].hash == record_hash(after[0], many[-1][-1].hash)
+        assert verify_chain(store.read_all()).ok and head(store) == (9, prev)
+
+    def test_append_many_durable_across_reopen(self, store_factory: StoreFactory) -> None:
+        if not store_factory.durable:
+            pytest.skip("not a durable backend")
+        store = store_factory()
+        store.append(recs("a", 1))
+        store.append_many([(recs("a", 2, "x"), 1), (recs("b", 2), 0), (recs("a", 1, "y"), 3)])
+        before = list(store.read_all())
+        store = store_factory.reopen(store)
+        try:
+            assert list(store.read_all()) == before and store.last_position() == 6
+            assert store.stream_version("a") == 4 and store.stream_version("b") == 2
+            more = store.append_many([(recs("b", 1, "z"), 2), (recs("c", 1), 0)])
+            assert [r.position for b in more for r in b] == [7, 8]
+            assert more[0][0].hash == record_hash(more[0][0], before[-1].hash)
+            other = store_factory.another(store)
+            try:
+                assert list(other.read_all()) == list(store.read_all())
+            finally:
+                other.close()
+            assert verify_chain(store.read_all()).ok
+        finally:
+            store.close()
+
+    def test_append_many_failure_mid_call_leaves_nothing(
+        self, store: EventStore, store_factory: StoreFactory
+    ) -> None:
+        store.append(recs("a", 2))
+        before = list(store.read_all())
+        failing = store_factory.inject_failure(store)  # fails on the call's second record
+        if failing is None:
+            pytest.skip("this backend has no way to fail half-way through an append")
+        with failing, pytest.raises(LedgerError) as ei:
+            store.append_many([(recs("b", 1), 0), (recs("a", 2, "x"), 2)])
+        assert ei.value.code == "STORE_ERROR" and "\n" not in str(ei.value)
+        assert list(store.read_all()) == before
+        assert store.stream_version("a") == 2 and store.stream_version("b") == 0
+        store.append_many([(recs("b", 1, "y"), 0), (recs("a", 1, "y"), 2)])
+        assert _positions(store) == [1, 2, 3, 4] and _versions(store, "a") == [1, 2, 3]
+        assert verify_chain(store.read_all()).ok
+        if store_factory.durable:
+            again = store_factory.another(store)
+            try:
+                assert list(again.read_all()) == list(store.read_all())
+            finally:
+                again.close()
+
+    def test_append_many_is_seen_whole_or_not_at_all(self, store_factory: StoreFactory) -> None:
+        first = store_factory()
+        writers = [first, store_factory.another(first)]
+        reader = store_factory.another(first)
+        errors: list[BaseException] = []
+        done = threading.Event()
+        n = 30
+
+        def write(i: int) -> None:
+            try:
+                for j in range(n):
+                    while True:  # a shared stream: retry on conflict, like _shared_append
+                        v = writers[i].stream_version("shared")
+                        try:
+                            writers[i].append_many([
+                                (recs(f"x{i}", 2, f"{j}-"), 2 * j),
+                                ([rec("shared", f"w{i}:{j}".encode())], v),
+                                (recs(f"y{i}", 1, f"{j}-"), j)])
+                            break
+                        except VersionConflict:
+                            time.sleep(random.random() * 0.002)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        def read() -> None:
+            try:
+                while not done.is_set():
+                    got = list(reader.read_all())
+                    assert [r.position for r in got] == list(range(1, len(got) + 1))
+                    for i in range(2):  # every call shows all four records or none
+                        xs = sum(r.stream_id == f"x{i}" for r in got)
+                        ys = sum(r.stream_id == f"y{i}" for r in got)
+                        mine = sum(r.payload.startswith(f"w{i}:".encode()) for r in got)
+                        assert xs == 2 * ys == 2 * mine, (i, xs, ys, mine)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+        threads.append(threading.Thread(target=read))
+        for t in threads:
+            t.start()
+        for t in threads[:2]:
+            t.join()
+        done.set()
+        threads[2].join()
+        try:
+            assert not errors, errors
+            all_ = list(first.read_all())
+            assert [r.position for r in all_] == list(range(1, 8 * n + 1))
+            assert verify_chain(all_).ok
+            assert _versions(first, "shared") == list(range(1, 2 * n + 1))
+            for i in range(2):
+                assert _versions(first, f"x{i}") == list(range(1, 2 * n + 1))
+                assert _versions(first, f"y{i}") == list(range(1, n + 1))
+        finally:
+            for h in {id(h): h for h in [*writers, reader]}.values():
+                h.close()
 
     # --- snapshots -----------------------------------------------------------------------
 

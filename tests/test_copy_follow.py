@@ -81,7 +81,7 @@ def test_copy_keeps_every_field(source: str, target: str, tmp_path: Path) -> Non
             assert report.verify.mismatch is None
             assert report.events == sum(seen) == src.last_position() == 10
             assert report.streams == 2
-            assert report.batches == 8  # one per run of one stream: 2 enrolments + 6 single
+            assert report.batches == 1  # one transaction: 10 records, batch_size 1000
             for a, b in zip(_records(src), _records(dst), strict=True):
                 for f in ("position", "stream_id", "stream_name", "stream_version", "type",
                           "schema_version", "recorded_at", "payload"):

@@ -18,9 +18,9 @@ from backends.memory import MemoryStore
 from backends.msgpack_log import MsgpackLogStore
 from backends.sqlite import SqliteStore
 from ledger import Ledger, snapshots
+from ledger import ledger as ledger_module
 from ledger.chain import GENESIS
 from ledger.ports import EventStore
-from ledger.projections import DomainState
 
 try:
     from .helpers import Host, command
@@ -46,15 +46,24 @@ def _full(store: EventStore) -> Ledger:
 
 @pytest.fixture
 def applies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts DomainState.apply calls: the folds really done."""
+    """One entry per event really folded: every row the catch-up's fold reads (ledger/fold.py)
+    plus every single record folded after an append."""
     calls: list[int] = []
-    real = DomainState.apply
+    real_rows, real_fold = ledger_module.fold_rows, Ledger._fold
 
-    def counting(self: DomainState, *a: Any, **k: Any) -> None:
+    def counting_rows(states: Any, by_name: Any, pages: Any, done: Any) -> None:
+        def counted() -> Iterator[Any]:
+            for page in pages:
+                calls.extend(1 for _ in page)
+                yield page
+        real_rows(states, by_name, counted(), done)
+
+    def counting_fold(self: Ledger, record: Any) -> None:
         calls.append(1)
-        real(self, *a, **k)
+        real_fold(self, record)
 
-    monkeypatch.setattr(DomainState, "apply", counting)
+    monkeypatch.setattr(ledger_module, "fold_rows", counting_rows)
+    monkeypatch.setattr(Ledger, "_fold", counting_fold)
     return calls
 
 
@@ -113,27 +122,33 @@ def _with_snapshot(tmp_path: Path) -> tuple[SqliteStore, Ledger]:
     return store, lg
 
 
-@pytest.mark.parametrize("damage", ["other-projection-version", "other-format", "garbage",
-                                    "cut", "flipped-body", "position-mismatch"])
+@pytest.mark.parametrize("damage", ["other-projection-version", "other-format", "format-2",
+                                    "garbage", "cut", "flipped-blob", "flipped-crc",
+                                    "bad-index", "position-mismatch"])
 def test_an_unusable_snapshot_is_ignored(tmp_path: Path, damage: str) -> None:
     store, good = _with_snapshot(tmp_path)
     position, data = _saved(store)
-    outer = msgpack.unpackb(data, raw=False)
+    header, blobs = snapshots.split(data)
+
+    def rejoin(**changes: Any) -> bytes:
+        return snapshots.join(msgpack.packb({**header, **changes}), bytes(blobs))
+
     if damage == "other-projection-version":
-        outer["projection_version"] += 1
-        data, want = msgpack.packb(outer), "other-version"
+        data, want = rejoin(projection_version=header["projection_version"] + 1), "other-version"
     elif damage == "other-format":
-        outer["format"] = 99
-        data, want = msgpack.packb(outer), "other-version"
+        data, want = b"ckpt-ledger snapshot 99\n" + data[24:], "other-version"
+    elif damage == "format-2":  # what the previous release wrote: a msgpack map
+        data, want = msgpack.packb({"format": 2, "body": b""}), "other-version"
     elif damage == "garbage":
         data, want = os.urandom(200), "corrupt"
     elif damage == "cut":
         data, want = data[: len(data) // 2], "corrupt"
-    elif damage == "flipped-body":
-        body = bytearray(outer["body"])
-        body[len(body) // 2] ^= 0x01
-        outer["body"] = bytes(body)
-        data, want = msgpack.packb(outer), "corrupt"
+    elif damage in ("flipped-blob", "flipped-crc"):
+        flipped = bytearray(data)
+        flipped[len(data) - 10 if damage == "flipped-blob" else 25] ^= 0x01
+        data, want = bytes(flipped), "corrupt"
+    elif damage == "bad-index":  # a crc that matches, over an index that does not
+        data, want = rejoin(ends=[e + 1 for e in header["ends"]]), "corrupt"
     else:
         position, want = position - 1, "corrupt"
     store.save_snapshot(snapshots.SNAPSHOT_KEY, position, data)
