@@ -212,7 +212,7 @@ class Bitmap:
     problem: str | None = None  # observed drift that makes the bitmap unusable
 
 
-@dataclass
+@dataclass(slots=True)
 class DomainState:
     """Everything the ledger knows about one domain (one stream)."""
 
