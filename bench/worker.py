@@ -104,6 +104,7 @@ def rebuild_ours(history: str) -> dict[str, Any]:
     ``snapshot_every=0``: closing saves no snapshot, so the cached history stays as made.
     """
     opener = ledger_opener(use_snapshot=False)
+    warm(Path(history))
     base = maxrss_mb()
     with timer() as t:
         lg = opener(f"sqlite:///{history}")
@@ -118,6 +119,7 @@ def rebuild_raw(history: str) -> dict[str, Any]:
     """The floor: one ``SELECT`` of every row in position order + ``msgpack.unpackb``."""
     unpackb = msgpack.unpackb
     conn = sqlite3.connect(f"file:{history}?mode=ro", uri=True)
+    warm(Path(history))
     n = 0
     with timer() as t:
         for row in conn.execute(f"SELECT {_COLUMNS} FROM events ORDER BY position"):
@@ -136,6 +138,7 @@ def rebuild_es(history: str, es_history: str) -> dict[str, Any]:
 
     ids = [UUID(s) for s in stream_ids(Path(history))]
     app = open_app(Path(es_history))
+    warm(Path(es_history))
     n = 0
     with timer() as t:
         for i in ids:

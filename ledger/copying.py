@@ -5,9 +5,8 @@ wrapper). Records are read from the source in position order and appended to the
 in transactions of up to ``batch_size`` records: one ``append_many`` each, holding one
 batch per run of consecutive records of one stream, each batch with the exact expected
 stream version (so a copy of many domains costs one commit per transaction, not one per
-run). Everything a
-record carries is kept: stream id and name, stream version, type, schema version,
-``recorded_at`` and the payload bytes; since the target must be empty, positions come out
+run). Everything a record carries is kept: stream id and name, stream version, type, schema
+version, ``recorded_at`` and the payload bytes; since the target must be empty, positions come out
 identical too (a batch whose positions differ stops the copy with STORE_ERROR).
 
 :func:`verify_copy` then reads both stores again and compares every record field by field

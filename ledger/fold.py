@@ -99,16 +99,19 @@ def fold_rows(
     fast = FAST.get
     active_of = _ACTIVE.get
     get_state = states.get
+    unpackb, newest, str_ = _unpackb, SCHEMA_VERSION, _str  # locals: read once per row
     last = count = 0
+    current: Sequence[ScanRow] | None = None  # the page being folded
     try:
         for page in pages:
+            current = page
             for position, stream_id, version, schema_version, payload in page:
-                if schema_version > SCHEMA_VERSION:
+                if schema_version > newest:
                     check_schema(position, schema_version)
                 state = get_state(stream_id)
                 if state is None:
                     state = states[stream_id] = DomainState(stream_id=stream_id)
-                obj = _unpackb(payload, raw=False, strict_map_key=False)
+                obj = unpackb(payload, raw=False, strict_map_key=False)
                 try:
                     data = obj["data"]
                     obj["meta"]
@@ -119,8 +122,8 @@ def fold_rows(
                 if active is not None:
                     # BitmapDisabled/Enabled: DomainState.set_active, inlined
                     disk, bitmap = data.get("disk"), data.get("bitmap")
-                    if (len(data) == 4 and type(disk) is _str and type(bitmap) is _str
-                            and type(data.get("checkpoint")) is _str):
+                    if (len(data) == 4 and type(disk) is str_ and type(bitmap) is str_
+                            and type(data.get("checkpoint")) is str_):
                         bms = state.bitmaps.get(disk)
                         if bms is not None:
                             bm = bms.get(bitmap)
@@ -139,6 +142,11 @@ def fold_rows(
                         by_name[name] = stream_id
                 state.version = version
                 state.position = last = position
-                count += 1
+            count += len(page)
+            current = None
+    except BaseException:
+        if current is not None:  # the rows of the failing page folded before it count too
+            count += sum(1 for row in current if row[0] <= last)
+        raise
     finally:
         done(last, count)
