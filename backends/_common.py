@@ -163,44 +163,37 @@ def stored(
     ``prev_hash``: the hash at ``first_position - 1`` (:data:`ledger.chain.GENESIS` for 1).
     Call it inside the append's transaction or lock, where ``prev_hash`` cannot change.
     """
-    # canonical_bytes/event_hash of ledger.chain, inlined: the ids and names of a batch are
-    # encoded once and each StoredRecord is built once, with its hash
+    # canonical_bytes/event_hash of ledger.chain, inlined: the stream's id and name and
+    # each type are encoded once per batch, and each StoredRecord is built once, with its hash
     out: list[StoredRecord] = []
     if not records:
         return out
     prev = bytes.fromhex(prev_hash)
     if len(prev) != 32:
         raise ValueError(f"prev_hash must be 64 hex digits, got {prev_hash!r}")
-    texts: dict[str, bytes] = {}
-
-    def text(value: str) -> bytes:
-        b = texts.get(value)
-        if b is None:
-            b = texts[value] = _text(value)
-        return b
-
-    for i, rec in enumerate(records):
-        position = first_position + i
-        stream_version = version + 1 + i
+    sid = name = ""
+    ident = b""
+    types: dict[str, bytes] = {}
+    position = first_position
+    stream_version = version
+    for rec in records:
+        stream_version += 1
+        if rec.stream_id != sid or rec.stream_name != name:
+            sid, name = rec.stream_id, rec.stream_name
+            ident = _text(sid) + _text(name)
+        type_ = types.get(rec.type)
+        if type_ is None:
+            type_ = types[rec.type] = _text(rec.type)
         recorded_at = float(rec.recorded_at)
         payload = bytes(rec.payload)
-        h = _sha256(b"".join((
-            _TAG,
-            _INT_PACK(position),
-            text(rec.stream_id),
-            text(rec.stream_name),
-            _INT_PACK(stream_version),
-            text(rec.type),
-            _INT_PACK(rec.schema_version),
-            _FLOAT_PACK(recorded_at),
-            _LEN_PACK(len(payload)),
-            payload,
-            prev,
-        )))
-        prev = h.digest()
-        out.append(StoredRecord(position, rec.stream_id, rec.stream_name, stream_version,
-                                rec.type, rec.schema_version, recorded_at, payload,
-                                h.hexdigest()))
+        prev = _sha256(b"".join((
+            _TAG, _INT_PACK(position), ident, _INT_PACK(stream_version), type_,
+            _INT_PACK(rec.schema_version), _FLOAT_PACK(recorded_at), _LEN_PACK(len(payload)),
+            payload, prev,
+        ))).digest()
+        out.append(StoredRecord(position, sid, name, stream_version, rec.type,
+                                rec.schema_version, recorded_at, payload, prev.hex()))
+        position += 1
     return out
 
 

@@ -260,27 +260,27 @@ def create_append(history: str, creates: int, policy: str = "independent") -> di
 
     from .inputs import create_commands
 
-    commands = create_commands(Path(history), creates)
+    work = []  # (stream id, name, the create's events, the stream's version before it)
+    versions: dict[str, int] = {}
+    for cmd in create_commands(Path(history), creates):
+        events = [(ev, prov, at) for ev, prov, at in zip(cmd.events, cmd.provenance,
+                                                          cmd.recorded_at, strict=True)
+                  if policy == "chained" or ev.type == "CheckpointCreated"]
+        version = versions.get(cmd.stream_id, 0)
+        work.append((cmd.stream_id, cmd.name, events, version))
+        versions[cmd.stream_id] = version + len(events)
     _settle()
     scratch = _scratch()
     store = SqliteStore(str(scratch / "creates.db"))
-    versions: dict[str, int] = {}
-    rows = 0
     try:
         with timer() as t:
-            for cmd in commands:
-                recs = [new_record(cmd.stream_id, cmd.name, ev, prov, at)
-                        for ev, prov, at in zip(cmd.events, cmd.provenance, cmd.recorded_at,
-                                                strict=True)
-                        if policy == "chained" or ev.type == "CheckpointCreated"]
-                version = versions.get(cmd.stream_id, 0)
-                store.append(recs, expected_version=version)
-                versions[cmd.stream_id] = version + len(recs)
-                rows += len(recs)
+            for stream_id, name, events, version in work:
+                store.append([new_record(stream_id, name, ev, prov, at)
+                              for ev, prov, at in events], expected_version=version)
     finally:
         store.close()
         shutil.rmtree(scratch)
-    return {"seconds": t(), "events": len(commands), "rows": rows}
+    return {"seconds": t(), "events": len(work), "rows": sum(len(w[2]) for w in work)}
 
 
 def create_ledger(creates: int, domains: int = 20) -> dict[str, Any]:
