@@ -2,10 +2,11 @@
 
 :meth:`ledger.ledger.Ledger.catch_up` reads the log through the store's lean
 :meth:`~ledger.ports.EventStore.scan` and folds it here. The events that make up most of a
-history (a checkpoint created; a bitmap disabled, enabled, merged or removed) are checked by
-hand and handed, field by field, to the same :class:`~ledger.projections.DomainState`
-methods that :meth:`~ledger.projections.DomainState.apply` ends in, without building their
-pydantic models. The check accepts exactly the data that validation would return unchanged
+history (a checkpoint created or deleted; a bitmap disabled, enabled, merged or removed)
+are checked by hand and handed, field by field, to the same
+:class:`~ledger.projections.DomainState` methods that
+:meth:`~ledger.projections.DomainState.apply` ends in, without building their pydantic
+models. The check accepts exactly the data that validation would return unchanged
 (the keys the model's fields, every value of exactly its field's type); any other row
 (another event type, an older or odd encoding, a damaged payload) is folded the ordinary
 way, ``decode_event`` then ``apply``, so both paths give the same state and the same errors.

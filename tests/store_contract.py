@@ -414,10 +414,7 @@ class StoreContract:
         assert store.append(recs("c", 2), idempotency_key="k") == written[-2:]  # same hashes
         got = list(store.read_all())
         assert got == written
-        prev = GENESIS
-        for r in got:
-            assert is_hash(r.hash) and r.hash == record_hash(r, prev)
-            prev = r.hash
+        prev = _assert_chained(got)
         assert head(store) == (8, prev)
         assert verify_chain(got).ok and verify_chain(store.read_all(), (8, prev)).ok
         assert list(store.read_stream("b")) == got[1:5]
@@ -529,10 +526,7 @@ class StoreContract:
         written = first + [r for b in many for r in b] + after
         got = list(store.read_all())
         assert got == written
-        prev = GENESIS
-        for r in got:
-            assert is_hash(r.hash) and r.hash == record_hash(r, prev)
-            prev = r.hash
+        prev = _assert_chained(got)
         assert many[0][0].hash == record_hash(many[0][0], first[-1].hash)
         assert after[0].hash == record_hash(after[0], many[-1][-1].hash)
         assert verify_chain(store.read_all()).ok and head(store) == (9, prev)
@@ -663,6 +657,15 @@ class StoreContract:
             assert [r.position for r in store.read_all()] == [1, 2, 3]
         finally:
             store.close()
+
+
+def _assert_chained(records: list[StoredRecord]) -> str:
+    """Every record's hash links it to the one before (the first to GENESIS); the last hash."""
+    prev = GENESIS
+    for r in records:
+        assert is_hash(r.hash) and r.hash == record_hash(r, prev)
+        prev = r.hash
+    return prev
 
 
 def _versions_after(store: EventStore, stream: str, after: int) -> list[int]:
