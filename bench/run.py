@@ -121,7 +121,7 @@ def bench_rebuild(scale: Scale, rows: list[Row]) -> None:
     rss = median([float(r["rss_mb"]) for r in ours])
     base = median([float(r["rss_before_mb"]) for r in ours])
     es_rss = median([float(r["rss_mb"]) for r in es])
-    rows.append(Row(f"rebuild {n} events: peak RSS (maxrss)", f"{rss:,.0f} MB",
+    rows.append(Row(f"rebuild {n} events: peak RSS (VmHWM)", f"{rss:,.0f} MB",
                     f"es {es_rss:,.0f} MB", f"(at start {base:,.0f} MB)", "< 400 MB",
                     verdict(rss < 400)))
     bench_snapshot(hist, median([float(r["seconds"]) for r in ours]), scale.repeats, rows)
