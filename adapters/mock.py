@@ -33,6 +33,7 @@ from ledger.events import (
     CheckpointCreated,
     Event,
 )
+from ledger.files import replacing
 from ledger.model import DomainDisk, DomainInfo, Policy
 from ledger.names import check_disk_name
 from ledger.plugins import path_of
@@ -132,17 +133,8 @@ class MockHypervisor:
         return data
 
     def _write(self, data: dict[str, Any]) -> None:
-        tmp = f"{self.path}.tmp.{os.getpid()}"
-        with open(tmp, "w") as f:
+        with replacing(self.path, "w") as f:
             f.write(json.dumps(data, separators=(",", ":")))  # the C encoder: dump() is not
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dfd = os.open(os.path.dirname(self.path), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
     @contextmanager
     def _locked(self, write: bool = True) -> Iterator[dict[str, Any]]:

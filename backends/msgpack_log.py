@@ -49,6 +49,7 @@ import msgpack
 from ledger.chain import GENESIS, record_hash
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
+from ledger.files import fsync_dir, replacing
 from ledger.plugins import path_of, scheme_of
 from ledger.ports import ANY, ExpectedVersion, ScanRow
 
@@ -123,11 +124,7 @@ class MsgpackLogStore:
             try:
                 self._write_at(fr.HEADER, 0)
                 os.fsync(self._fd)
-                dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
             except OSError as e:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, 0)  # leave an empty file, not half a header
@@ -384,26 +381,10 @@ class MsgpackLogStore:
             snaps[key] = [int(position), bytes(data)]
             body = msgpack.packb(snaps, use_bin_type=True)
             blob = _SNAP_MAGIC + zlib.crc32(body).to_bytes(4, "big") + body
-            folder = os.path.dirname(os.path.abspath(self.snapshot_path))
-            tmp = f"{self.snapshot_path}.{os.getpid()}.{threading.get_ident()}.tmp"
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-                try:
-                    view = memoryview(blob)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, self.snapshot_path)
-                dfd = os.open(folder, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                with replacing(self.snapshot_path) as f:
+                    f.write(blob)
             except OSError as e:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
                 raise _err(f"cannot write snapshot {self.snapshot_path}: "
                            f"{e.strerror or e}") from e
 

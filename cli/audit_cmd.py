@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import typer
@@ -14,6 +12,7 @@ import typer
 from ledger import Ledger
 from ledger.audit import LogFilter, summary
 from ledger.errors import LedgerError
+from ledger.files import replacing
 from ledger.timeline import render_html, render_svg
 
 from .output import handles_errors, print_json, table
@@ -27,21 +26,6 @@ POINT_HELP = "An event POSITION or a time (ISO 8601, e.g. 2026-11-29T18:00:00Z; 
 def _open(ctx: typer.Context) -> Ledger:
     lg: Ledger = ctx.obj.open()
     return lg
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_out(out: Path) -> str:
@@ -138,7 +122,8 @@ def register(app: typer.Typer) -> None:
         svg = render_svg(events, domain)
         text = svg if kind == "svg" else render_html(svg, f"ckpt-ledger timeline: {domain}")
         try:
-            write_atomic(out, text)
+            with replacing(out, "w") as f:
+                f.write(text)
         except OSError as err:
             raise LedgerError("INVALID_ARG", f"cannot write {out}: {err.strerror}") from None
         typer.echo(f"Timeline of {domain} ({len(events)} events) written to {out}")

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .envelope import NewRecord, StoredRecord
+from .envelope import NewRecord, StoredRecord, again
 from .errors import LedgerError
 from .ports import EventStore, ExpectedVersion
 
@@ -95,11 +95,11 @@ class CopyReport:
         return out
 
 
-def _transactions(
+def transactions(
     records: Iterable[StoredRecord], size: int
 ) -> Iterator[list[list[StoredRecord]]]:
     """``records`` in groups of at most ``size``, each split into its runs of consecutive
-    records of one stream (one group: one transaction; one run: one batch of it)."""
+    records of one stream (one group: one ``append_many``; one run: one batch of it)."""
     group: list[list[StoredRecord]] = []
     count = 0
     for rec in records:
@@ -113,17 +113,6 @@ def _transactions(
         count += 1
     if group:
         yield group
-
-
-def _new(rec: StoredRecord) -> NewRecord:
-    return NewRecord(
-        stream_id=rec.stream_id,
-        stream_name=rec.stream_name,
-        type=rec.type,
-        schema_version=rec.schema_version,
-        recorded_at=rec.recorded_at,
-        payload=bytes(rec.payload),
-    )
 
 
 def _label(store: EventStore) -> str:
@@ -159,7 +148,7 @@ def copy_store(
     end = source.last_position()
     versions: dict[str, int] = {}
     copied = batches = 0
-    for group in _transactions(source.read_all(after=0, limit=end), batch_size):
+    for group in transactions(source.read_all(after=0, limit=end), batch_size):
         appends: list[tuple[list[NewRecord], ExpectedVersion]] = []
         for run in group:
             sid = run[0].stream_id
@@ -170,7 +159,7 @@ def copy_store(
                     f"source store {_label(source)} has a gap in stream {sid}: version "
                     f"{run[0].stream_version} at position {run[0].position} follows {expected}",
                 )
-            appends.append(([_new(r) for r in run], expected))
+            appends.append(([again(r) for r in run], expected))
             versions[sid] = run[-1].stream_version
         written = target.append_many(appends)
         for run, stored in zip(group, written, strict=True):

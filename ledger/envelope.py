@@ -97,6 +97,13 @@ class StoredRecord:
     hash: str
 
 
+def again(record: StoredRecord) -> NewRecord:
+    """``record`` as it is appended again (a copy or an import): every field the store
+    does not assign kept as it was."""
+    return NewRecord(record.stream_id, record.stream_name, record.type, record.schema_version,
+                     record.recorded_at, bytes(record.payload))
+
+
 def encode_payload(event: Event, provenance: Provenance) -> bytes:
     """msgpack of ``{"data": the event's data, "meta": its provenance}``.
 

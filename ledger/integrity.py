@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +49,10 @@ from typing import IO, Any, Literal
 import msgpack
 
 from .chain import GENESIS, event_hash, is_hash, record_hash
-from .envelope import NewRecord, StoredRecord
+from .copying import transactions
+from .envelope import StoredRecord, again
 from .errors import LedgerError
+from .files import replacing
 from .ports import EventStore
 
 EXPORT_FORMAT = "ckpt-ledger-export"
@@ -328,17 +328,8 @@ def export_log(
         raise LedgerError("INVALID_ARG", f"{target} is a directory")
     if not target.parent.is_dir():
         raise LedgerError("INVALID_ARG", f"{target}: directory {target.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            summary = export_records(store, f, fmt, stream_id, stream_name)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(target) as f:
+        summary = export_records(store, f, fmt, stream_id, stream_name)
     summary.path = str(target)
     return summary
 
@@ -536,17 +527,9 @@ def import_log(store: EventStore, path: str | Path) -> ImportSummary:
                           f"more than {name} ({len(records)}): its history goes on at position "
                           f"{len(records) + 1}; nothing was imported")
     tail = records[present:]
-    for i in range(0, len(tail), _IMPORT_BATCH):  # one transaction each
-        runs: list[list[StoredRecord]] = []  # of consecutive records of one stream
-        for r in tail[i : i + _IMPORT_BATCH]:
-            if runs and r.stream_id == runs[-1][0].stream_id:
-                runs[-1].append(r)
-            else:
-                runs.append([r])
-        got = store.append_many([
-            ([NewRecord(r.stream_id, r.stream_name, r.type, r.schema_version, r.recorded_at,
-                        r.payload) for r in run], run[0].stream_version - 1)
-            for run in runs])
+    for runs in transactions(tail, _IMPORT_BATCH):  # one append_many each
+        got = store.append_many([([again(r) for r in run], run[0].stream_version - 1)
+                                 for run in runs])
         for run, stored in zip(runs, got, strict=True):
             if stored != run:
                 raise LedgerError("STORE_ERROR", f"importing {name} into {store.url}: position "

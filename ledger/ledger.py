@@ -27,7 +27,7 @@ from . import recovery, rules, snapshots
 from .audit import LogFilter, event_view, fold_until, parse_point
 from .chain import GENESIS
 from .domain_xml import parse_domain_xml
-from .envelope import Provenance, StoredRecord, decode_event, new_record
+from .envelope import Provenance, StoredRecord, new_record
 from .errors import LedgerError, VersionConflict, no_checkpoint
 from .events import DomainEnrolled, Event
 from .fold import fold_rows
@@ -98,7 +98,7 @@ class Ledger:
         self.states: MutableMapping[str, DomainState] = {}
         self.by_name: dict[str, str] = {}  # domain name -> stream id
         self.position = 0
-        self.position_hash = GENESIS  # chain hash of the event at ``position``
+        self._hash_at: tuple[int, str] = (0, GENESIS)  # (position, its chain hash), read lazily
         self.folded = 0  # events this instance has folded (a snapshot's are not counted)
         self.snapshot_position = 0  # position of the snapshot loaded or last saved
         self.snapshot_every = snapshots.DEFAULT_EVERY  # 0: never save one on close
@@ -214,31 +214,28 @@ class Ledger:
                 gc.enable()
 
     def _folded(self, position: int, count: int) -> None:
-        """After a bulk fold: move to ``position`` (and its chain hash)."""
-        if not count:
-            return
-        self.folded += count
-        self.position = position
-        rec = next(self.store.read_all(after=position - 1, limit=1), None)
-        if rec is None or rec.position != position:
-            raise LedgerError("STORE_ERROR", f"event {position} vanished from the store "
-                              "while it was being read")
-        self.position_hash = rec.hash
+        """After a bulk fold: move to ``position``."""
+        if count:
+            self.folded += count
+            self.position = position
 
-    def _fold(self, record: StoredRecord) -> None:
-        event = decode_event(record)  # the provenance is not needed here
-        states = self.states
-        stream_id = record.stream_id
-        state = states.get(stream_id)
-        if state is None:
-            state = states[stream_id] = DomainState(stream_id=stream_id)
-        state.apply(event, record.stream_version, record.position)
-        name = state.name
-        if name and self.by_name.get(name) != stream_id:
-            self.by_name[name] = stream_id
-        self.position = record.position
-        self.position_hash = record.hash
-        self.folded += 1
+    @property
+    def position_hash(self) -> str:
+        """The chain hash of the event at ``position`` (GENESIS before the first), read from
+        the store when first asked for at this position (only snapshots need it)."""
+        at, hash_ = self._hash_at
+        if at != self.position:
+            found = snapshots.hash_at(self.store, self.position)
+            if found is None:
+                raise LedgerError("STORE_ERROR", f"event {self.position} is no longer in the "
+                                  f"store {self.store.url}")
+            self._hash_at = (self.position, found)
+            hash_ = found
+        return hash_
+
+    @position_hash.setter
+    def position_hash(self, value: str) -> None:
+        self._hash_at = (self.position, value)
 
     def state(self, domain: str) -> DomainState:
         """The projection of ``domain`` (NO_DOMAIN if the ledger has never seen it)."""

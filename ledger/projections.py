@@ -33,19 +33,19 @@ PROJECTION_VERSION = 2  # 2: checkpoint disks as rows
 
 
 def _disk_from_row(row: list[Any]) -> CheckpointDisk:
-    """A checkpoint disk from its snapshot row, checked by hand: pydantic validated it when
-    its event was folded, and re-validating thousands per snapshot is most of the load time."""
+    """The (shared) checkpoint disk of a snapshot row, checked by hand: pydantic validated it
+    when its event was folded, and re-validating thousands per snapshot is most of the load
+    time."""
     name, checkpoint, bitmap, size = row
     if (
         not isinstance(name, str)
         or checkpoint not in ("bitmap", "no")
         or not isinstance(bitmap, str | None)
         or not isinstance(size, int | None)
+        or isinstance(size, bool)
     ):
         raise ValueError(f"bad checkpoint disk row {row!r}")
-    return CheckpointDisk.model_construct(
-        name=name, checkpoint=checkpoint, bitmap=bitmap, size=size
-    )
+    return shared_disk(name, checkpoint, bitmap, size)
 
 
 def _intern_opt(text: Any) -> Any:
@@ -507,7 +507,7 @@ class DomainState:
                 parent=c["parent"],
                 creation_time=c["creation_time"],
                 description=c["description"],
-                disks=_share_disks(tuple(_disk_from_row(r) for r in c["disks"])),
+                disks=tuple(_disk_from_row(r) for r in c["disks"]),
                 domain_xml=_intern_opt(c["domain_xml"]),
                 xml=c["xml"],
                 children=list(c["children"]),

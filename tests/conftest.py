@@ -8,12 +8,15 @@ at module level (a module-level skip happens before markers are known).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 REAL_MARKERS = ("libvirt", "qemu", "postgres")
+PG_URL = os.environ.get("CKPT_LEDGER_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def require_real() -> bool:
@@ -37,3 +40,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.longrepr = (
         f"CKPT_LEDGER_REQUIRE_REAL=1 forbids skipping a test marked {'/'.join(marks)}: {reason}"
     )
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema on the test server, dropped afterwards (skip, or fail under
+    CKPT_LEDGER_REQUIRE_REAL=1, when the server is not usable)."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
+    except Exception as e:
+        reason = f"PostgreSQL not usable at {PG_URL}: {' '.join(str(e).split())}"
+        if require_real():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema={schema}"
+    finally:
+        with contextlib.suppress(Exception):
+            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.close()

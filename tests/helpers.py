@@ -212,3 +212,14 @@ def assert_one_error_line(run: Run, code: str | None = None) -> str:
     if code is not None:
         assert line.endswith(f"[{code}]"), f"expected [{code}] in {line!r}"
     return line
+
+
+def assert_gapless(records: list[Any]) -> None:
+    """Positions 1..n in order, and every stream's versions 1..k: nothing lost, nothing
+    twice (what a store owes after crashes or concurrent writers)."""
+    assert [r.position for r in records] == list(range(1, len(records) + 1))
+    versions: dict[str, list[int]] = {}
+    for r in records:
+        versions.setdefault(r.stream_id, []).append(r.stream_version)
+    for sid, vs in versions.items():
+        assert vs == list(range(1, len(vs) + 1)), f"stream {sid}: versions {vs}"

@@ -18,14 +18,11 @@ the shared domain's host is the one every process writes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +33,16 @@ from ledger import Ledger
 from ledger.xml import parse_checkpoint_xml
 
 try:
+    from .helpers import assert_gapless
     from .proc_worker import open_store
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
+    from helpers import assert_gapless  # type: ignore[no-redef]
     from proc_worker import open_store  # type: ignore[no-redef]
 
 WORKER = Path(__file__).with_name("proc_worker.py")
 N = int(os.environ.get("CKPT_LEDGER_CONC_N") or 500)
 PROCS = 4
 SLOW = pytest.mark.timeout(3600 if N > 100 else 600)  # the full run takes minutes
-PG_URL = os.environ.get("CKPT_LEDGER_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _run(url: str, folder: Path, n: int = N, procs: int = PROCS) -> None:
@@ -104,12 +102,7 @@ def _check(url: str, shared_state: str, own_states: list[str], n: int, procs: in
         records = list(store.read_all())
     finally:
         store.close()
-    assert [r.position for r in records] == list(range(1, len(records) + 1))
-    versions: dict[str, list[int]] = {}
-    for r in records:
-        versions.setdefault(r.stream_id, []).append(r.stream_version)
-    for sid, vs in versions.items():
-        assert vs == list(range(1, len(vs) + 1)), f"stream {sid} has gaps or repeats"
+    assert_gapless(records)
     # one DomainEnrolled + n creates per own domain, one + procs*n for the shared one
     assert len(records) == procs * (n + 1) + (procs * n + 1)
 
@@ -142,28 +135,6 @@ def test_four_writers_sqlite(tmp_path: Path) -> None:
 @SLOW
 def test_four_writers_msgpack(tmp_path: Path) -> None:
     _run(f"msgpack:///{tmp_path}/ledger.log", tmp_path)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema on the test server, dropped afterwards (skip or fail when down)."""
-    try:
-        import psycopg
-
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except Exception as e:
-        reason = f"PostgreSQL not usable at {PG_URL}: {' '.join(str(e).split())}"
-        if os.environ.get("CKPT_LEDGER_REQUIRE_REAL") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}schema={schema}"
-    finally:
-        with contextlib.suppress(Exception):
-            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.close()
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import os
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +30,6 @@ except ImportError:  # tests/ is not a package: pytest put it on sys.path
     from helpers import SCRIPT, Host, assert_one_error_line  # type: ignore[no-redef]
     from proc_worker import open_store  # type: ignore[no-redef]
 
-PG_URL = os.environ.get("CKPT_LEDGER_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _fill(url: str, state: Path, creates: int = 4) -> None:
@@ -174,27 +172,6 @@ def test_cli_copy_mismatch_exits_non_zero(source: str, tmp_path: Path,
     run = Host(tmp_path).cli("copy", "--from", source, "--to", f"sqlite:///{tmp_path}/c.db")
     line = assert_one_error_line(run, "STORE_ERROR")
     assert "position 2: type differs" in line
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema on the test server, dropped afterwards (skip or fail when down)."""
-    try:
-        import psycopg
-
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except Exception as e:
-        reason = f"PostgreSQL not usable at {PG_URL}: {' '.join(str(e).split())}"
-        if os.environ.get("CKPT_LEDGER_REQUIRE_REAL") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    try:
-        yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema={schema}"
-    finally:
-        with contextlib.suppress(Exception):
-            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.close()
 
 
 @pytest.mark.postgres

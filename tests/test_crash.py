@@ -41,8 +41,10 @@ from ledger.envelope import StoredRecord, decode_record
 from ledger.projections import DomainState
 
 try:
+    from .helpers import assert_gapless
     from .proc_worker import open_store
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
+    from helpers import assert_gapless  # type: ignore[no-redef]
     from proc_worker import open_store  # type: ignore[no-redef]
 
 WORKER = Path(__file__).with_name("proc_worker.py")
@@ -130,12 +132,7 @@ def _check_store(url: str) -> tuple[list[StoredRecord], int]:
         records = list(store.read_all())
     finally:
         store.close()
-    assert [r.position for r in records] == list(range(1, len(records) + 1))
-    versions: dict[str, list[int]] = {}
-    for r in records:
-        versions.setdefault(r.stream_id, []).append(r.stream_version)
-    for sid, vs in versions.items():
-        assert vs == list(range(1, len(vs) + 1)), f"stream {sid}: versions {vs}"
+    assert_gapless(records)
     return records, len(torn)
 
 

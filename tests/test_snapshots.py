@@ -46,10 +46,10 @@ def _full(store: EventStore) -> Ledger:
 
 @pytest.fixture
 def applies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """One entry per event really folded: every row the catch-up's fold reads (ledger/fold.py)
-    plus every single record folded after an append."""
+    """One entry per event really folded: every row the catch-up's fold reads
+    (ledger/fold.py)."""
     calls: list[int] = []
-    real_rows, real_fold = ledger_module.fold_rows, Ledger._fold
+    real_rows = ledger_module.fold_rows
 
     def counting_rows(states: Any, by_name: Any, pages: Any, done: Any) -> None:
         def counted() -> Iterator[Any]:
@@ -58,12 +58,7 @@ def applies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
                 yield page
         real_rows(states, by_name, counted(), done)
 
-    def counting_fold(self: Ledger, record: Any) -> None:
-        calls.append(1)
-        real_fold(self, record)
-
     monkeypatch.setattr(ledger_module, "fold_rows", counting_rows)
-    monkeypatch.setattr(Ledger, "_fold", counting_fold)
     return calls
 
 
