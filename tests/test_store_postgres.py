@@ -184,6 +184,7 @@ def test_unknown_database(admin: Any) -> None:
 
 
 def test_bad_schema_name_is_a_url_error() -> None:
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
     from backends.postgres import open_url
 
     for bad in (f"{BASE_URL}?schema=x;drop", f"{BASE_URL}?schema=1abc", "mysql://x/y"):
