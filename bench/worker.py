@@ -288,7 +288,7 @@ def create_ledger(creates: int, domains: int = 20) -> dict[str, Any]:
 
     ``domains`` domains (chained, 3 qcow2 disks), each on its own mock state file and
     ledger (all sharing one store file), take ``creates // domains`` creates in turn. Each
-    create also reads, rewrites and fsyncs the mock's JSON state file (its simulated host).
+    create also appends and fsyncs a line of the mock's journal (its simulated host).
     """
     from adapters.mock import MockHypervisor
     from ledger.ledger import Ledger

@@ -273,7 +273,9 @@ CORRUPT_STATES = {
     "wrong-shape": b'{"domains": [1, 2, 3], "version": 1}',
     "a-list": b"[1, 2, 3]",
     "wrong-version": b'{"domains": {}, "version": 99}',
-    "truncated": None,  # the real file cut in half
+    "version-2": b'{"version":2,"domains":{}}',  # an old one-document state
+    "header-cut": None,  # the real journal's header line cut short
+    "damaged-middle": None,  # one byte of the real journal's second line changed
 }
 
 
@@ -285,11 +287,16 @@ CORRUPT_STATES = {
                          ids=["create", "write", "define", "delete"])
 def test_corrupt_mock_state_is_reported_not_overwritten(host: Host, kind: str,
                                                         argv: list[str]) -> None:
-    """A corrupt mock state file is STATE_ERROR and is left exactly as it was."""
+    """A corrupt mock state file is STATE_ERROR and is left exactly as it was (a torn
+    last line is an interrupted write instead: tests/test_mock_journal.py)."""
     data = CORRUPT_STATES[kind]
-    if data is None:
-        full = host.state.read_bytes()
-        data = full[: len(full) // 2]
+    full = host.state.read_bytes()
+    if kind == "header-cut":
+        data = full[: full.index(b"\n") // 2]
+    elif kind == "damaged-middle":
+        i = full.index(b"\n") + 20
+        data = full[:i] + bytes([full[i] ^ 0x01]) + full[i + 1:]
+    assert data is not None
     host.state.write_bytes(data)
     events = host.event_count()
     line = assert_one_error_line(host.main(*argv), "STATE_ERROR")

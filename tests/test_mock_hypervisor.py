@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -47,9 +49,21 @@ WORKER = textwrap.dedent("""
 """)
 
 
+def complete_lines(data: bytes) -> list[bytes]:
+    """The journal's complete lines, each checked as documented (crc32 of the JSON as 8 hex
+    digits, a space, a JSON object); what follows the last newline is a write under way."""
+    out = data[: data.rfind(b"\n") + 1].splitlines(keepends=True)
+    for line in out:
+        crc, body = line[:8], line[9:-1]
+        assert line[8:9] == b" " and int(crc, 16) == zlib.crc32(body), line
+        assert isinstance(json.loads(body), dict)
+    return out
+
+
 def test_concurrent_processes_lose_no_update(tmp_path: Path) -> None:
     """4 processes x 25 writes and 25 defines on one state file: every write's cluster and
-    every domain is there, and the file is valid JSON whenever anyone looks."""
+    every domain is there, and whenever anyone looks the file is the lines it held before
+    plus whole new lines (and at most the part of one being written)."""
     state = tmp_path / "host.json"
     hv = MockHypervisor(str(state))
     hv.define("shared", ["vda"])
@@ -57,17 +71,24 @@ def test_concurrent_processes_lose_no_update(tmp_path: Path) -> None:
     h.ok("create", "shared", "c1")
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(state), str(i)])
              for i in range(4)]
-    reads = 0
+    reads, seen = 0, complete_lines(state.read_bytes())
     while any(p.poll() is None for p in procs):
-        json.loads(state.read_bytes())  # atomic rename: never a half-written file
+        now = complete_lines(state.read_bytes())
+        assert now[: len(seen)] == seen, "a line was rewritten"
+        seen = now
         reads += 1
         time.sleep(0.002)
     assert [p.wait() for p in procs] == [0, 0, 0, 0]
     assert reads > 0
-    data = json.loads(state.read_bytes())
-    assert {f"p{i}-{j}" for i in range(4) for j in range(25)} <= set(data["domains"])
+    data = state.read_bytes()
+    assert data.endswith(b"\n") and complete_lines(data)[: len(seen)] == seen
+    assert len(complete_lines(data)) == 3 + 4 * 50  # header, define, create, 200 operations
+    shutil.copy(state, tmp_path / "copy.json")  # folded afresh (another path)
+    fresh = MockHypervisor(str(tmp_path / "copy.json"))
+    assert {f"p{i}-{j}" for i in range(4) for j in range(25)} <= set(fresh.list_domains())
     ext = hv.extents("shared", "vda", ["c1"])
     assert ext == [(k * 2 * CLUSTER, CLUSTER) for k in range(100)]
+    assert fresh.extents("shared", "vda", ["c1"]) == ext
 
 
 def test_corrupt_state_is_reported_not_overwritten(tmp_path: Path) -> None:

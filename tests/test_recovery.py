@@ -256,11 +256,7 @@ def test_verify_record_appends_each_observation_once_and_plan_goes_full(
 
 def test_verify_finds_a_bitmap_that_stopped_recording(lg: Ledger, host: MockHypervisor) -> None:
     seed(lg)
-    import json
-
-    data = json.loads(Path(host.path).read_text())
-    data["domains"]["vm"]["bitmaps"]["vda"]["chk1.1"]["enabled"] = False
-    Path(host.path).write_text(json.dumps(data))
+    host.set_bitmap_recording("vm", "vda", "chk1.1", False)  # behind the metadata's back
     r = lg.verify(["vm"])[0]
     assert [(f.kind, f.bitmap) for f in r.findings] == [("bitmap-not-recording", "chk1.1")]
 
