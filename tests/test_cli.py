@@ -8,16 +8,12 @@ the plan's bitmaps.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
 from helpers import BLOCK, DISKS3, MIB, Host, diskspecs
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from adapters.mock import MockHypervisor
-from ledger.xml import parse_checkpoint_xml
 
 SEED = [  # (checkpoint, disks with a bitmap): disks A, B, C = vda, vdb, vdc
     ("chk1.1", ("vda", "vdb")),
@@ -381,61 +377,3 @@ def test_redefine_from_file(host: Host, tmp_path: Path) -> None:
     view = host.ok_json("show", "vm", "r1")
     assert view["creation_time"] == 1234 and view["disks"][0]["bitmap"] == "r1"
     assert host.current("vm") == "r1"
-
-
-# ------------------------------------------------- ledger == mock's metadata
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("create"), st.sampled_from("abcdef"),
-                  st.sampled_from([(), ("vda",), ("vdb",), ("vda", "vdb")])),
-        st.tuples(st.just("delete"), st.sampled_from("abcdefz"),
-                  st.sampled_from(["", "--children", "--children-only", "--metadata-only"])),
-    ),
-    min_size=1, max_size=6,
-)
-
-
-def mock_view(hv: MockHypervisor, dom: str) -> tuple[list[str], dict[str, str | None], str | None]:
-    names = hv.list_checkpoints(dom)
-    parents = {n: parse_checkpoint_xml(hv.checkpoint_xml(dom, n), redefine=True).parent
-               for n in names}
-    return names, parents, hv.current(dom)
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-@given(policy=st.sampled_from(["chained", "independent"]), ops=OPS)
-def test_ledger_mirrors_mock_metadata(policy: str, ops: list[tuple[str, str, object]]) -> None:
-    """After every step of any create/delete sequence (failed ones included), the ledger's
-    checkpoints, parents and current equal the hypervisor's own metadata."""
-    with tempfile.TemporaryDirectory() as tmp:
-        h = Host(Path(tmp))
-        h.ok("mock", "define", "vm", "--disk", "vda", "--disk", "vdb", "--policy", policy)
-        hv = MockHypervisor(str(h.state))
-        for op in ops:
-            if op[0] == "create":
-                _, name, disks = op
-                specs = [x for d in disks for x in ("--disk", str(d))]  # type: ignore[union-attr]
-                h.cli("create", "vm", name, *specs)
-            else:
-                _, name, flag = op
-                h.cli("delete", "vm", name, *([str(flag)] if flag else []))
-            mock = h.ok_json("mock", "checkpoints", "vm")
-            assert mock["domain"] == "vm"
-            names, parents, current = mock_view(hv, "vm")
-            assert mock["checkpoints"] == names and mock["current"] == current
-            listed = h.cli("list", "vm", "--topological", "--json")
-            if listed.code != 0:  # the ledger has never recorded anything for vm
-                assert "[NO_DOMAIN]" in listed.stderr and h.event_count() == 0
-                assert names == []
-                continue
-            ledger = listed.json()
-            assert [v["name"] for v in ledger] == names
-            assert {v["name"]: v["parent"] for v in ledger} == parents
-            assert [v["name"] for v in ledger if v["current"]] == ([current] if current else [])
-            # the ledger's bitmaps equal the disks' real bitmaps
-            real = {d: sorted(b["name"] for b in bms)
-                    for d, bms in hv.observed_bitmaps("vm").items()}
-            believed = {d: sorted(b["bitmap"] for b in bms)
-                        for d, bms in h.ok_json("bitmaps", "vm")["disks"].items()}
-            if not any(o[0] == "delete" and o[2] == "--metadata-only" for o in ops):
-                assert believed == real
