@@ -15,7 +15,9 @@ creates checkpoints (printing each name once ``create`` has returned), SIGKILL i
   when the kill came, hypervisor done, append not), never the reverse, and
   ``Ledger.import_()`` reconciles it.
 
-The store and host start afresh every ``PER_STORE`` cycles so that creates stay fast.
+The store and host start afresh every ``PER_STORE`` cycles so that creates stay fast. The
+waits come from a random generator seeded from the clock; the seed is printed (pytest shows
+it with a failure) and ``CKPT_LEDGER_CRASH_SEED=<seed>`` replays the same waits.
 """
 
 from __future__ import annotations
@@ -150,7 +152,9 @@ def _created(records: list[StoredRecord]) -> Counter[tuple[str, str]]:
 @pytest.mark.timeout(max(300, KILLS * 3))
 @pytest.mark.parametrize("backend", ["sqlite", "msgpack"])
 def test_sigkill_during_creates(backend: str, tmp_path: Path, zygote: Zygote) -> None:
-    rng = random.Random(int(os.environ.get("CKPT_LEDGER_CRASH_SEED") or time.time_ns()))
+    seed = int(os.environ.get("CKPT_LEDGER_CRASH_SEED") or time.time_ns())
+    print(f"kill timings: seed {seed} (CKPT_LEDGER_CRASH_SEED={seed} replays them)")
+    rng = random.Random(seed)
     started = time.monotonic()
     stats: Counter[str] = Counter()
     live: Ledger | None = None
@@ -221,5 +225,5 @@ def test_sigkill_during_creates(backend: str, tmp_path: Path, zygote: Zygote) ->
         stats["events"] += live.position
         live.close()
     took = time.monotonic() - started
-    print(f"\n{backend}: {KILLS} kills in {took:.1f} s; {dict(stats)}")
+    print(f"\n{backend}: {KILLS} kills in {took:.1f} s (seed {seed}); {dict(stats)}")
     assert stats["reported"] > 0
