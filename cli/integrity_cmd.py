@@ -48,9 +48,11 @@ def register(app: typer.Typer) -> None:
             "`ckpt-ledger head`): catches a rewritten or truncated log."),
         json_out: bool = JSON,
     ) -> None:
-        """Check the hash chain of every event (and an anchor).
+        """Check the hash chain of every event (and an anchor), and that the snapshot is
+        what the events up to its position fold to.
 
-        Exit status 0 when intact; 1 with one line naming the first bad position otherwise.
+        Exit status 0 when intact; 1 with one line naming the first bad position (or the
+        snapshot's position and the first domain that differs) otherwise. Writes nothing.
         """
         pinned = parse_anchor(anchor) if anchor is not None else None
         with _store(ctx) as store:

@@ -3,6 +3,9 @@
 * :func:`verify_chain` walks records oldest first and reports the first position where the
   chain breaks, and why (an edited field or payload, an edited hash, a deleted, inserted or
   moved event, a gap, a position that does not increase, an anchor that does not match).
+* :func:`verify_store` does that for a whole store and also folds the verified events up to
+  the store's snapshot's position and compares (ledger/snapshots.py): a snapshot the events
+  do not give fails it, though its crc matches.
 * :func:`head` is the ``(position, hash)`` of the newest event: write it down somewhere else
   and later ``verify-log --anchor POSITION:HASH`` proves nothing up to it was rewritten or
   cut off (the chain has no key, so an attacker can recompute it; an anchor cannot be).
@@ -41,7 +44,7 @@ import base64
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -54,6 +57,7 @@ from .envelope import StoredRecord, again
 from .errors import LedgerError
 from .files import replacing
 from .ports import EventStore
+from .snapshots import Refold, SnapshotCheck
 
 EXPORT_FORMAT = "ckpt-ledger-export"
 EXPORT_VERSION = 1
@@ -75,6 +79,7 @@ class ChainReport:
     reason: str | None = None  # why, in one line
     anchor: tuple[int, str] | None = None  # the anchor checked, if any
     anchor_ok: bool | None = None
+    snapshot: SnapshotCheck | None = None  # the store's snapshot against the events
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -86,6 +91,7 @@ class ChainReport:
                           else {"position": self.first_bad, "reason": self.reason}),
             "anchor": (None if self.anchor is None else {
                 "position": self.anchor[0], "hash": self.anchor[1], "ok": self.anchor_ok}),
+            "snapshot": None if self.snapshot is None else self.snapshot.to_dict(),
         }
 
     def line(self) -> str:
@@ -95,7 +101,11 @@ class ChainReport:
                     f"{self.head_position}:{self.head_hash}")
             if self.anchor is not None:
                 text += f"; anchor {self.anchor[0]} matches"
+            if self.snapshot is not None:
+                text += f"; {self.snapshot.line()}"
             return text
+        if self.first_bad is None and self.snapshot is not None:
+            return f"hash chain intact, but {self.snapshot.line()}"
         if self.anchor_ok is False:
             return f"anchor check failed at position {self.first_bad}: {self.reason}"
         return f"hash chain broken at position {self.first_bad}: {self.reason}"
@@ -118,7 +128,8 @@ def _links(record: StoredRecord, prev: str) -> bool:
 
 
 def verify_chain(
-    records: Iterable[StoredRecord], anchor: tuple[int, str] | None = None
+    records: Iterable[StoredRecord], anchor: tuple[int, str] | None = None,
+    verified: Callable[[StoredRecord], None] | None = None,
 ) -> ChainReport:
     """Check that ``records`` (a whole log, oldest first) form an unbroken hash chain.
 
@@ -126,7 +137,8 @@ def verify_chain(
     the previous record's hash. The report names the first bad position and a reason
     (telling an edited event from an edited hash, or a run of moved/deleted/inserted events,
     by looking one record ahead). With ``anchor = (position, hash)`` the log must also hold
-    that position with that hash (a log cut short of it fails).
+    that position with that hash (a log cut short of it fails). ``verified`` is handed each
+    record once it passed every check, in order.
     """
     it = iter(records)
     prev, expected, count = GENESIS, 1, 0
@@ -172,6 +184,8 @@ def verify_chain(
                 return report(False, expected, f"position {expected} has hash {rec.hash}, the "
                               f"anchor says {anchor[1]}: history up to it was rewritten")
             anchor_ok = True
+        if verified is not None:
+            verified(rec)
         prev, expected = rec.hash, expected + 1
     if anchor is not None and anchor_ok is not True:
         anchor_ok = False
@@ -192,8 +206,14 @@ def head(store: EventStore) -> tuple[int, str]:
 
 
 def verify_store(store: EventStore, anchor: tuple[int, str] | None = None) -> ChainReport:
-    """:func:`verify_chain` over every event of ``store``."""
-    return verify_chain(store.read_all(), anchor)
+    """:func:`verify_chain` over every event of ``store``, which also checks the store's
+    snapshot against the events (``snapshot``; not ``ok`` when one that would be loaded is
+    not what the events up to its position fold to: ledger/snapshots.py). Writes nothing."""
+    refold = Refold(store)
+    report = verify_chain(store.read_all(), anchor, refold.add)
+    report.snapshot = refold.result()
+    report.ok = report.ok and report.snapshot.ok
+    return report
 
 
 # ----------------------------------------------------------------------------- export

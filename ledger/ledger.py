@@ -3,9 +3,11 @@
     catch up (fold new events) -> decide (rules, pure) -> apply (hypervisor)
     -> append (store, with the expected stream version) -> fold
 
-Reads (``list``, ``show``, ``bitmaps``, ``plan``, ``log``) use the projections only and never
-touch the hypervisor. The store and hypervisor are reached through ``ledger.ports``; a URL is
-turned into one by ``ledger.plugins``.
+Reads (``list``, ``show``, ``bitmaps``, ``plan``, ``log`` ...) use the projections only and
+never touch the hypervisor; each first folds whatever the store gained since the ledger last
+looked (another process's appends), so a long-lived ledger never answers from stale state.
+The store and hypervisor are reached through ``ledger.ports``; a URL is turned into one by
+``ledger.plugins``.
 """
 
 from __future__ import annotations
@@ -213,6 +215,20 @@ class Ledger:
             if enabled:
                 gc.enable()
 
+    def _refresh(self) -> None:
+        """Catch up if the store has moved on: one look at its head (``last_position``, an
+        indexed query), then a fold of only the new events. STORE_ERROR when the store now
+        ends before what this ledger has already folded (events were removed from it)."""
+        last = self.store.last_position()
+        if last == self.position:
+            return
+        if last < self.position:
+            raise LedgerError("STORE_ERROR", f"store {self.store.url} now ends at position "
+                              f"{last}, before position {self.position} this ledger has "
+                              "already read: events were removed (check it with "
+                              "`ckpt-ledger verify-log`)")
+        self.catch_up()
+
     def _folded(self, position: int, count: int) -> None:
         """After a bulk fold: move to ``position``."""
         if count:
@@ -238,7 +254,14 @@ class Ledger:
         self._hash_at = (self.position, value)
 
     def state(self, domain: str) -> DomainState:
-        """The projection of ``domain`` (NO_DOMAIN if the ledger has never seen it)."""
+        """The projection of ``domain`` (NO_DOMAIN if the store has nothing for it), after
+        folding what the store gained since the last read.
+
+        It is the live projection, not a copy: a later read or write of this ledger that
+        folds new events of the domain changes it in place. ``clone()`` it, or use
+        :meth:`state_at` with a position, for one that stays as it is.
+        """
+        self._refresh()
         stream = self.by_name.get(domain)
         if stream is None:
             raise LedgerError(
@@ -249,7 +272,8 @@ class Ledger:
         return self.states[stream]
 
     def domains(self) -> list[str]:
-        """Names of every domain the ledger knows, sorted."""
+        """Names of every domain in the store, sorted."""
+        self._refresh()
         return sorted(self.by_name)
 
     def event_count(self) -> int:

@@ -6,6 +6,9 @@ enough events were folded since the last. A snapshot is only a cache and is neve
 it is ignored, and the ledger rebuilds from the events, when it was written by another
 projection version or snapshot format, when it is damaged (its digest does not match), or
 when the log no longer holds its position with its hash (a rewritten or truncated log).
+The crc only catches damage: ``verify-log`` binds a snapshot to the chain it claims by
+folding the verified events up to its position and comparing (:class:`Refold`), and
+``verify`` compares the host with states folded from the events (ledger/recovery.py).
 
 Encoding (format 3)::
 
@@ -34,8 +37,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgpack
 
+from .envelope import StoredRecord
 from .errors import LedgerError
-from .ports import EventStore
+from .fold import fold_rows
+from .ports import EventStore, ScanRow
 from .projections import PROJECTION_VERSION, DomainState
 
 if TYPE_CHECKING:
@@ -221,9 +226,11 @@ def decode(data: bytes) -> Snapshot:
             raise SnapshotRejected("corrupt", "unreadable projections")
         states[sid] = blobs[start:end]
         start = end
-    if start != len(blobs):
+    if start != len(blobs) or len(states) != len(ids):
         raise SnapshotRejected("corrupt", "unreadable projections")
     by_name = {str(k): str(v) for k, v in names.items()}
+    if not all(sid in states for sid in by_name.values()):
+        raise SnapshotRejected("corrupt", "a name stands for a stream it does not hold")
     return Snapshot(position=position, hash=hash_, states=LazyStates(states), by_name=by_name)
 
 
@@ -314,16 +321,26 @@ class RebuildReport:
                 + ("wrote a fresh snapshot" if self.written else "no snapshot written"))
 
 
+def _readable(states: Mapping[str, DomainState], sid: str) -> DomainState | None:
+    """``states[sid]``, or None when absent or its snapshot blob does not decode."""
+    try:
+        return states.get(sid)
+    except LedgerError:
+        return None
+
+
 def differing(
     a: Mapping[str, DomainState], a_names: Mapping[str, str],
     b: Mapping[str, DomainState], b_names: Mapping[str, str],
 ) -> list[str]:
-    """Names (or stream ids) of the domains whose projections differ between two sets."""
+    """Names (or stream ids) of the domains whose projections differ between two sets,
+    sorted; a state of ``a`` that does not decode differs. A domain is named as ``b`` (the
+    one folded from the events) names it."""
     out = set()
     for sid in set(a) | set(b):
-        sa, sb = a.get(sid), b.get(sid)
+        sa, sb = _readable(a, sid), b.get(sid)
         if sa is None or sb is None or sa.to_dict() != sb.to_dict():
-            either = sa or sb
+            either = sb or sa
             out.add((either.name if either is not None else "") or sid)
     for name in set(a_names) | set(b_names):
         if a_names.get(name) != b_names.get(name):
@@ -357,3 +374,106 @@ def rebuild(store: EventStore, write: bool = True) -> RebuildReport:
     return RebuildReport(position=fresh.position, events=fresh.folded,
                          domains=len(fresh.states), snapshot=compared, detail=detail,
                          differing=diff, written=written)
+
+
+@dataclass
+class SnapshotCheck:
+    """``verify-log``'s verdict on the store's snapshot (see :class:`Refold`).
+
+    ``status``: ``matched`` or ``differs`` (it loads, and the events up to its position fold
+    to the same projections, or not), ``unfoldable`` (an event up to its position does not
+    fold), ``unchecked`` (the hash chain breaks first), or what :func:`load` said of one that
+    is not used (``none``, ``other-version``, ``corrupt``, ``stale``).
+    """
+
+    status: str
+    detail: str
+    position: int | None = None
+    differing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """False when a snapshot that would be loaded is not what the events say."""
+        return self.status not in ("differs", "unfoldable")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return {"status": self.status, "position": self.position, "detail": self.detail,
+                "differing": list(self.differing)}
+
+    def line(self) -> str:
+        """A clause for verify-log's line."""
+        where = f"the snapshot at position {self.position}"
+        if self.status == "matched":
+            return f"{where} matches the events"
+        if self.status == "differs":
+            more = f" (and {len(self.differing) - 1} more)" if len(self.differing) > 1 else ""
+            return (f"{where} does not match the events: domain {self.differing[0]} differs"
+                    f"{more}; `ckpt-ledger rebuild` replaces it")
+        if self.status == "unfoldable":
+            return (f"{where} cannot be checked: {self.detail}; `ckpt-ledger rebuild` "
+                    "says more")
+        if self.status == "unchecked":
+            return f"{where} not checked: {self.detail}"
+        if self.status == "none":
+            return "no snapshot"
+        return f"the snapshot is not used ({self.status}: {self.detail})"
+
+
+class Refold:
+    """Folds the records of a verified chain (handed to :meth:`add`, oldest first) up to the
+    store's snapshot's position, and compares the result with the snapshot
+    (:meth:`result`): the snapshot is bound to the chain it claims to reflect."""
+
+    PAGE = 1024
+
+    def __init__(self, store: EventStore) -> None:
+        snap, status, detail = load(store)
+        self.snap = snap
+        self.status, self.detail = status, detail
+        self.states: dict[str, DomainState] = {}
+        self.by_name: dict[str, str] = {}
+        self.rows: list[ScanRow] = []
+        self.reached = 0  # the last position handed to the fold
+        self.error: str | None = None
+
+    def add(self, rec: StoredRecord) -> None:
+        """Take the next verified record."""
+        if self.snap is None or self.error is not None or rec.position > self.snap.position:
+            return
+        self.rows.append((rec.position, rec.stream_id, rec.stream_version,
+                          rec.schema_version, rec.payload))
+        self.reached = rec.position
+        if len(self.rows) >= self.PAGE:
+            self._fold()
+
+    def _fold(self) -> None:
+        rows, self.rows = self.rows, []
+        last = [rows[0][0] - 1]
+
+        def done(position: int, count: int) -> None:
+            if count:
+                last[0] = position
+
+        try:
+            fold_rows(self.states, self.by_name, [rows], done)
+        except Exception as e:  # a payload that does not fold: the snapshot cannot be right
+            why = e.one_line() if isinstance(e, LedgerError) else f"{type(e).__name__}: {e}"
+            self.error = f"event {last[0] + 1} does not fold ({why})"
+
+    def result(self) -> SnapshotCheck:
+        """The verdict, once every record up to the snapshot's position was added."""
+        snap = self.snap
+        if snap is None:
+            return SnapshotCheck(self.status, self.detail)
+        if self.error is None and self.rows:
+            self._fold()
+        if self.error is not None:
+            return SnapshotCheck("unfoldable", self.error, snap.position)
+        if self.reached < snap.position:
+            return SnapshotCheck("unchecked", "the hash chain breaks before it",
+                                 snap.position)
+        diff = differing(snap.states, snap.by_name, self.states, self.by_name)
+        if diff:
+            return SnapshotCheck("differs", "not what the events say", snap.position, diff)
+        return SnapshotCheck("matched", "", snap.position)

@@ -13,10 +13,13 @@ import importlib
 import multiprocessing
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,8 @@ from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError, VersionConflict
 from ledger.integrity import head, verify_chain
 from ledger.ports import ANY, NO_STREAM, EventStore
+
+CLI = Path(sys.executable).parent / "ckpt-ledger"  # the installed console script
 
 
 def rec(stream: str = "s1", payload: bytes = b"p", type_: str = "T", name: str = "") -> NewRecord:
@@ -657,6 +662,84 @@ class StoreContract:
             assert [r.position for r in store.read_all()] == [1, 2, 3]
         finally:
             store.close()
+
+    # --- a long-lived Ledger on the store ------------------------------------------------
+
+    def test_a_long_lived_ledger_answers_with_what_others_appended(
+        self, store_factory: StoreFactory, tmp_path: Path
+    ) -> None:
+        """Every read of a Ledger first folds what another Ledger on the same store (and,
+        where the store is shared between processes, another process) appended since:
+        new checkpoints, a domain it never saw, deletes."""
+        from adapters.mock import MockHypervisor
+        from ledger import Ledger
+
+        state_file = tmp_path / "host.json"
+        hv = f"mock:///{state_file}"
+        mock = MockHypervisor(str(state_file))
+        mock.define("d", ["vda"], "chained")
+        for dom in ("e", "f"):
+            mock.define(dom, ["vda"])
+        store = store_factory()
+        second = store_factory.another(store)
+        try:
+            lg = Ledger.open(store, hv, snapshot_every=0)
+            for cp in ("c1", "c2", "c3"):
+                lg.create("d", cp)
+            kept = lg.state("d")
+            assert (lg.plan("d", "c3").disks["vda"].mode, lg.domains()) == ("incremental", ["d"])
+
+            other = Ledger.open(second, hv, snapshot_every=0)
+            other.create("d", "c4")
+            other.create("e", "e1")
+            other.delete("d", "c1")
+            vda = lg.plan("d", "c3").disks["vda"]
+            assert (vda.mode, vda.bitmaps) == ("differential", ["c3", "c4"])
+            assert lg.domains() == ["d", "e"]
+            assert [v.name for v in lg.list("d")] == ["c2", "c3", "c4"]
+            assert lg.show("d", "c4").current and lg.list("e")[0].name == "e1"
+            assert [b.bitmap for b in lg.bitmaps("d").disks["vda"]] == ["c2", "c3", "c4"]
+            assert lg.history("d", "c1")[-1].what == "deleted"
+            assert lg.log("e")[-1].type == "CheckpointCreated"
+            assert "<name>c4</name>" in lg.xml("d", "c4")
+            assert kept is lg.state("d") and "c4" in kept.checkpoints  # the live projection
+            self._answers_as_a_fresh_ledger(lg, second)
+
+            if store_factory.multiprocess:  # the CLI in another process
+                url = store_factory.url_of(store)
+                for args in (("create", "f", "f1"), ("delete", "d", "c2")):
+                    done = subprocess.run(
+                        [str(CLI), "--store", url, "--hypervisor", hv, *args],
+                        capture_output=True, text=True, timeout=60)
+                    assert done.returncode == 0, done.stderr
+                assert lg.domains() == ["d", "e", "f"]
+                assert [v.name for v in lg.list("f")] == ["f1"]
+                assert [v.name for v in lg.list("d")] == ["c3", "c4"]
+                assert lg.plan("f", "f1").disks["vda"].bitmaps == ["f1"]
+                assert lg.history("d", "c2")[-1].what == "deleted"
+                self._answers_as_a_fresh_ledger(lg, second)
+        finally:
+            for h in {id(h): h for h in (store, second)}.values():
+                h.close()
+
+    @staticmethod
+    def _answers_as_a_fresh_ledger(lg: object, store: EventStore) -> None:
+        """``lg`` answers every read as a Ledger that has just folded the whole store."""
+        from ledger import Ledger
+
+        assert isinstance(lg, Ledger)
+        fresh = Ledger(store)
+        fresh.catch_up()
+        assert lg.domains() == fresh.domains()
+        for dom in fresh.domains():
+            assert lg.list(dom) == fresh.list(dom)
+            assert lg.bitmaps(dom) == fresh.bitmaps(dom)
+            assert lg.log(dom) == fresh.log(dom)
+            for view in fresh.list(dom):
+                assert lg.show(dom, view.name) == view
+                assert lg.plan(dom, view.name) == fresh.plan(dom, view.name)
+                assert lg.history(dom, view.name) == fresh.history(dom, view.name)
+        assert lg.log() == fresh.log()
 
 
 def _assert_chained(records: list[StoredRecord]) -> str:

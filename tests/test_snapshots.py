@@ -4,6 +4,7 @@ is ignored; ``rebuild`` compares and rewrites; results equal a full rebuild ever
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import uuid
@@ -23,10 +24,10 @@ from ledger.chain import GENESIS
 from ledger.ports import EventStore
 
 try:
-    from .helpers import Host, command
+    from .helpers import Host, assert_one_error_line, command
     from .store_contract import domain_history
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from helpers import Host, command  # type: ignore[no-redef]
+    from helpers import Host, assert_one_error_line, command  # type: ignore[no-redef]
     from store_contract import domain_history  # type: ignore[no-redef]
 
 PG_URL = os.environ.get("CKPT_LEDGER_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -319,3 +320,231 @@ def test_cli_rebuild(tmp_path: Path) -> None:
     assert data == {"position": n, "events": n, "domains": 2, "snapshot": "matched",
                     "detail": str(n), "differing": [], "written": True}
     assert GENESIS not in first.stdout
+
+
+# --- a forged snapshot (its crc recomputed) -----------------------------------------------
+
+
+def _blob_dict(blob: Any) -> dict[str, Any]:
+    import zlib
+
+    data: dict[str, Any] = msgpack.unpackb(zlib.decompress(blob), raw=False)
+    return data
+
+
+def _forged_blob(blob: Any, field: str) -> bytes:
+    """The blob of one domain with ``field`` of its state changed."""
+    import zlib
+
+    d = _blob_dict(blob)
+    if field == "checkpoints":
+        d[field] = d[field][:-1]
+    elif field == "bitmaps":
+        row = d[field]["vda"][-1]
+        row[2] = not row[2]
+    elif field == "disks":
+        d[field] = d[field][:1]
+    elif field in ("version", "position", "projection_version"):
+        d[field] += 1
+    elif field == "drift":
+        d[field] = {"bitmap-missing/cp1/vda/cp1": "forged"}
+    elif field == "current":
+        d[field] = "cp1"
+    elif field == "policy":
+        d[field] = "chained"
+    else:  # stream_id, name, uuid
+        d[field] = "forged-" + str(d[field])
+    return zlib.compress(msgpack.packb(d, use_bin_type=True), 1)
+
+
+BLOB_FIELDS = ["stream_id", "name", "uuid", "policy", "disks", "checkpoints", "current",
+               "bitmaps", "drift", "version", "position", "projection_version"]
+# header forgery -> what it is: differs (verify-log fails) or why it is ignored on open
+HEADER_FORGERIES = {
+    "projection_version": "other-version", "position": "corrupt", "hash": "stale",
+    "position-and-hash-moved": "differs", "ids-swapped": "differs", "ids-extra": "corrupt",
+    "ends-shifted": "differs", "by_name-swapped": "differs", "by_name-added": "differs",
+    "by_name-dropped": "differs", "by_name-unknown-stream": "corrupt",
+    # the row's position and the header's moved together, to where the log holds no event
+    "moved-to:0": "stale", "moved-to:-1": "stale", f"moved-to:{2**63 - 1}": "stale",
+}
+
+
+def _forge(store: EventStore, data: bytes, what: str) -> tuple[int, str, str | None]:
+    """Save a forgery of snapshot ``data`` (its crc recomputed); (its position, the verdict,
+    the first domain that differs)."""
+    header, blobs = snapshots.split(data)
+    header = dict(header)
+    position = header["position"]
+    ids, ends, names = list(header["ids"]), list(header["ends"]), dict(header["by_name"])
+    parts = [bytes(blobs[a:b]) for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+    want, first = HEADER_FORGERIES.get(what, "differs"), None
+    if what.startswith("blob:"):
+        parts[1] = _forged_blob(parts[1], what[5:])
+        first = "vm1"
+    elif what == "projection_version":
+        header[what] += 1
+    elif what == "position":
+        header[what] -= 1
+    elif what == "hash":
+        header[what] = "0" * 64
+    elif what == "position-and-hash-moved":  # claims the state one event earlier
+        position -= 1
+        header.update(position=position, hash=snapshots.hash_at(store, position))
+        first = "vm1"  # the domain of the last event
+    elif what.startswith("moved-to:"):
+        position = int(what[9:])
+        header["position"] = position
+    elif what == "ids-swapped":
+        ids.reverse()
+        first = "vm0"
+    elif what == "ids-extra":
+        ids.append("extra")
+    elif what == "ends-shifted":
+        ends[0] -= 1
+        first = "vm0"
+    elif what == "by_name-swapped":
+        names = {"vm0": names["vm1"], "vm1": names["vm0"]}
+        first = "vm0"
+    elif what == "by_name-added":
+        names["a-ghost"] = names["vm1"]
+        first = "a-ghost"
+    elif what == "by_name-dropped":
+        del names["vm0"]
+        first = "vm0"
+    elif what == "by_name-unknown-stream":
+        names["vm0"] = "no-such-stream"
+    if not what.startswith("ends"):
+        ends = list(itertools.accumulate(len(p) for p in parts))
+    header.update(ids=ids, ends=ends, by_name=names)
+    forged = snapshots.join(msgpack.packb(header, use_bin_type=True), b"".join(parts))
+    store.save_snapshot(snapshots.SNAPSHOT_KEY, position, forged)
+    return position, want, first
+
+
+FORGERIES = [*HEADER_FORGERIES, *(f"blob:{f}" for f in BLOB_FIELDS)]
+
+
+def test_verify_log_fails_on_a_snapshot_the_events_do_not_support(
+    reopen: Callable[[], EventStore], tmp_path: Path
+) -> None:
+    """Each field of the header and of a domain's blob forged (crc recomputed): a snapshot
+    that loads but is not what the events say fails verify-log (one line naming its position
+    and the first domain that differs), writing nothing; after `rebuild` it passes. One that
+    does not load is only reported (it is ignored on open)."""
+    from ledger.integrity import verify_store
+
+    store = reopen()
+    domain_history(store, domains=2, checkpoints=5)
+    good = _full(store)
+    assert good.save_snapshot(force=True)
+    truth = _plain(good)
+    genuine = _saved(store)[1]
+    report = verify_store(store)
+    assert report.ok and report.snapshot is not None and report.snapshot.status == "matched"
+    assert report.line().endswith(f"the snapshot at position {good.position} matches the "
+                                  "events")
+    url = store.url
+    store.close()
+    cli = None if url.startswith("memory") else Host(tmp_path)  # a memory store: no CLI
+    command()  # build the click command before Host.main patches typer's builder
+    for what in FORGERIES:
+        store = reopen()
+        position, want, first = _forge(store, genuine, what)
+        saved = _saved(store)
+        report = verify_store(store)
+        assert report.first_bad is None and report.snapshot is not None, what
+        assert report.snapshot.status == want, (what, report.snapshot)
+        if want == "differs":
+            assert not report.ok and report.snapshot.differing[0] == first, what
+            line = report.line()
+            assert (f"snapshot at position {position}" in line and f"domain {first}" in line
+                    and "ckpt-ledger rebuild" in line), (what, line)
+        else:
+            assert report.ok and f"({want}:" in report.line(), (what, report.line())
+            assert snapshots.load(store)[1] == want, what  # so open ignores it
+        store.close()
+        if cli is not None:
+            run = cli.main("--store", url, "verify-log")
+            data = cli.main("--store", url, "verify-log", "--json")
+            assert data.json()["snapshot"]["status"] == want, what
+            if want == "differs":
+                line = assert_one_error_line(run)
+                assert f"position {position}" in line and f"domain {first}" in line, line
+                assert data.code == 1 and not data.json()["ok"], what
+                assert data.json()["snapshot"]["differing"][0] == first, what
+            else:
+                assert run.code == 0 and run.stderr == "", (what, run)
+        store = reopen()
+        try:
+            assert _saved(store) == saved, what  # verify-log wrote nothing
+            rebuilt = snapshots.rebuild(store)
+            assert rebuilt.snapshot == want and rebuilt.written, (what, rebuilt)
+            again = verify_store(store)
+            assert again.ok and again.snapshot and again.snapshot.status == "matched", what
+            reopened = Ledger.open(store, snapshot_every=0)  # closed with the store
+            assert reopened.snapshot_status == "loaded" and _plain(reopened) == truth, what
+        finally:
+            store.close()
+        if cli is not None:
+            assert cli.main("--store", url, "verify-log").code == 0, what
+
+
+def test_verify_log_on_a_broken_chain_names_the_break_not_the_snapshot(tmp_path: Path) -> None:
+    from ledger.integrity import verify_store
+
+    store, good = _with_snapshot(tmp_path)
+    _forge(store, _saved(store)[1], "blob:checkpoints")
+    raw = sqlite3.connect(str(tmp_path / "l.db"), isolation_level=None)
+    with contextlib.closing(raw):
+        raw.execute("UPDATE events SET payload = x'00' WHERE position = 3")
+    report = verify_store(store)
+    assert not report.ok and report.first_bad == 3 and "hash chain broken" in report.line()
+    assert report.snapshot is not None and report.snapshot.status == "unchecked"
+    store.close()
+
+
+def test_a_by_name_to_an_unknown_stream_is_never_loaded(tmp_path: Path) -> None:
+    store, good = _with_snapshot(tmp_path)
+    _forge(store, _saved(store)[1], "by_name-unknown-stream")
+    lg = Ledger.open(store, snapshot_every=0)
+    assert lg.snapshot_status == "corrupt"
+    assert [v.name for v in lg.list("vm0")] == [v.name for v in good.list("vm0")]
+    store.close()
+
+
+def test_verify_answers_from_the_events_not_from_a_forged_snapshot(
+    reopen: Callable[[], EventStore], tmp_path: Path
+) -> None:
+    """`verify` compares the host with the domain's state folded from its own events; a
+    projection (from the snapshot) that differs is reported, never recorded as drift."""
+    from adapters.mock import MockHypervisor
+
+    mock = MockHypervisor(str(tmp_path / "host.json"))
+    mock.define("vm", ["vda"])
+    hv = f"mock:///{tmp_path / 'host.json'}"
+    with Ledger.open(reopen(), hv, snapshot_every=1) as lg:
+        for cp in ("c1", "c2", "c3"):
+            lg.create("vm", cp)
+        assert [r.ok for r in lg.verify()] == [True]
+    store = reopen()
+    position, data = _saved(store)
+    snap = snapshots.decode(data)
+    state = snap.states[snap.by_name["vm"]]
+    del state.checkpoints["c3"]
+    state.checkpoints["c2"].children.clear()
+    state.current = "c2"
+    store.save_snapshot(snapshots.SNAPSHOT_KEY, position,
+                        snapshots.encode(snap.states, snap.by_name, position, snap.hash))
+    store.close()
+    with Ledger.open(reopen(), hv, snapshot_every=0) as lg:
+        assert lg.snapshot_status == "loaded" and "c3" not in lg.state("vm").checkpoints
+        count = lg.event_count()
+        (report,) = lg.verify(record=True)
+        assert [f.kind for f in report.findings] == ["snapshot-mismatch"], report.findings
+        assert "ckpt-ledger rebuild" in report.findings[0].detail and not report.ok
+        assert lg.event_count() == count and report.recorded == 0  # not drift: not recorded
+    with Ledger.open(reopen(), hv, snapshot_every=0) as lg:
+        snapshots.rebuild(lg.store)
+    with Ledger.open(reopen(), hv, snapshot_every=0) as lg:
+        assert [r.ok for r in lg.verify()] == [True]
