@@ -8,7 +8,8 @@
   cut off (the chain has no key, so an attacker can recompute it; an anchor cannot be).
 * :func:`export_log` writes a deterministic file: the same ledger always gives the same
   bytes, whatever backend holds it. :func:`import_log` verifies such a file completely
-  before it writes anything, then appends only what the store is missing.
+  before it writes anything (the hash chain, and that every event can be read and folded
+  here), then appends only what the store is missing.
 
 Export format (version 1). ``jsonl``: one JSON object per line, keys sorted, compact
 separators, ASCII only. ``msgpack``: the same objects as consecutive msgpack maps (keys
@@ -54,6 +55,7 @@ from .envelope import StoredRecord, again
 from .errors import LedgerError
 from .files import replacing
 from .ports import EventStore
+from .readable import first_unreadable
 
 EXPORT_FORMAT = "ckpt-ledger-export"
 EXPORT_VERSION = 1
@@ -437,7 +439,9 @@ def read_export(path: str | Path) -> ExportFile:
 
     Checks: the header (format, version), every event's fields, positions 1, 2, 3 ...,
     each ``prev_hash`` is the previous event's hash, each ``hash`` recomputes from the
-    event, stream versions are gapless per stream, and the count and head match the header.
+    event, stream versions are gapless per stream, the count and head match the header, and
+    every event is one this ckpt-ledger can read and fold (:func:`ledger.readable.first_unreadable`:
+    a known type and schema, a valid payload, a history that folds).
     """
     name = str(path)
     try:
@@ -497,6 +501,9 @@ def read_export(path: str | Path) -> ExportFile:
                    f"{header['events']} (head {hd['position']}): truncated or edited")
     if prev != hd["hash"]:
         raise _bad(name, "end", "the last event's hash is not the header's head hash")
+    unreadable = first_unreadable(out.records)
+    if unreadable is not None:
+        raise _bad(name, f"position {unreadable[0]}", unreadable[1])
     return out
 
 
