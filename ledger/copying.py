@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .chain import GENESIS, record_hash
+from .chain import GENESIS, malformed, record_hash
 from .envelope import NewRecord, StoredRecord, again
 from .errors import LedgerError
 from .ports import EventStore, ExpectedVersion
@@ -210,7 +210,7 @@ def _as_verified(
     last to ``head_hash``: exactly the records :func:`_verified_head` verified."""
     prev, expected = GENESIS, 1
     for rec in records:
-        if rec.position != expected or record_hash(rec, prev) != rec.hash:
+        if malformed(rec) or rec.position != expected or record_hash(rec, prev) != rec.hash:
             break
         yield rec
         prev, expected = rec.hash, expected + 1

@@ -49,7 +49,7 @@ from typing import IO, Any, Literal
 
 import msgpack
 
-from .chain import GENESIS, event_hash, is_hash, record_hash
+from .chain import GENESIS, event_hash, is_hash, malformed, record_hash
 from .copying import transactions
 from .envelope import StoredRecord, again
 from .errors import LedgerError
@@ -116,7 +116,8 @@ def parse_anchor(text: str) -> tuple[int, str]:
 
 
 def _links(record: StoredRecord, prev: str) -> bool:
-    return is_hash(record.hash) and record_hash(record, prev) == record.hash
+    return (is_hash(record.hash) and malformed(record) is None
+            and record_hash(record, prev) == record.hash)
 
 
 def verify_chain(
@@ -124,8 +125,9 @@ def verify_chain(
 ) -> ChainReport:
     """Check that ``records`` (a whole log, oldest first) form an unbroken hash chain.
 
-    Positions must be 1, 2, 3 ...; each record's ``hash`` must be the hash of its fields and
-    the previous record's hash. The report names the first bad position and a reason
+    Positions must be 1, 2, 3 ...; every field must be encodable (a malformed one, such as
+    a non-integer version, is reported as ``field X is malformed``); each record's ``hash``
+    must be the hash of its fields and the previous record's hash. The report names the first bad position and a reason
     (telling an edited event from an edited hash, or a run of moved/deleted/inserted events,
     by looking one record ahead). With ``anchor = (position, hash)`` the log must also hold
     that position with that hash (a log cut short of it fails).
@@ -145,6 +147,9 @@ def verify_chain(
     while current is not None:
         count += 1
         rec, current = current, next(it, None)
+        bad = malformed(rec)
+        if bad is not None:
+            return report(False, expected, f"field {bad} is malformed")
         if rec.position != expected:
             if rec.position > expected:
                 missing = (f"position {expected}" if rec.position == expected + 1
