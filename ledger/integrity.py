@@ -127,10 +127,11 @@ def verify_chain(
 
     Positions must be 1, 2, 3 ...; every field must be encodable (a malformed one, such as
     a non-integer version, is reported as ``field X is malformed``); each record's ``hash``
-    must be the hash of its fields and the previous record's hash. The report names the first bad position and a reason
-    (telling an edited event from an edited hash, or a run of moved/deleted/inserted events,
-    by looking one record ahead). With ``anchor = (position, hash)`` the log must also hold
-    that position with that hash (a log cut short of it fails).
+    must be the hash of its fields and the previous record's hash. The report names the
+    first bad position and a reason (telling an edited event from an edited hash, or a run
+    of moved/deleted/inserted events, by looking one record ahead). With
+    ``anchor = (position, hash)`` the log must also hold that position with that hash (a
+    log cut short of it fails).
     """
     it = iter(records)
     prev, expected, count = GENESIS, 1, 0
