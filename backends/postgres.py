@@ -103,6 +103,7 @@ class PostgresStore:
         self.channel = f"ckpt_ledger_{self.schema}".lower()
         self._s = sql.Identifier(self.schema)
         self._mutex = threading.RLock()
+        self.created: str | None = None  # what opening created: "schema", "tables" or None
         self._conn = self._connect()
         try:
             self._migrate()
@@ -148,6 +149,10 @@ class PostgresStore:
                         f"understands up to {SCHEMA_VERSION})")
                 if version == SCHEMA_VERSION:
                     return
+                if not tables:
+                    self.created = "schema" if c.execute(
+                        "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s",
+                        [self.schema]).fetchone() is None else "tables"
                 c.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
                 for step in MIGRATIONS[version:]:
                     for statement in step:
@@ -368,6 +373,38 @@ class PostgresStore:
             raise self._err("cannot follow store", e) from e
         finally:
             conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction around everything this store does in the block (appends inside
+        it become savepoints): committed when the block ends, rolled back if it raises."""
+        with self._mutex:
+            try:
+                with self._conn.transaction():
+                    yield
+            except psycopg.Error as e:
+                raise self._err("cannot commit to store", e) from e
+
+    def discard(self) -> None:
+        """Remove what opening this store created (its schema, or its tables), if it still
+        holds no events; nothing otherwise."""
+        if self.created is None:
+            return
+        with self._mutex:
+            try:
+                with self._conn.transaction():
+                    self._lock_events()
+                    if self.last_position():
+                        return
+                    if self.created == "schema":
+                        self._conn.execute(self._sql("DROP SCHEMA {s} CASCADE"))
+                    else:
+                        self._conn.execute(self._sql(
+                            "DROP TABLE {s}.events, {s}.idempotency, {s}.snapshots, "
+                            "{s}.ckpt_ledger_meta"))
+                    self.created = None
+            except psycopg.Error as e:
+                raise self._err("cannot remove store", e) from e
 
     def close(self) -> None:
         """Close the connection."""

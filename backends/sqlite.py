@@ -157,7 +157,33 @@ class SqliteStore:
             try:
                 return list(self.db.execute(sql, params).fetchall())
             except sqlite3.Error as e:
-                raise err(f"cannot read store {self.path}: {e}") from e
+                raise self._read_error(e, sql, params) from e
+
+    def _read_error(self, e: sqlite3.Error, sql: str, params: Sequence[Any]) -> LedgerError:
+        """STORE_ERROR for a failed read; for text that is not UTF-8, naming the row (its
+        first column, the position) and the column, found by reading the rows as bytes."""
+        if "decode" not in str(e):
+            return err(f"cannot read store {self.path}: {e}")
+        conn = self.db.conn
+        with self._mutex:
+            conn.text_factory = _Text
+            try:
+                cur = conn.execute(sql, params)
+                names = [d[0] for d in cur.description]
+                for row in cur:
+                    for name, value in zip(names, row, strict=True):
+                        if type(value) is _Text:
+                            try:
+                                value.decode("utf-8")
+                            except UnicodeDecodeError:
+                                return err(f"cannot read store {self.path}: event at "
+                                           f"position {row[0]} is damaged: column {name} "
+                                           "is not UTF-8 text")
+            except sqlite3.Error:
+                pass
+            finally:
+                conn.text_factory = str
+        return err(f"cannot read store {self.path}: text that is not UTF-8")
 
     def append(
         self,
@@ -275,13 +301,16 @@ class SqliteStore:
                                    timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
         except sqlite3.Error as e:
             raise err(f"cannot read store {self.path}: {e}") from e
+        after = rows[-1][0]
         try:
             cur = conn.execute(f"SELECT {_SCAN} FROM events WHERE position > ? "
-                               "ORDER BY position", [rows[-1][0]])
+                               "ORDER BY position", [after])
             while rows := cur.fetchmany(2000):
                 yield rows
+                after = rows[-1][0]
         except sqlite3.Error as e:
-            raise err(f"cannot read store {self.path}: {e}") from e
+            raise self._read_error(e, f"SELECT {_SCAN} FROM events WHERE position > ? "
+                                   "ORDER BY position", [after]) from e
         finally:
             conn.close()
 
@@ -337,6 +366,10 @@ class SqliteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Text(bytes):
+    """A TEXT value read as its bytes (``text_factory``), told apart from a BLOB."""
 
 
 class _Transaction:

@@ -17,8 +17,9 @@ from ledger.errors import LedgerError
 from ledger.ledger import default_store_url
 from ledger.plugins import open_store, scheme_of
 from ledger.ports import EventStore
+from ledger.staging import staged_target
 
-from .output import fail, handles_errors, print_json
+from .output import handles_errors, print_json
 
 FOLLOW_COLUMNS = (("Position", 8), ("Recorded at", 20), ("Domain", 16), ("Type", 19),
                   ("Version", 7), ("Actor", 0))
@@ -79,32 +80,31 @@ def register(app: typer.Typer) -> None:
         """Copy a whole ledger to another backend, then verify the copy record by record.
 
         Stream ids and names, stream versions, types, schema versions, recording times,
-        payloads and positions are kept. The target must be empty. Exit status 1 if the
-        copy does not hold exactly the source's events.
+        payloads and positions are kept. The target must be empty. The source's hash chain
+        is verified before anything is written; exit status 1, and the target left as it
+        was, if it is broken or the copy does not hold exactly the source's events.
         """
         src = _open_for_copy(source, "from")
         try:
-            dst = _open_for_copy(target, "to")
-            try:
+            with staged_target(target, lambda url: _open_for_copy(url, "to")) as dst:
+                label = str(getattr(dst, "display", None) or target)
                 show = sys.stderr.isatty() and not json_out
                 total = src.last_position()
                 with _bar(total, "copying", show) as copied:
                     report = copy_store(src, dst, verify=False, progress=copied)
                 with _bar(total, "verifying", show) as checked:
                     result = verify_copy(src, dst, upto=total, progress=checked)
-                report = replace(report, verify=result)
-            finally:
-                dst.close()
+                if not result.identical:
+                    why = result.mismatch.describe() if result.mismatch else "the digests differ"
+                    raise LedgerError("STORE_ERROR", f"the copy differs from the source: {why}; "
+                                      f"the target {target} was left as it was")
         finally:
             src.close()
+        report = replace(report, verify=result, target=label)
         if json_out:
             print_json(report.to_dict())
         else:
             typer.echo(_summary(report))
-        v = report.verify
-        if v is not None and not v.identical:
-            why = v.mismatch.describe() if v.mismatch else "the digests differ"
-            raise fail(f"the copy differs from the source: {why} [STORE_ERROR]")
 
     @app.command("follow")
     @handles_errors

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from .envelope import StoredRecord, decode_record
+from .chain import malformed
+from .envelope import Provenance, StoredRecord, decode_record
 from .errors import LedgerError
-from .events import EVENT_TYPES
+from .events import EVENT_TYPES, Event
+from .fold import DECODE_ERRORS, damaged
 from .projections import DomainState
 from .views import EventView
 
@@ -235,16 +237,38 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def decoded(rec: StoredRecord) -> tuple[Event, Provenance]:
+    """:func:`decode_record` of ``rec``; STORE_ERROR "event at position N is damaged: ..."
+    for a malformed field, a payload that does not decode, or a type not the payload's."""
+    bad = malformed(rec)
+    if bad is not None:
+        raise LedgerError("STORE_ERROR", f"event at position {rec.position!r} is damaged: "
+                          f"field {bad} is malformed")
+    try:
+        event, prov = decode_record(rec)
+    except DECODE_ERRORS as e:
+        raise damaged(rec.position, e) from e
+    if event.type != rec.type:
+        raise LedgerError("STORE_ERROR", f"event at position {rec.position} is damaged: its "
+                          f"type {rec.type!r} is not its payload's ({event.type!r})")
+    return event, prov
+
+
 def event_view(rec: StoredRecord) -> EventView:
     """A stored record as ``log`` shows it (its data without the type tag, its provenance)."""
-    event, prov = decode_record(rec)
+    event, prov = decoded(rec)
+    try:
+        recorded_at = iso(rec.recorded_at)
+    except DECODE_ERRORS as e:
+        raise LedgerError("STORE_ERROR", f"event at position {rec.position} is damaged: "
+                          f"recorded_at {rec.recorded_at!r} is not a time") from e
     return EventView(
         position=rec.position,
         stream_version=rec.stream_version,
         domain=rec.stream_name,
         stream_id=rec.stream_id,
         type=rec.type,
-        recorded_at=iso(rec.recorded_at),
+        recorded_at=recorded_at,
         actor=prov.actor,
         host=prov.host,
         reason=prov.reason,
@@ -266,6 +290,6 @@ def fold_until(records: Iterable[StoredRecord], point: Point) -> DomainState | N
             break
         if state is None:
             state = DomainState(stream_id=rec.stream_id)
-        event, _ = decode_record(rec)
+        event, _ = decoded(rec)
         state.apply(event, rec.stream_version, rec.position)
     return state if state is not None and state.name else None

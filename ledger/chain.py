@@ -123,6 +123,31 @@ def record_hash(record: ChainFields, prev_hash: str) -> str:
     )
 
 
+_I64 = 1 << 63
+_FIELDS = (("position", "int"), ("stream_id", "str"), ("stream_name", "str"),
+           ("stream_version", "int"), ("type", "str"), ("schema_version", "int"),
+           ("recorded_at", "float"), ("payload", "bytes"))
+
+
+def malformed(record: object) -> str | None:
+    """The first field the hash covers whose value cannot be encoded (a non-integer or
+    out-of-range position or version, a non-number time, text that is not text, a payload
+    that is not bytes); None when every field can be."""
+    for name, kind in _FIELDS:
+        value = getattr(record, name, None)
+        if kind == "int":
+            ok = type(value) is int and -_I64 <= value < _I64
+        elif kind == "str":
+            ok = type(value) is str
+        elif kind == "float":
+            ok = type(value) is float or (type(value) is int and abs(value) < 2.0 ** 1023)
+        else:
+            ok = isinstance(value, bytes | bytearray | memoryview)
+        if not ok:
+            return name
+    return None
+
+
 def is_hash(value: object) -> bool:
     """Whether ``value`` is a well-formed chain hash (64 lowercase hex digits)."""
     return (

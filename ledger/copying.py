@@ -1,8 +1,10 @@
 """Copy a whole ledger from one event store to another, then prove the copy is exact.
 
 Pure over two :class:`ledger.ports.EventStore` objects (the CLI's ``copy`` is a thin
-wrapper). Records are read from the source in position order and appended to the target
-in transactions of up to ``batch_size`` records: one ``append_many`` each, holding one
+wrapper, writing through :func:`ledger.staging.staged_target`). The source's hash chain is
+verified whole before the first record is written, and only records that link to that
+verified chain are copied. Records are read from the source in position order and appended
+to the target in transactions of up to ``batch_size`` records: one ``append_many`` each, holding one
 batch per run of consecutive records of one stream, each batch with the exact expected
 stream version (so a copy of many domains costs one commit per transaction, not one per
 run). Everything a record carries is kept: stream id and name, stream version, type, schema
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .chain import GENESIS, malformed, record_hash
 from .envelope import NewRecord, StoredRecord, again
 from .errors import LedgerError
 from .ports import EventStore, ExpectedVersion
@@ -130,7 +133,11 @@ def copy_store(
 ) -> CopyReport:
     """Copy every record of ``source`` (up to its end when the copy starts) into ``target``.
 
-    ``target`` must be empty (OPERATION_INVALID otherwise, nothing written). ``progress``
+    The source's whole hash chain is verified before anything is written (STORE_ERROR
+    naming the first bad position otherwise), and each record copied is checked to be one
+    of those verified. ``target`` must be empty (OPERATION_INVALID otherwise, nothing
+    written); a copy that fails part-way leaves what it appended (use
+    :func:`ledger.staging.staged_target` for all or nothing). ``progress``
     is called with the number of records each transaction appended (``batches`` in the
     report counts transactions); ``verify_progress`` likewise while :func:`verify_copy`
     runs (when ``verify``). Events appended to the source while the copy runs are not
@@ -145,10 +152,11 @@ def copy_store(
             f"target store {_label(target)} is not empty ({existing} events); "
             "copy only into an empty store",
         )
-    end = source.last_position()
+    end, head_hash = _verified_head(source)
     versions: dict[str, int] = {}
     copied = batches = 0
-    for group in transactions(source.read_all(after=0, limit=end), batch_size):
+    records = _as_verified(source, source.read_all(after=0, limit=end), end, head_hash)
+    for group in transactions(records, batch_size):
         appends: list[tuple[list[NewRecord], ExpectedVersion]] = []
         for run in group:
             sid = run[0].stream_id
@@ -179,6 +187,36 @@ def copy_store(
     result = verify_copy(source, target, upto=end, progress=verify_progress) if verify else None
     return CopyReport(source=_label(source), target=_label(target), events=copied,
                       streams=len(versions), batches=batches, verify=result)
+
+
+def _verified_head(source: EventStore) -> tuple[int, str]:
+    """The source's last position and its hash, once its whole chain is verified
+    (STORE_ERROR naming the first bad position otherwise)."""
+    from .integrity import verify_chain  # integrity imports this module
+
+    end = source.last_position()
+    report = verify_chain(source.read_all(after=0, limit=end))
+    if not report.ok or report.head_position != end:
+        why = report.line() if not report.ok else f"it ends at {report.head_position}, not {end}"
+        raise LedgerError("STORE_ERROR", f"cannot copy source store {_label(source)}: {why}; "
+                          "nothing was copied")
+    return end, report.head_hash
+
+
+def _as_verified(
+    source: EventStore, records: Iterable[StoredRecord], end: int, head_hash: str
+) -> Iterator[StoredRecord]:
+    """``records`` (positions 1 to ``end``), each checked to link to the one before, the
+    last to ``head_hash``: exactly the records :func:`_verified_head` verified."""
+    prev, expected = GENESIS, 1
+    for rec in records:
+        if malformed(rec) or rec.position != expected or record_hash(rec, prev) != rec.hash:
+            break
+        yield rec
+        prev, expected = rec.hash, expected + 1
+    if expected - 1 != end or prev != head_hash:
+        raise LedgerError("STORE_ERROR", f"source store {_label(source)} changed while it was "
+                          f"copied (at position {expected}); the copy was abandoned")
 
 
 def record_fields(*records: StoredRecord) -> tuple[str, ...]:

@@ -156,6 +156,9 @@ def new_record(
 
 def check_schema(position: int, schema_version: int) -> None:
     """STORE_ERROR unless this code understands events of ``schema_version``."""
+    if schema_version < 1:
+        raise LedgerError("STORE_ERROR", f"event at position {position} is damaged: "
+                          f"unknown event schema {schema_version}")
     if schema_version > SCHEMA_VERSION:
         raise LedgerError(
             "STORE_ERROR",

@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 
 from .envelope import check_schema, created_disks, event_from
+from .errors import LedgerError
 from .events import SCHEMA_VERSION
 from .ports import ScanRow
 from .projections import DomainState
@@ -30,6 +31,28 @@ _bool = bool
 _list = list
 _dict = dict
 _STR_OR_NONE = (str, type(None))
+
+
+_int = int
+_bytes = bytes
+# what decoding or folding a damaged row raises (a LedgerError is already one line)
+DECODE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
+
+
+def damaged(position: object, exc: BaseException) -> LedgerError:
+    """STORE_ERROR: the event at ``position`` cannot be decoded or folded, and why."""
+    from .readable import damage
+
+    return LedgerError("STORE_ERROR", f"event at position {position} is damaged: "
+                       f"{damage(exc)}")
+
+
+def _malformed(position: object, *fields: object) -> LedgerError:
+    names = ("stream_id", "stream_version", "schema_version", "payload")
+    kinds = (str, int, int, bytes)
+    name = next(n for n, v, k in zip(names, fields, kinds, strict=True) if type(v) is not k)
+    return LedgerError("STORE_ERROR", f"event at position {position} is damaged: field "
+                       f"{name} is malformed")
 
 
 def _bitmap_removed(state: DomainState, data: dict[str, Any]) -> bool:
@@ -101,13 +124,17 @@ def fold_rows(
     active_of = _ACTIVE.get
     get_state = states.get
     unpackb, newest, str_ = _unpackb, SCHEMA_VERSION, _str  # locals: read once per row
+    int_, bytes_ = _int, _bytes
     last = count = 0
     current: Sequence[ScanRow] | None = None  # the page being folded
     try:
         for page in pages:
             current = page
             for position, stream_id, version, schema_version, payload in page:
-                if schema_version > newest:
+                if (type(stream_id) is not str_ or type(version) is not int_
+                        or type(schema_version) is not int_ or type(payload) is not bytes_):
+                    raise _malformed(position, stream_id, version, schema_version, payload)
+                if schema_version > newest or schema_version < 1:
                     check_schema(position, schema_version)
                 state = get_state(stream_id)
                 if state is None:
@@ -145,9 +172,12 @@ def fold_rows(
                 state.position = last = position
             count += len(page)
             current = None
-    except BaseException:
+    except BaseException as e:
         if current is not None:  # the rows of the failing page folded before it count too
             count += sum(1 for row in current if row[0] <= last)
+        if isinstance(e, DECODE_ERRORS) and current is not None:
+            bad = next((row[0] for row in current if row[0] > last), "?")
+            raise damaged(bad, e) from e
         raise
     finally:
         done(last, count)

@@ -11,7 +11,8 @@
   cut off (the chain has no key, so an attacker can recompute it; an anchor cannot be).
 * :func:`export_log` writes a deterministic file: the same ledger always gives the same
   bytes, whatever backend holds it. :func:`import_log` verifies such a file completely
-  before it writes anything, then appends only what the store is missing.
+  before it writes anything (the hash chain, and that every event can be read and folded
+  here), then appends only what the store is missing.
 
 Export format (version 1). ``jsonl``: one JSON object per line, keys sorted, compact
 separators, ASCII only. ``msgpack``: the same objects as consecutive msgpack maps (keys
@@ -51,12 +52,13 @@ from typing import IO, Any, Literal
 
 import msgpack
 
-from .chain import GENESIS, event_hash, is_hash, record_hash
+from .chain import GENESIS, event_hash, is_hash, malformed, record_hash
 from .copying import transactions
 from .envelope import StoredRecord, again
 from .errors import LedgerError
 from .files import replacing
 from .ports import EventStore
+from .readable import first_unreadable
 from .snapshots import Refold, SnapshotCheck
 
 EXPORT_FORMAT = "ckpt-ledger-export"
@@ -124,7 +126,8 @@ def parse_anchor(text: str) -> tuple[int, str]:
 
 
 def _links(record: StoredRecord, prev: str) -> bool:
-    return is_hash(record.hash) and record_hash(record, prev) == record.hash
+    return (is_hash(record.hash) and malformed(record) is None
+            and record_hash(record, prev) == record.hash)
 
 
 def verify_chain(
@@ -133,12 +136,14 @@ def verify_chain(
 ) -> ChainReport:
     """Check that ``records`` (a whole log, oldest first) form an unbroken hash chain.
 
-    Positions must be 1, 2, 3 ...; each record's ``hash`` must be the hash of its fields and
-    the previous record's hash. The report names the first bad position and a reason
-    (telling an edited event from an edited hash, or a run of moved/deleted/inserted events,
-    by looking one record ahead). With ``anchor = (position, hash)`` the log must also hold
-    that position with that hash (a log cut short of it fails). ``verified`` is handed each
-    record once it passed every check, in order.
+    Positions must be 1, 2, 3 ...; every field must be encodable (a malformed one, such as
+    a non-integer version, is reported as ``field X is malformed``); each record's ``hash``
+    must be the hash of its fields and the previous record's hash. The report names the
+    first bad position and a reason (telling an edited event from an edited hash, or a run
+    of moved/deleted/inserted events, by looking one record ahead). With
+    ``anchor = (position, hash)`` the log must also hold that position with that hash (a
+    log cut short of it fails). ``verified`` is handed each record once it passed every
+    check, in order.
     """
     it = iter(records)
     prev, expected, count = GENESIS, 1, 0
@@ -155,6 +160,9 @@ def verify_chain(
     while current is not None:
         count += 1
         rec, current = current, next(it, None)
+        bad = malformed(rec)
+        if bad is not None:
+            return report(False, expected, f"field {bad} is malformed")
         if rec.position != expected:
             if rec.position > expected:
                 missing = (f"position {expected}" if rec.position == expected + 1
@@ -457,7 +465,9 @@ def read_export(path: str | Path) -> ExportFile:
 
     Checks: the header (format, version), every event's fields, positions 1, 2, 3 ...,
     each ``prev_hash`` is the previous event's hash, each ``hash`` recomputes from the
-    event, stream versions are gapless per stream, and the count and head match the header.
+    event, stream versions are gapless per stream, the count and head match the header, and
+    every event is one this ckpt-ledger can read and fold (:func:`ledger.readable.first_unreadable`:
+    a known type and schema, a valid payload, a history that folds).
     """
     name = str(path)
     try:
@@ -517,6 +527,9 @@ def read_export(path: str | Path) -> ExportFile:
                    f"{header['events']} (head {hd['position']}): truncated or edited")
     if prev != hd["hash"]:
         raise _bad(name, "end", "the last event's hash is not the header's head hash")
+    unreadable = first_unreadable(out.records)
+    if unreadable is not None:
+        raise _bad(name, f"position {unreadable[0]}", unreadable[1])
     return out
 
 
