@@ -69,13 +69,36 @@ def _upto(pages: Iterable[Sequence[ScanRow]], upto: int) -> Iterator[Sequence[Sc
 
 
 def default_store_url() -> str:
-    """``$CKPT_LEDGER_STORE``, else ``$XDG_DATA_HOME/ckpt-ledger/ledger.db``."""
+    """``$CKPT_LEDGER_STORE``, else ``$XDG_DATA_HOME/ckpt-ledger/ledger.db`` (a relative
+    ``$XDG_DATA_HOME`` is ignored, as the XDG spec says; then ``~/.local/share``).
+
+    STORE_ERROR naming the folder and the variable it came from when it cannot be created.
+    """
     env = os.environ.get("CKPT_LEDGER_STORE")
     if env:
         return env
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    folder = Path(base) / "ckpt-ledger"
-    folder.mkdir(parents=True, exist_ok=True)
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if os.path.isabs(xdg):
+        base, origin = Path(xdg), f"$XDG_DATA_HOME={xdg}"
+    else:
+        try:
+            home = Path.home()
+        except RuntimeError:  # no $HOME and no passwd entry
+            home = Path("")
+        if not home.is_absolute():
+            raise LedgerError("STORE_ERROR", "no folder for the default store: neither "
+                              "$XDG_DATA_HOME nor $HOME is an absolute path; pass --store URL "
+                              "or set CKPT_LEDGER_STORE")
+        base, origin = home / ".local" / "share", f"$HOME={home}"
+    folder = base / "ckpt-ledger"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, os.strerror(13))
+    except OSError as e:
+        raise LedgerError("STORE_ERROR", f"cannot use {folder} for the default store (from "
+                          f"{origin}): {e.strerror or e}; pass --store URL or set "
+                          "CKPT_LEDGER_STORE") from None
     return "sqlite:///" + str(folder / "ledger.db")
 
 
