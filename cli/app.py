@@ -14,7 +14,16 @@ import typer
 
 from ledger import Ledger
 
-from . import audit_cmd, commands, demo, integrity_cmd, mock_cmd, ops_cmd, recovery_cmd
+from . import (
+    audit_cmd,
+    commands,
+    demo,
+    integrity_cmd,
+    mock_cmd,
+    ops_cmd,
+    recovery_cmd,
+    streams,
+)
 
 app = typer.Typer(
     name="ckpt-ledger",
@@ -97,7 +106,38 @@ ABORT = _exceptions("Abort")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: usage errors become one line and exit status 2."""
+    """Console-script entry point: usage errors become one line and exit status 2.
+
+    Output that cannot be written ends the command: into a closed pipe (``log | head -1``,
+    normal use) silently with status 0; onto a full device or after an I/O error with
+    ``error: cannot write output: ... [SYSTEM_ERROR]`` and status 1 (status 1 and nothing
+    said when stderr itself fails).
+    """
+    with streams.watched() as raws:
+        try:
+            code = _run(argv)
+            streams.flush()
+            return code
+        except (OSError, SystemExit):
+            if not any(raw.error for raw in raws):
+                raise
+        if raws[-1].error is not None and raws[-1].fileno() == 2:
+            streams.failed(raws)
+            return 1  # stderr failed: nothing can be said
+        error = streams.failed(raws)
+        assert error is not None
+        if isinstance(error, BrokenPipeError):
+            return 0
+        try:
+            click.echo(f"error: cannot write output: {error.strerror or error} [SYSTEM_ERROR]",
+                       err=True)
+            sys.stderr.flush()
+        except OSError:
+            streams.failed(raws)
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="ckpt-ledger", standalone_mode=False)
     except NO_ARGS as err:
@@ -114,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     except ABORT:
         click.echo("error: aborted", err=True)
         return 130
-    except BrokenPipeError:
-        return 1
     return result if isinstance(result, int) else 0
 
 
