@@ -12,9 +12,11 @@ Each case runs the real entry point ``cli.app.main`` in a subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,61 @@ def test_errors_onto_a_full_stderr_exit_non_zero_quietly(big: Host) -> None:
         p = subprocess.run([str(SCRIPT), "show", "vm", "nope"], stdout=subprocess.PIPE,
                            stderr=full, env=env, timeout=60)
     assert p.returncode == 1 and p.stdout == b""
+
+
+# ------------------------------------------------------------------ full disk
+@pytest.fixture(params=["size=64k", "size=1m,nr_inodes=4"], ids=["no-space", "no-inodes"])
+def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs that is soon full: of bytes (64 KiB), or of files (4 inodes: the root, the
+    file the test leaves there and two more). Skips when mounting is not permitted."""
+    where = tmp_path / "small"
+    where.mkdir()
+    try:
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", request.param, "tmpfs", str(where)],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"cannot run mount: {e}")
+    if p.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {p.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
+
+
+def fill(folder: Path) -> None:
+    """Use up the disk: its bytes with one file, then its inodes with empty ones."""
+    with open(folder / "ballast", "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    with contextlib.suppress(OSError):
+        for i in range(1000):
+            (folder / f"inode{i}").touch()
+
+
+def what_is_there(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()
+            if p.name != "ballast" and not p.name.startswith("inode")}
+
+
+OUT_FILES = [("export", "{out}/x.jsonl"), ("export", "{out}/x.msgpack", "--format", "msgpack"),
+             ("timeline", "vm", "--out", "{out}/x.svg"), ("timeline", "vm", "-o", "{out}/x.html")]
+
+
+@pytest.mark.parametrize("argv", OUT_FILES, ids=lambda a: a[-1].rpartition(".")[2])
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+def test_writing_a_file_onto_a_full_disk(
+        big: Host, small_disk: Path, argv: tuple[str, ...], existing: bool) -> None:
+    """One line naming the file; nothing half-written: the target as it was (absent, or
+    its old contents), no temporary file left beside it."""
+    args = [a.format(out=small_disk) for a in argv]
+    target = Path(next(a for a in args if a.startswith(str(small_disk))))
+    if existing:
+        target.write_bytes(b"old contents\n")
+    fill(small_disk)
+    before, events = what_is_there(small_disk), big.event_count()
+    run = run_main(*args, env={"CKPT_LEDGER_STORE": big.store})
+    line = assert_one_error_line(run, "SYSTEM_ERROR")
+    assert f"cannot write {target}: No space left on device" in line, line
+    assert what_is_there(small_disk) == before
+    assert big.event_count() == events
