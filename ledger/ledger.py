@@ -133,7 +133,7 @@ class Ledger:
     @classmethod
     def open(
         cls,
-        store: str | EventStore | None = None,
+        store: str | os.PathLike[str] | EventStore | None = None,
         hypervisor: str | Hypervisor | None = None,
         *,
         actor: str | None = None,
@@ -142,7 +142,8 @@ class Ledger:
         use_snapshot: bool = True,
         snapshot_every: int | None = None,
     ) -> Ledger:
-        """Open a ledger on a store URL (or instance) and, optionally, a hypervisor URI.
+        """Open a ledger on a store URL, a path (SQLite) or an EventStore instance and,
+        optionally, a hypervisor URI.
 
         ``actor``, ``reason`` and ``correlation_id`` go into the provenance of every event
         appended (``correlation_id`` defaults to ``$CKPT_LEDGER_CORRELATION_ID``).
@@ -152,10 +153,19 @@ class Ledger:
         saves a fresh snapshot once ``snapshot_every`` events (default
         ``$CKPT_LEDGER_SNAPSHOT_EVERY`` or 1000; 0 = never) were folded since the last.
         """
+        opened: EventStore
         if store is None or isinstance(store, str):
-            opened: EventStore = open_store(store or default_store_url())
-        else:
+            opened = open_store(store or default_store_url())
+        elif isinstance(store, os.PathLike):
+            path = os.fspath(store)
+            if not isinstance(path, str):
+                raise LedgerError("STORE_URL", f"a store path must be text, not {path!r:.60}")
+            opened = open_store("sqlite:///" + path)
+        elif isinstance(store, EventStore):
             opened = store
+        else:
+            raise LedgerError("STORE_URL", "a store is a URL, a path or an EventStore, not "
+                              f"{type(store).__name__}")
         if hypervisor is None:
             hypervisor = os.environ.get("CKPT_LEDGER_HYPERVISOR") or None
         if correlation_id is None:
