@@ -125,7 +125,7 @@ def _no_password(where: str) -> str:
 def _password(conninfo: str) -> str | None:
     """The password in ``conninfo`` (libpq's key=value form), if any."""
     try:
-        return conninfo_to_dict(conninfo).get("password") or None
+        return str(conninfo_to_dict(conninfo).get("password") or "") or None
     except psycopg.Error:
         return None
 
