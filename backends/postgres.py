@@ -24,11 +24,13 @@ connection of its own, so it excludes other threads and processes alike.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,6 +38,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ledger import locks
 from ledger.chain import GENESIS
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
@@ -150,6 +153,8 @@ def _hide(text: str, url: str, password: str | None) -> str:
 
 class PostgresStore:
     """An :class:`ledger.ports.EventStore` in PostgreSQL; thread-safe, multi-process."""
+
+    lock_timeout: float | None = None  # seconds lock() waits (None: ledger.locks' default)
 
     def __init__(self, url: str) -> None:
         """Connect, create or migrate the schema's tables; STORE_ERROR when that fails."""
@@ -372,14 +377,43 @@ class PostgresStore:
 
     @contextmanager
     def lock(self, stream_id: str) -> Iterator[None]:
-        """``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on its own connection."""
+        """``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on its own connection,
+        waited for at most ``lock_timeout`` seconds (ledger/locks.py). The connection's
+        ``application_name`` (unless the URL sets one) says which process holds it."""
+        limit = locks.timeout_from_env() if self.lock_timeout is None else self.lock_timeout
+        key = [self.schema, stream_id]
         conn = self._connect()
         try:
-            conn.execute("SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))",
-                         [self.schema, stream_id])
+            try:
+                if "application_name" not in self._conninfo:
+                    name = f"ckpt-ledger pid {os.getpid()}: {locks.command_line()}"
+                    conn.execute("SELECT set_config('application_name', %s, false)",
+                                 [name[:63]])
+                locks.wait(
+                    lambda: bool(conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), "
+                                              "hashtext(%s))", key).fetchone()[0]),  # type: ignore[index]
+                    limit, f"the ledger lock of stream {stream_id} in {self.display}",
+                    lambda: self._lock_holder(conn, key))
+            except psycopg.Error as e:
+                raise self._err("cannot lock a stream of store", e) from e
             yield
         finally:
             conn.close()  # ending the session releases the advisory lock
+
+    def _lock_holder(self, conn: psycopg.Connection[Any], key: list[str]) -> str | None:
+        """Who holds the advisory lock ``key``: from pg_locks and pg_stat_activity."""
+        row = conn.execute(
+            "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = hashtext(%s)::oid AND l.objid = hashtext(%s)::oid", key).fetchone()
+        if row is None:
+            return None
+        pid, app, addr, since = row
+        where = f"from {addr}" if addr else "over a local socket"
+        when = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if since else "?"
+        return f"PostgreSQL backend {pid} ({app or 'no application_name'}, {where}) since {when}"
 
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Upsert ``key``'s row in ``snapshots`` (one statement, so atomic)."""

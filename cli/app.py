@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import click
 import typer
 
-from ledger import Ledger
+from ledger import Ledger, locks
+from ledger.errors import LedgerError
 
 from . import (
     audit_cmd,
@@ -43,11 +44,13 @@ class Settings:
     hypervisor: str | None
     actor: str | None
     correlation_id: str | None = None
+    lock_timeout: float | None = None
 
     def open(self) -> Ledger:
         """Open the ledger these options name."""
         return Ledger.open(store=self.store, hypervisor=self.hypervisor, actor=self.actor,
-                           correlation_id=self.correlation_id or None)
+                           correlation_id=self.correlation_id or None,
+                           lock_timeout=self.lock_timeout)
 
 
 @app.callback()
@@ -70,10 +73,20 @@ def root(
         None, "--correlation-id", envvar="CKPT_LEDGER_CORRELATION_ID", metavar="ID",
         help="Stored with every event recorded (ties them to a backup job, a ticket ...).",
     ),
+    lock_timeout: str | None = typer.Option(
+        None, "--lock-timeout", envvar=locks.ENV, metavar="SECONDS",
+        help="How long to wait for a domain's lock held by another process before failing "
+        f"(default {locks.DEFAULT_TIMEOUT:g}; 0 = fail at once; inf = for ever).",
+    ),
 ) -> None:
     """An append-only, event-sourced ledger of libvirt disk checkpoints."""
+    try:
+        seconds = None if lock_timeout is None else locks.check_timeout(
+            lock_timeout, "--lock-timeout")
+    except LedgerError as err:
+        raise click.BadParameter(err.detail) from None
     ctx.obj = Settings(store=store, hypervisor=hypervisor, actor=actor,
-                       correlation_id=correlation_id)
+                       correlation_id=correlation_id, lock_timeout=seconds)
 
 
 commands.register(app)

@@ -34,6 +34,7 @@ from .errors import LedgerError, VersionConflict, no_checkpoint
 from .events import DomainEnrolled, Event
 from .fold import fold_rows
 from .history import history as checkpoint_history
+from .locks import check_timeout
 from .model import CheckpointDef, CheckpointDisk, DomainInfo
 from .plugins import open_hypervisor, open_store
 from .policies import plan as plan_disks
@@ -141,6 +142,7 @@ class Ledger:
         correlation_id: str | None = None,
         use_snapshot: bool = True,
         snapshot_every: int | None = None,
+        lock_timeout: float | None = None,
     ) -> Ledger:
         """Open a ledger on a store URL, a path (SQLite) or an EventStore instance and,
         optionally, a hypervisor URI.
@@ -152,7 +154,14 @@ class Ledger:
         (``use_snapshot``; see ledger/snapshots.py) and fold only newer events. ``close``
         saves a fresh snapshot once ``snapshot_every`` events (default
         ``$CKPT_LEDGER_SNAPSHOT_EVERY`` or 1000; 0 = never) were folded since the last.
+
+        ``lock_timeout``: how many seconds a command waits for the domain's lock when another
+        process holds it (default ``$CKPT_LEDGER_LOCK_TIMEOUT`` or 60; 0 = fail at once,
+        ``inf`` = for ever), then fails with OPERATION_TIMEOUT naming the holder
+        (ledger/locks.py).
         """
+        if lock_timeout is not None:
+            lock_timeout = check_timeout(lock_timeout)
         opened: EventStore
         if store is None or isinstance(store, str):
             opened = open_store(store or default_store_url())
@@ -166,6 +175,8 @@ class Ledger:
         else:
             raise LedgerError("STORE_URL", "a store is a URL, a path or an EventStore, not "
                               f"{type(store).__name__}")
+        if lock_timeout is not None and hasattr(opened, "lock_timeout"):
+            opened.lock_timeout = lock_timeout
         if hypervisor is None:
             hypervisor = os.environ.get("CKPT_LEDGER_HYPERVISOR") or None
         if correlation_id is None:
