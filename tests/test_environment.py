@@ -103,12 +103,11 @@ def test_libvirt_without_libvirt_qemu_names_the_extra(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ data folder
 @pytest.mark.parametrize("var", ["XDG_DATA_HOME", "HOME"])
-@pytest.mark.parametrize("where", ["/etc/hostname", "/dev/null", "/proc/self/nonexistent",
-                                   "/proc/1"])
+@pytest.mark.parametrize("where", ["/etc/hostname", "/dev/null", "/proc/1"])
 def test_unusable_data_folder_is_named(var: str, where: str, tmp_path: Path) -> None:
     env: dict[str, str | None] = {"XDG_DATA_HOME": None, "HOME": str(tmp_path)}
     env[var] = where
-    for cmd in (["log"], ["list", "vm"], ["create", "vm", "c1"]):
+    for cmd in (["log"], ["create", "vm", "c1"]):
         run = run_main(*cmd, env=env)
         line = assert_one_error_line(run, "STORE_ERROR")
         assert where in line and "--store" in line, line

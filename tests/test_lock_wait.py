@@ -35,9 +35,9 @@ store.close()
 """
 
 
-@pytest.fixture(params=["sqlite", "msgpack", "postgres"])
-def host(request: pytest.FixtureRequest, tmp_path: Path) -> Host:
-    """A host with domain ``vm`` (uuid :data:`UUID`) and one checkpoint, on each store."""
+def make_host(request: pytest.FixtureRequest, tmp_path: Path) -> Host:
+    """A host with domain ``vm`` (uuid :data:`UUID`) and one checkpoint, on the store
+    ``request.param`` (sqlite, msgpack or postgres)."""
     h = Host(tmp_path)
     if request.param == "msgpack":
         h.store = f"msgpack:///{tmp_path}/ledger.log"
@@ -49,9 +49,21 @@ def host(request: pytest.FixtureRequest, tmp_path: Path) -> Host:
     return h
 
 
+@pytest.fixture(params=["sqlite", "msgpack", "postgres"])
+def host(request: pytest.FixtureRequest, tmp_path: Path) -> Host:
+    """:func:`make_host` on each store."""
+    return make_host(request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite"])
+def sqlite_host(request: pytest.FixtureRequest, tmp_path: Path) -> Host:
+    """:func:`make_host` on SQLite (for what does not depend on the store)."""
+    return make_host(request, tmp_path)
+
+
 @pytest.fixture
-def holder(host: Host) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Start children holding ``host``'s lock (``holder_for(seconds)``); killed afterwards."""
+def holder() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The children :func:`hold` starts; killed afterwards."""
     children: list[subprocess.Popen[bytes]] = []
     yield children
     for c in children:
@@ -99,14 +111,16 @@ def test_waits_with_one_message_and_succeeds_once_released(host: Host, holder: l
     assert "c2" in host.names("vm")
 
 
-def test_the_environment_variable_sets_the_timeout(host: Host, holder: list) -> None:
+def test_the_environment_variable_sets_the_timeout(sqlite_host: Host, holder: list) -> None:
+    host = sqlite_host
     pid = hold(host, holder, 60)
     run, took = create(host, env={"CKPT_LEDGER_LOCK_TIMEOUT": "0.5"})
     assert f"pid {pid}" in assert_one_error_line(run, "OPERATION_TIMEOUT")
     assert took < 4
 
 
-def test_zero_fails_at_once_and_says_nothing_else(host: Host, holder: list) -> None:
+def test_zero_fails_at_once_and_says_nothing_else(sqlite_host: Host, holder: list) -> None:
+    host = sqlite_host
     hold(host, holder, 60)
     run, took = create(host, "--lock-timeout", "0")
     assert_one_error_line(run, "OPERATION_TIMEOUT")
