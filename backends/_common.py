@@ -6,15 +6,13 @@ the rules of :class:`ledger.ports.EventStore` are enforced the same way everywhe
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 
 from ledger.chain import _FLOAT, _INT, _LEN, _TAG, _text, record_hash
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError, VersionConflict
+from ledger.locks import file_lock as file_lock  # the stores' per-domain lock
 from ledger.ports import ANY, NO_STREAM, ExpectedVersion, ScanRow
 
 _sha256 = hashlib.sha256
@@ -215,21 +213,3 @@ def scan_pages(records: Iterable[StoredRecord], page: int = 2000) -> Iterator[li
             out = []
     if out:
         yield out
-
-
-@contextmanager
-def file_lock(path: str) -> Iterator[None]:
-    """An exclusive ``fcntl.flock`` on ``path`` (created if missing), held for the block.
-
-    Each call opens its own file description, so two threads of one process exclude each
-    other as two processes do. The lock is not re-entrant: nesting it in one thread blocks.
-    """
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise LedgerError("STORE_ERROR", f"cannot open lock file {path}: {e.strerror}") from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the last descriptor releases the flock

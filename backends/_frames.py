@@ -16,6 +16,8 @@ from typing import Any
 
 import msgpack
 
+from ledger import locks
+
 MAGIC = b"CKPTLEDGER-LOG\x00"
 FORMAT_VERSION = 2  # 2: frames carry the event's chain hash (13 fields); 1: 12 fields
 HEADER = MAGIC + bytes([FORMAT_VERSION])
@@ -63,14 +65,32 @@ def mapping(fd: int, size: int, start: int, shared: bool) -> Iterator[tuple[memo
             view.release()
 
 
-class Flock:
-    """An exclusive flock on an open descriptor (the writer lock)."""
+WRITER_WAIT = 30.0  # the writer lock is held for one append: wait at least this long
 
-    def __init__(self, fd: int) -> None:
+
+class Flock:
+    """An exclusive flock on an open descriptor (the writer lock), waited for as
+    ledger/locks.py waits, for the lock timeout but at least :data:`WRITER_WAIT` seconds
+    (like SQLite's busy timeout: appends hold it briefly)."""
+
+    def __init__(self, fd: int, path: str = "", timeout: float | None = None) -> None:
         self.fd = fd
+        self.path = path
+        self.timeout = timeout
+
+    def _try(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
 
     def __enter__(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        if self._try():
+            return
+        limit = locks.timeout_from_env() if self.timeout is None else self.timeout
+        locks.wait(self._try, max(limit, WRITER_WAIT), f"the writer lock of {self.path}",
+                   lambda: None)
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from ledger import locks
 from ledger.chain import GENESIS
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
@@ -37,6 +38,8 @@ class MemoryStore:
         self._streams: dict[str, list[int]] = {}  # stream id -> positions, in version order
         self._idempotency: dict[str, tuple[str, int, int]] = {}  # key -> digest, first, last
         self._stream_locks: dict[str, threading.Lock] = {}
+        self._holders: dict[str, str] = {}  # stream id -> who holds its lock
+        self.lock_timeout: float | None = None  # seconds lock() waits (None: the default)
         self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._closed = False
 
@@ -126,11 +129,20 @@ class MemoryStore:
 
     @contextmanager
     def lock(self, stream_id: str) -> Iterator[None]:
-        """A per-stream :class:`threading.Lock` (excludes threads of this process only)."""
+        """A per-stream :class:`threading.Lock` (excludes threads of this process only),
+        waited for at most ``lock_timeout`` seconds (ledger/locks.py)."""
         with self._mutex:
             lk = self._stream_locks.setdefault(stream_id, threading.Lock())
-        with lk:
+        limit = locks.timeout_from_env() if self.lock_timeout is None else self.lock_timeout
+        locks.wait(lambda: lk.acquire(blocking=False), limit,
+                   f"the ledger lock of stream {stream_id} in {self.url}",
+                   lambda: self._holders.get(stream_id))
+        self._holders[stream_id] = f"thread {threading.current_thread().name} of this process"
+        try:
             yield
+        finally:
+            self._holders.pop(stream_id, None)
+            lk.release()
 
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Keep ``(position, data)`` under ``key`` (replacing the previous one)."""

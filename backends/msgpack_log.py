@@ -80,6 +80,8 @@ def _err(detail: str) -> LedgerError:
 class MsgpackLogStore:
     """An :class:`ledger.ports.EventStore` in one append-only file of framed msgpack records."""
 
+    lock_timeout: float | None = None  # seconds lock() waits (None: ledger.locks' default)
+
     def __init__(self, path: str, url: str | None = None) -> None:
         """Open (creating if absent) the log at ``path``, verifying every frame."""
         self.path = path
@@ -137,7 +139,7 @@ class MsgpackLogStore:
                        f"than this ckpt-ledger understands ({fr.FORMAT_VERSION})")
 
     def _writer(self) -> AbstractContextManager[None]:
-        return fr.Flock(self._fd)
+        return fr.Flock(self._fd, self.path, self.lock_timeout)
 
     def _write_at(self, data: bytes, offset: int) -> None:
         view = memoryview(data)
@@ -370,8 +372,9 @@ class MsgpackLogStore:
         self._refresh(locked=False)
 
     def lock(self, stream_id: str) -> AbstractContextManager[None]:
-        """An exclusive flock on ``<log path>.lock``: one lock for every stream of the log."""
-        return file_lock(self.lock_path)
+        """An exclusive flock on ``<log path>.lock``: one lock for every stream of the log,
+        waited for at most ``lock_timeout`` seconds (ledger/locks.py)."""
+        return file_lock(self.lock_path, self.lock_timeout)
 
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Replace ``key``'s entry in ``<log>.snapshot`` (written to a temporary file,

@@ -24,17 +24,21 @@ connection of its own, so it excludes other threads and processes alike.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ledger import locks
 from ledger.chain import GENESIS
 from ledger.envelope import NewRecord, StoredRecord
 from ledger.errors import LedgerError
@@ -73,33 +77,91 @@ MIGRATIONS: list[list[str]] = [[
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+
+
 def parse_url(url: str) -> tuple[str, str, str]:
-    """``(libpq conninfo, schema, url for messages)``; the last carries no password."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
-        raise LedgerError("STORE_URL", f"'{url}' is not a postgresql:// URL")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in reversed(query) if k == "schema"), "public")
+    """``(libpq conninfo, schema, url for messages)``; the last carries no password.
+
+    The URL goes to libpq as written (any form it takes: several hosts, IPv6, a socket
+    folder as ``?host=`` or percent-encoded, its parameters) minus this store's own
+    ``schema`` parameter; ``connect_timeout=10`` is added when absent. STORE_URL (without
+    the password) when libpq would refuse it.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in _SCHEMES:
+        raise LedgerError("STORE_URL", f"'{_no_password(url)}' is not a postgresql:// URL")
+    where, _, query = rest.partition("?")
+    kept: list[str] = []
+    schema = "public"
+    for item in query.split("&") if query else []:
+        key, _, value = item.partition("=")
+        if unquote(key) == "schema":
+            schema = unquote(value)
+        elif item:
+            kept.append(item)
     if not _SCHEMA_NAME.match(schema):
         raise LedgerError("STORE_URL", f"schema name '{schema}' is not a plain identifier "
                           "(letters, digits, _; at most 50)")
-    rest = [(k, v) for k, v in query if k != "schema"]
-    if not any(k == "connect_timeout" for k, _ in rest):
-        rest.append(("connect_timeout", "10"))
-    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username + "@" if parts.username else ""
-    return conninfo, schema, f"postgresql://{user}{host}{parts.path}?schema={schema}"
+    shown = "postgresql://" + _no_password(where) + "?" + "&".join(
+        [i for i in kept if unquote(i.partition("=")[0]) != "password"] + [f"schema={schema}"])
+    if not any(unquote(i.partition("=")[0]) == "connect_timeout" for i in kept):
+        kept.append("connect_timeout=10")
+    conninfo = f"postgresql://{where}?{'&'.join(kept)}"
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error as e:
+        raise LedgerError("STORE_URL", f"'{shown}' is not a PostgreSQL URL libpq accepts: "
+                          f"{_hide(one_line(e), url, None)}") from None
+    return make_conninfo("", **params), schema, shown
+
+
+def _no_password(where: str) -> str:
+    """``user:password@host...`` without ``:password``."""
+    netloc, slash, tail = where.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at:
+        netloc = userinfo.partition(":")[0] + "@" + hosts
+    return netloc + slash + tail
+
+
+def _password(conninfo: str) -> str | None:
+    """The password in ``conninfo`` (libpq's key=value form), if any."""
+    try:
+        return str(conninfo_to_dict(conninfo).get("password") or "") or None
+    except psycopg.Error:
+        return None
+
+
+def _hide(text: str, url: str, password: str | None) -> str:
+    """``text`` with every form of the password (``password``, the URL's) masked."""
+    secrets = {password} if password else set()
+    userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    if ":" in userinfo:
+        raw = userinfo.partition(":")[2]
+        secrets |= {raw, unquote(raw)}
+    query = url.partition("?")[2]
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if unquote(key) == "password" and value:
+            secrets |= {value, unquote(value)}
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 class PostgresStore:
     """An :class:`ledger.ports.EventStore` in PostgreSQL; thread-safe, multi-process."""
 
+    lock_timeout: float | None = None  # seconds lock() waits (None: ledger.locks' default)
+
     def __init__(self, url: str) -> None:
         """Connect, create or migrate the schema's tables; STORE_ERROR when that fails."""
-        self.url = url
         self._conninfo, self.schema, self.display = parse_url(url)
-        self._password = urlsplit(url).password
+        self.url = self.display  # what messages show: never the password
+        self._given = url
+        self._password = _password(self._conninfo)
         self.channel = f"ckpt_ledger_{self.schema}".lower()
         self._s = sql.Identifier(self.schema)
         self._mutex = threading.RLock()
@@ -112,9 +174,7 @@ class PostgresStore:
             raise
 
     def _err(self, what: str, e: BaseException) -> LedgerError:
-        detail = one_line(e)
-        if self._password:
-            detail = detail.replace(self._password, "***")
+        detail = _hide(one_line(e), self._given, self._password)
         return LedgerError("STORE_ERROR", f"{what} {self.display}: {detail}")
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -322,14 +382,43 @@ class PostgresStore:
 
     @contextmanager
     def lock(self, stream_id: str) -> Iterator[None]:
-        """``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on its own connection."""
+        """``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on its own connection,
+        waited for at most ``lock_timeout`` seconds (ledger/locks.py). The connection's
+        ``application_name`` (unless the URL sets one) says which process holds it."""
+        limit = locks.timeout_from_env() if self.lock_timeout is None else self.lock_timeout
+        key = [self.schema, stream_id]
         conn = self._connect()
         try:
-            conn.execute("SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))",
-                         [self.schema, stream_id])
+            try:
+                if "application_name" not in self._conninfo:
+                    name = f"ckpt-ledger pid {os.getpid()}: {locks.command_line()}"
+                    conn.execute("SELECT set_config('application_name', %s, false)",
+                                 [name[:63]])
+                locks.wait(
+                    lambda: bool(conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), "
+                                              "hashtext(%s))", key).fetchone()[0]),  # type: ignore[index]
+                    limit, f"the ledger lock of stream {stream_id} in {self.display}",
+                    lambda: self._lock_holder(conn, key))
+            except psycopg.Error as e:
+                raise self._err("cannot lock a stream of store", e) from e
             yield
         finally:
             conn.close()  # ending the session releases the advisory lock
+
+    def _lock_holder(self, conn: psycopg.Connection[Any], key: list[str]) -> str | None:
+        """Who holds the advisory lock ``key``: from pg_locks and pg_stat_activity."""
+        row = conn.execute(
+            "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = hashtext(%s)::oid AND l.objid = hashtext(%s)::oid", key).fetchone()
+        if row is None:
+            return None
+        pid, app, addr, since = row
+        where = f"from {addr}" if addr else "over a local socket"
+        when = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if since else "?"
+        return f"PostgreSQL backend {pid} ({app or 'no application_name'}, {where}) since {when}"
 
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Upsert ``key``'s row in ``snapshots`` (one statement, so atomic)."""

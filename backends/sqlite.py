@@ -106,6 +106,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class SqliteStore:
     """An :class:`ledger.ports.EventStore` in one SQLite file; thread-safe, multi-process."""
 
+    lock_timeout: float | None = None  # seconds lock() waits (None: ledger.locks' default)
+
     def __init__(self, path: str, url: str | None = None) -> None:
         """Open (creating if absent) the store at ``path``; STORE_ERROR if it is unusable."""
         self.path = path
@@ -336,8 +338,9 @@ class SqliteStore:
         return int(self._query("SELECT coalesce(max(position), 0) FROM events")[0][0])
 
     def lock(self, stream_id: str) -> AbstractContextManager[None]:
-        """An exclusive flock on ``<db path>.lock``: one lock for every stream of the file."""
-        return file_lock(self.lock_path)
+        """An exclusive flock on ``<db path>.lock``: one lock for every stream of the file,
+        waited for at most ``lock_timeout`` seconds (ledger/locks.py)."""
+        return file_lock(self.lock_path, self.lock_timeout)
 
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Replace the ``snapshots`` row of ``key`` in one transaction."""

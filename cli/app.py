@@ -12,9 +12,19 @@ from dataclasses import dataclass
 import click
 import typer
 
-from ledger import Ledger
+from ledger import Ledger, locks
+from ledger.errors import LedgerError
 
-from . import audit_cmd, commands, demo, integrity_cmd, mock_cmd, ops_cmd, recovery_cmd
+from . import (
+    audit_cmd,
+    commands,
+    demo,
+    integrity_cmd,
+    mock_cmd,
+    ops_cmd,
+    recovery_cmd,
+    streams,
+)
 
 app = typer.Typer(
     name="ckpt-ledger",
@@ -34,11 +44,13 @@ class Settings:
     hypervisor: str | None
     actor: str | None
     correlation_id: str | None = None
+    lock_timeout: float | None = None
 
     def open(self) -> Ledger:
         """Open the ledger these options name."""
         return Ledger.open(store=self.store, hypervisor=self.hypervisor, actor=self.actor,
-                           correlation_id=self.correlation_id or None)
+                           correlation_id=self.correlation_id or None,
+                           lock_timeout=self.lock_timeout)
 
 
 @app.callback()
@@ -61,10 +73,20 @@ def root(
         None, "--correlation-id", envvar="CKPT_LEDGER_CORRELATION_ID", metavar="ID",
         help="Stored with every event recorded (ties them to a backup job, a ticket ...).",
     ),
+    lock_timeout: str | None = typer.Option(
+        None, "--lock-timeout", envvar=locks.ENV, metavar="SECONDS",
+        help="How long to wait for a domain's lock held by another process before failing "
+        f"(default {locks.DEFAULT_TIMEOUT:g}; 0 = fail at once; inf = for ever).",
+    ),
 ) -> None:
     """An append-only, event-sourced ledger of libvirt disk checkpoints."""
+    try:
+        seconds = None if lock_timeout is None else locks.check_timeout(
+            lock_timeout, "--lock-timeout")
+    except LedgerError as err:
+        raise click.BadParameter(err.detail) from None
     ctx.obj = Settings(store=store, hypervisor=hypervisor, actor=actor,
-                       correlation_id=correlation_id)
+                       correlation_id=correlation_id, lock_timeout=seconds)
 
 
 commands.register(app)
@@ -97,7 +119,38 @@ ABORT = _exceptions("Abort")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: usage errors become one line and exit status 2."""
+    """Console-script entry point: usage errors become one line and exit status 2.
+
+    Output that cannot be written ends the command: into a closed pipe (``log | head -1``,
+    normal use) silently with status 0; onto a full device or after an I/O error with
+    ``error: cannot write output: ... [SYSTEM_ERROR]`` and status 1 (status 1 and nothing
+    said when stderr itself fails).
+    """
+    with streams.watched() as raws:
+        try:
+            code = _run(argv)
+            streams.flush()
+            return code
+        except (OSError, SystemExit):
+            if not any(raw.error for raw in raws):
+                raise
+        if raws[-1].error is not None and raws[-1].fileno() == 2:
+            streams.failed(raws)
+            return 1  # stderr failed: nothing can be said
+        error = streams.failed(raws)
+        assert error is not None
+        if isinstance(error, BrokenPipeError):
+            return 0
+        try:
+            click.echo(f"error: cannot write output: {error.strerror or error} [SYSTEM_ERROR]",
+                       err=True)
+            sys.stderr.flush()
+        except OSError:
+            streams.failed(raws)
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="ckpt-ledger", standalone_mode=False)
     except NO_ARGS as err:
@@ -114,8 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     except ABORT:
         click.echo("error: aborted", err=True)
         return 130
-    except BrokenPipeError:
-        return 1
     return result if isinstance(result, int) else 0
 
 

@@ -12,7 +12,7 @@ import typer
 from ledger import Ledger
 from ledger.audit import LogFilter, summary
 from ledger.errors import LedgerError
-from ledger.files import replacing
+from ledger.files import cannot_write, replacing
 from ledger.timeline import render_html, render_svg
 
 from .output import handles_errors, print_json, table
@@ -125,5 +125,5 @@ def register(app: typer.Typer) -> None:
             with replacing(out, "w") as f:
                 f.write(text)
         except OSError as err:
-            raise LedgerError("INVALID_ARG", f"cannot write {out}: {err.strerror}") from None
+            raise cannot_write(out, err) from None
         typer.echo(f"Timeline of {domain} ({len(events)} events) written to {out}")

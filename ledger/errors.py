@@ -28,6 +28,7 @@ LIBVIRT_PREFIXES: dict[str, str] = {
     "NO_CONNECT": "no connection driver available",
     "SYSTEM_ERROR": "",
     "AUTH_FAILED": "authentication failed",
+    "OPERATION_TIMEOUT": "Timed out during operation",
 }
 
 # Codes that are the ledger's own (no libvirt counterpart).

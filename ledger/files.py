@@ -3,7 +3,8 @@
 :func:`replacing` writes a temporary file beside the target, fsyncs it, renames it over the
 target and fsyncs the folder, so that after a crash the path holds the old contents or the
 new, never a mix, and the rename itself is not lost. Used by log exports, the timeline, the
-msgpack log's snapshot sidecar and the mock hypervisor's state file.
+msgpack log's snapshot sidecar and the mock hypervisor's state file. :func:`cannot_write` is
+the one-line error for an ``OSError`` it raised (a full disk, no inodes left, an I/O error).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from .errors import LedgerError
+
 
 def fsync_dir(folder: str | Path) -> None:
     """fsync a directory, making the entries just created or renamed in it durable."""
@@ -23,6 +26,11 @@ def fsync_dir(folder: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def cannot_write(path: str | Path, err: OSError) -> LedgerError:
+    """SYSTEM_ERROR ``cannot write PATH: <why>`` for an ``OSError`` writing ``path``."""
+    return LedgerError("SYSTEM_ERROR", f"cannot write {path}: {err.strerror or err}")
 
 
 @contextmanager

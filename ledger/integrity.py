@@ -56,7 +56,7 @@ from .chain import GENESIS, event_hash, is_hash, malformed, record_hash
 from .copying import transactions
 from .envelope import StoredRecord, again
 from .errors import LedgerError
-from .files import replacing
+from .files import cannot_write, replacing
 from .ports import EventStore
 from .readable import first_unreadable
 from .snapshots import Refold, SnapshotCheck
@@ -356,8 +356,11 @@ def export_log(
         raise LedgerError("INVALID_ARG", f"{target} is a directory")
     if not target.parent.is_dir():
         raise LedgerError("INVALID_ARG", f"{target}: directory {target.parent} does not exist")
-    with replacing(target) as f:
-        summary = export_records(store, f, fmt, stream_id, stream_name)
+    try:
+        with replacing(target) as f:
+            summary = export_records(store, f, fmt, stream_id, stream_name)
+    except OSError as e:
+        raise cannot_write(target, e) from None
     summary.path = str(target)
     return summary
 

@@ -34,6 +34,7 @@ from .errors import LedgerError, VersionConflict, no_checkpoint
 from .events import DomainEnrolled, Event
 from .fold import fold_rows
 from .history import history as checkpoint_history
+from .locks import check_timeout
 from .model import CheckpointDef, CheckpointDisk, DomainInfo
 from .plugins import open_hypervisor, open_store
 from .policies import plan as plan_disks
@@ -69,13 +70,36 @@ def _upto(pages: Iterable[Sequence[ScanRow]], upto: int) -> Iterator[Sequence[Sc
 
 
 def default_store_url() -> str:
-    """``$CKPT_LEDGER_STORE``, else ``$XDG_DATA_HOME/ckpt-ledger/ledger.db``."""
+    """``$CKPT_LEDGER_STORE``, else ``$XDG_DATA_HOME/ckpt-ledger/ledger.db`` (a relative
+    ``$XDG_DATA_HOME`` is ignored, as the XDG spec says; then ``~/.local/share``).
+
+    STORE_ERROR naming the folder and the variable it came from when it cannot be created.
+    """
     env = os.environ.get("CKPT_LEDGER_STORE")
     if env:
         return env
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    folder = Path(base) / "ckpt-ledger"
-    folder.mkdir(parents=True, exist_ok=True)
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if os.path.isabs(xdg):
+        base, origin = Path(xdg), f"$XDG_DATA_HOME={xdg}"
+    else:
+        try:
+            home = Path.home()
+        except RuntimeError:  # no $HOME and no passwd entry
+            home = Path("")
+        if not home.is_absolute():
+            raise LedgerError("STORE_ERROR", "no folder for the default store: neither "
+                              "$XDG_DATA_HOME nor $HOME is an absolute path; pass --store URL "
+                              "or set CKPT_LEDGER_STORE")
+        base, origin = home / ".local" / "share", f"$HOME={home}"
+    folder = base / "ckpt-ledger"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, os.strerror(13))
+    except OSError as e:
+        raise LedgerError("STORE_ERROR", f"cannot use {folder} for the default store (from "
+                          f"{origin}): {e.strerror or e}; pass --store URL or set "
+                          "CKPT_LEDGER_STORE") from None
     return "sqlite:///" + str(folder / "ledger.db")
 
 
@@ -110,7 +134,7 @@ class Ledger:
     @classmethod
     def open(
         cls,
-        store: str | EventStore | None = None,
+        store: str | os.PathLike[str] | EventStore | None = None,
         hypervisor: str | Hypervisor | None = None,
         *,
         actor: str | None = None,
@@ -118,8 +142,10 @@ class Ledger:
         correlation_id: str | None = None,
         use_snapshot: bool = True,
         snapshot_every: int | None = None,
+        lock_timeout: float | None = None,
     ) -> Ledger:
-        """Open a ledger on a store URL (or instance) and, optionally, a hypervisor URI.
+        """Open a ledger on a store URL, a path (SQLite) or an EventStore instance and,
+        optionally, a hypervisor URI.
 
         ``actor``, ``reason`` and ``correlation_id`` go into the provenance of every event
         appended (``correlation_id`` defaults to ``$CKPT_LEDGER_CORRELATION_ID``).
@@ -128,11 +154,29 @@ class Ledger:
         (``use_snapshot``; see ledger/snapshots.py) and fold only newer events. ``close``
         saves a fresh snapshot once ``snapshot_every`` events (default
         ``$CKPT_LEDGER_SNAPSHOT_EVERY`` or 1000; 0 = never) were folded since the last.
+
+        ``lock_timeout``: how many seconds a command waits for the domain's lock when another
+        process holds it (default ``$CKPT_LEDGER_LOCK_TIMEOUT`` or 60; 0 = fail at once,
+        ``inf`` = for ever), then fails with OPERATION_TIMEOUT naming the holder
+        (ledger/locks.py).
         """
+        if lock_timeout is not None:
+            lock_timeout = check_timeout(lock_timeout)
+        opened: EventStore
         if store is None or isinstance(store, str):
-            opened: EventStore = open_store(store or default_store_url())
-        else:
+            opened = open_store(store or default_store_url())
+        elif isinstance(store, os.PathLike):
+            path = os.fspath(store)
+            if not isinstance(path, str):
+                raise LedgerError("STORE_URL", f"a store path must be text, not {path!r:.60}")
+            opened = open_store("sqlite:///" + path)
+        elif isinstance(store, EventStore):
             opened = store
+        else:
+            raise LedgerError("STORE_URL", "a store is a URL, a path or an EventStore, not "
+                              f"{type(store).__name__}")
+        if lock_timeout is not None and hasattr(opened, "lock_timeout"):
+            opened.lock_timeout = lock_timeout
         if hypervisor is None:
             hypervisor = os.environ.get("CKPT_LEDGER_HYPERVISOR") or None
         if correlation_id is None:

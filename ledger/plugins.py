@@ -4,6 +4,10 @@ Backends and adapters register an opener under the entry-point groups
 ``ckpt_ledger.stores`` and ``ckpt_ledger.hypervisors`` (see pyproject.toml), keyed by URL
 scheme. A hypervisor URI whose scheme has no opener goes to the ``libvirt`` opener, since
 libvirt accepts many schemes (``qemu+ssh``, ``test`` ...).
+
+An opener whose module cannot be imported (an optional dependency not installed, or
+installed but unusable) is one :class:`LedgerError` naming the extra that provides it
+(:data:`EXTRAS`), never an ``ImportError``.
 """
 
 from __future__ import annotations
@@ -44,11 +48,29 @@ def path_of(url: str) -> str:
     return os.path.expanduser(rest)
 
 
+# opener name -> (the module it needs, the pyproject extra that installs it)
+EXTRAS: dict[str, tuple[str, str]] = {
+    "postgresql": ("psycopg", "postgres"),
+    "libvirt": ("libvirt-python", "libvirt"),
+}
+
+
 def _openers(group: str) -> dict[str, Callable[[], Any]]:
     found: dict[str, Callable[[], Any]] = {}
     for ep in entry_points(group=group):
         found[ep.name] = ep.load
     return found
+
+
+def _load(loaders: dict[str, Callable[[], Any]], key: str, what: str, code: str) -> Any:
+    """The opener ``key``; ``code`` naming the extra to install when it cannot be imported."""
+    try:
+        return loaders[key]()
+    except ImportError as e:
+        needs, extra = EXTRAS.get(key, (e.name or "a module", key))
+        why = " ".join(str(e).split())
+        raise LedgerError(code, f"{what} needs {needs}, which cannot be imported ({why}): "
+                          f"pip install 'ckpt-ledger[{extra}]'") from None
 
 
 def open_store(url: str) -> Any:
@@ -64,7 +86,7 @@ def open_store(url: str) -> Any:
         raise LedgerError(
             "STORE_URL", f"unknown store URL scheme '{scheme}' in '{url}' (known: {known})"
         )
-    opener = loaders[scheme]()
+    opener = _load(loaders, scheme, f"the {scheme}:// store", "STORE_ERROR")
     return opener(url)
 
 
@@ -82,5 +104,5 @@ def open_hypervisor(uri: str) -> Any:
     key = scheme if scheme in loaders else "libvirt"
     if key not in loaders:
         raise LedgerError("STORE_URL", f"no hypervisor adapter for '{uri}'")
-    opener = loaders[key]()
+    opener = _load(loaders, key, f"the hypervisor URI '{uri}'", "HYPERVISOR_ERROR")
     return opener(uri)

@@ -408,6 +408,39 @@ class StoreContract:
         assert overlaps == []
 
 
+    def test_lock_held_elsewhere_times_out_naming_the_holder(
+            self, store_factory: StoreFactory) -> None:
+        """``lock`` waits at most ``lock_timeout`` seconds (ledger/locks.py), then fails with
+        OPERATION_TIMEOUT naming who holds it; once released, it is taken at once."""
+        first = store_factory()
+        second = store_factory.another(first)
+        second.lock_timeout = 0.3  # type: ignore[attr-defined]
+        held, done = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with first.lock("a"):
+                held.set()
+                done.wait(30)
+
+        t = threading.Thread(target=hold, name="holder-thread")
+        t.start()
+        try:
+            assert held.wait(30)
+            start = time.monotonic()
+            with pytest.raises(LedgerError) as ei, second.lock("a"):
+                pass
+            took = time.monotonic() - start
+            assert ei.value.code == "OPERATION_TIMEOUT" and 0.3 <= took < 3, (ei.value, took)
+            assert "held by" in str(ei.value) and "\n" not in str(ei.value), str(ei.value)
+        finally:
+            done.set()
+            t.join()
+        start = time.monotonic()
+        with second.lock("a"):
+            assert time.monotonic() - start < 1
+        for h in {id(h): h for h in (first, second)}.values():
+            h.close()
+
     # --- hash chain (ledger/chain.py) ----------------------------------------------------
 
     def test_hashes_chain_across_appends_and_batches(self, store: EventStore) -> None:
