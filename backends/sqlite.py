@@ -287,34 +287,19 @@ class SqliteStore:
     def scan(self, after: int = 0) -> Iterator[list[ScanRow]]:
         """Every record after ``after`` as lean rows, in pages of 2000 (see EventStore.scan).
 
-        The first page is read on this store's connection (a catch-up after one command
-        reads a few rows); the rest, if any, with one ``SELECT`` on a connection of its own:
-        a single read transaction however long the fold takes, which never holds this
-        store's mutex or blocks its writes.
+        Each page is one indexed ``SELECT ... LIMIT 2000`` on this store's connection, taken
+        under its mutex for that query only, so a long fold never blocks this store's writes.
+        (A second connection reading the rest in one statement hit SQLITE_IOERR_SHORT_READ
+        under concurrent writers from processes holding two stores on one file.)
         """
-        rows = self._query(f"SELECT {_SCAN} FROM events WHERE position > ? ORDER BY position "
-                           "LIMIT 2000", [after])
-        if rows:
-            yield rows
-        if len(rows) < 2000:
-            return
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None,
-                                   timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise err(f"cannot read store {self.path}: {e}") from e
-        after = rows[-1][0]
-        try:
-            cur = conn.execute(f"SELECT {_SCAN} FROM events WHERE position > ? "
-                               "ORDER BY position", [after])
-            while rows := cur.fetchmany(2000):
+        while True:
+            rows = self._query(f"SELECT {_SCAN} FROM events WHERE position > ? "
+                               "ORDER BY position LIMIT 2000", [after])
+            if rows:
                 yield rows
-                after = rows[-1][0]
-        except sqlite3.Error as e:
-            raise self._read_error(e, f"SELECT {_SCAN} FROM events WHERE position > ? "
-                                   "ORDER BY position", [after]) from e
-        finally:
-            conn.close()
+            if len(rows) < 2000:
+                return
+            after = rows[-1][0]
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> Iterator[StoredRecord]:
         """Records of one stream with version > ``after_version``, oldest first."""
