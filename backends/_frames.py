@@ -64,13 +64,15 @@ def mapping(fd: int, size: int, start: int, shared: bool) -> Iterator[tuple[memo
 
 
 class Flock:
-    """An exclusive flock on an open descriptor (the writer lock)."""
+    """An exclusive flock on an open descriptor (the writer lock), or a shared one (a
+    reader verifying the log: no writer can cut it meanwhile)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, shared: bool = False) -> None:
         self.fd = fd
+        self.mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
 
     def __enter__(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        fcntl.flock(self.fd, self.mode)
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -88,11 +90,15 @@ def out_of_place(f: list[Any], pos: int, version: int, head: list[Any] | None) -
     return None
 
 
+def valid_frame_at(m: memoryview, off: int, size: int) -> bool:
+    """Whether a well-formed frame begins at ``off`` (and ends by ``size``)."""
+    if size - off < 8:
+        return False
+    length, crc = FRAME.unpack_from(m, off)
+    body = m[off + 8 : off + 8 + length]
+    return 0 < length <= size - off - 8 and zlib.crc32(body) == crc and decode(body) is not None
+
+
 def valid_frame_from(m: memoryview, start: int, size: int) -> bool:
     """Whether a well-formed frame begins at any offset >= ``start``."""
-    for off in range(start, size - 8):
-        length, crc = FRAME.unpack_from(m, off)
-        body = m[off + 8 : off + 8 + length]
-        if 0 < length <= size - off - 8 and zlib.crc32(body) == crc and decode(body) is not None:
-            return True
-    return False
+    return any(valid_frame_at(m, off, size) for off in range(start, size - 8))

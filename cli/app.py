@@ -35,10 +35,10 @@ class Settings:
     actor: str | None
     correlation_id: str | None = None
 
-    def open(self) -> Ledger:
-        """Open the ledger these options name."""
+    def open(self, readonly: bool = False) -> Ledger:
+        """Open the ledger these options name (``readonly``: for a read command)."""
         return Ledger.open(store=self.store, hypervisor=self.hypervisor, actor=self.actor,
-                           correlation_id=self.correlation_id or None)
+                           correlation_id=self.correlation_id or None, readonly=readonly)
 
 
 @app.callback()

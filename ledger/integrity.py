@@ -75,6 +75,7 @@ class ChainReport:
     reason: str | None = None  # why, in one line
     anchor: tuple[int, str] | None = None  # the anchor checked, if any
     anchor_ok: bool | None = None
+    torn_tail: str | None = None  # what the store says lies unfinished past its last event
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -86,6 +87,7 @@ class ChainReport:
                           else {"position": self.first_bad, "reason": self.reason}),
             "anchor": (None if self.anchor is None else {
                 "position": self.anchor[0], "hash": self.anchor[1], "ok": self.anchor_ok}),
+            "torn_tail": self.torn_tail,
         }
 
     def line(self) -> str:
@@ -95,6 +97,8 @@ class ChainReport:
                     f"{self.head_position}:{self.head_hash}")
             if self.anchor is not None:
                 text += f"; anchor {self.anchor[0]} matches"
+            if self.torn_tail is not None:
+                text += f"; {self.torn_tail}"
             return text
         if self.anchor_ok is False:
             return f"anchor check failed at position {self.first_bad}: {self.reason}"
@@ -192,8 +196,13 @@ def head(store: EventStore) -> tuple[int, str]:
 
 
 def verify_store(store: EventStore, anchor: tuple[int, str] | None = None) -> ChainReport:
-    """:func:`verify_chain` over every event of ``store``."""
-    return verify_chain(store.read_all(), anchor)
+    """:func:`verify_chain` over every event of ``store``, with what the store reports
+    lying unfinished past its last event (a store with a ``torn_tail()``: the msgpack log)."""
+    report = verify_chain(store.read_all(), anchor)
+    torn_tail = getattr(store, "torn_tail", None)
+    if callable(torn_tail):
+        report.torn_tail = torn_tail()
+    return report
 
 
 # ----------------------------------------------------------------------------- export

@@ -66,14 +66,16 @@ def _upto(pages: Iterable[Sequence[ScanRow]], upto: int) -> Iterator[Sequence[Sc
         yield page
 
 
-def default_store_url() -> str:
-    """``$CKPT_LEDGER_STORE``, else ``$XDG_DATA_HOME/ckpt-ledger/ledger.db``."""
+def default_store_url(create: bool = True) -> str:
+    """``$CKPT_LEDGER_STORE``, else ``$XDG_DATA_HOME/ckpt-ledger/ledger.db`` (its folder
+    made when ``create``)."""
     env = os.environ.get("CKPT_LEDGER_STORE")
     if env:
         return env
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     folder = Path(base) / "ckpt-ledger"
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return "sqlite:///" + str(folder / "ledger.db")
 
 
@@ -88,8 +90,10 @@ class Ledger:
         actor: str | None = None,
         reason: str | None = None,
         correlation_id: str | None = None,
+        readonly: bool = False,
     ) -> None:
         self.store = store
+        self.readonly = readonly  # never save a snapshot (the store may refuse writes too)
         self._hypervisor = hypervisor
         self.actor = actor
         self.reason = reason
@@ -116,8 +120,13 @@ class Ledger:
         correlation_id: str | None = None,
         use_snapshot: bool = True,
         snapshot_every: int | None = None,
+        readonly: bool = False,
     ) -> Ledger:
         """Open a ledger on a store URL (or instance) and, optionally, a hypervisor URI.
+
+        ``readonly``: open a store URL read-only (``ledger.plugins.open_store``): nothing is
+        created or written, a missing store is refused, every write fails; with a store
+        instance or URL alike, ``close`` then saves no snapshot.
 
         ``actor``, ``reason`` and ``correlation_id`` go into the provenance of every event
         appended (``correlation_id`` defaults to ``$CKPT_LEDGER_CORRELATION_ID``).
@@ -128,14 +137,16 @@ class Ledger:
         ``$CKPT_LEDGER_SNAPSHOT_EVERY`` or 1000; 0 = never) were folded since the last.
         """
         if store is None or isinstance(store, str):
-            opened: EventStore = open_store(store or default_store_url())
+            url = store or default_store_url(create=not readonly)
+            opened: EventStore = open_store(url, readonly=True) if readonly else open_store(url)
         else:
             opened = store
         if hypervisor is None:
             hypervisor = os.environ.get("CKPT_LEDGER_HYPERVISOR") or None
         if correlation_id is None:
             correlation_id = os.environ.get("CKPT_LEDGER_CORRELATION_ID") or None
-        lg = cls(opened, hypervisor, actor=actor, reason=reason, correlation_id=correlation_id)
+        lg = cls(opened, hypervisor, actor=actor, reason=reason, correlation_id=correlation_id,
+                 readonly=readonly)
         if snapshot_every is None:
             env = os.environ.get("CKPT_LEDGER_SNAPSHOT_EVERY", "")
             snapshot_every = int(env) if env.strip().isdigit() else snapshots.DEFAULT_EVERY
@@ -162,9 +173,10 @@ class Ledger:
 
     def save_snapshot(self, force: bool = False) -> bool:
         """Save the projections as the store's snapshot when ``snapshot_every`` events were
-        folded since the last one (always when ``force``); True if one was saved."""
+        folded since the last one (always when ``force``); True if one was saved. A
+        read-only ledger saves none."""
         behind = self.position - self.snapshot_position
-        if self.position == 0 or behind <= 0 or (
+        if self.readonly or self.position == 0 or behind <= 0 or (
                 not force and (self.snapshot_every <= 0 or behind < self.snapshot_every)):
             return False
         snapshots.save(self.store, self.states, self.by_name, self.position,

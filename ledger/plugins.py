@@ -51,8 +51,13 @@ def _openers(group: str) -> dict[str, Callable[[], Any]]:
     return found
 
 
-def open_store(url: str) -> Any:
-    """Open the event store at ``url`` (a bare path means SQLite)."""
+def open_store(url: str, readonly: bool = False) -> Any:
+    """Open the event store at ``url`` (a bare path means SQLite).
+
+    ``readonly``: open it only to read (the backend's ``open_url(url, readonly=True)``):
+    nothing is created, migrated, repaired or written, a store that does not exist is
+    refused with STORE_ERROR, and every write through the handle is refused.
+    """
     if not isinstance(url, str) or not url.strip():
         raise LedgerError("STORE_URL", "the store URL is empty")
     scheme = scheme_of(url) or "sqlite"
@@ -65,7 +70,7 @@ def open_store(url: str) -> Any:
             "STORE_URL", f"unknown store URL scheme '{scheme}' in '{url}' (known: {known})"
         )
     opener = loaders[scheme]()
-    return opener(url)
+    return opener(url, readonly=True) if readonly else opener(url)
 
 
 def open_hypervisor(uri: str) -> Any:
