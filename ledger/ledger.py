@@ -660,6 +660,8 @@ class Ledger:
         tailed through it; any other is polled with ``read_all`` every ``poll`` seconds.
         The iterator ends once ``timeout`` seconds pass with no new event (``None``: never;
         stop it by closing it or with Ctrl-C). The ledger's own projections are not touched.
+        A store with a ``gone()`` (the file stores) is asked at each poll whether its file
+        is still the one at its path: once deleted or replaced, STORE_ERROR says so.
         """
         native = getattr(self.store, "follow", None)
         if callable(native):
@@ -667,8 +669,13 @@ class Ledger:
             for rec in records:
                 yield event_view(rec)
             return
+        gone = getattr(self.store, "gone", None)
         last, idle_since = after, time.monotonic()
         while True:
+            why = gone() if callable(gone) else None
+            if why is not None:
+                raise LedgerError("STORE_ERROR", f"stopped following store {self.store.url}: "
+                                  f"{why}")
             for rec in self.store.read_all(after=last):
                 last, idle_since = rec.position, time.monotonic()
                 yield event_view(rec)
