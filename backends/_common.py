@@ -144,6 +144,17 @@ def digest(records: Sequence[NewRecord]) -> str:
     return h.hexdigest()
 
 
+def read_only(url: str) -> LedgerError:
+    """The error for a write through a handle opened read-only."""
+    return LedgerError("STORE_ERROR", f"store {url} is open read-only: a read command "
+                       "writes nothing")
+
+
+def missing_store(url: str) -> LedgerError:
+    """The error for a read-only open of a store that does not exist (it is not created)."""
+    return LedgerError("STORE_ERROR", f"store {url} does not exist (a read creates no store)")
+
+
 def idempotency_mismatch(key: str) -> LedgerError:
     """The error for an idempotency key reused with different content."""
     return LedgerError(

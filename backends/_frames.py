@@ -69,18 +69,21 @@ WRITER_WAIT = 30.0  # the writer lock is held for one append: wait at least this
 
 
 class Flock:
-    """An exclusive flock on an open descriptor (the writer lock), waited for as
-    ledger/locks.py waits, for the lock timeout but at least :data:`WRITER_WAIT` seconds
-    (like SQLite's busy timeout: appends hold it briefly)."""
+    """An exclusive flock on an open descriptor (the writer lock), or a shared one (a reader
+    verifying the log: no writer can cut it meanwhile), waited for as ledger/locks.py waits,
+    for the lock timeout but at least :data:`WRITER_WAIT` seconds (like SQLite's busy
+    timeout: appends hold it briefly)."""
 
-    def __init__(self, fd: int, path: str = "", timeout: float | None = None) -> None:
+    def __init__(self, fd: int, path: str = "", timeout: float | None = None,
+                 shared: bool = False) -> None:
         self.fd = fd
         self.path = path
         self.timeout = timeout
+        self.mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
 
     def _try(self) -> bool:
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, self.mode | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
             return False
@@ -108,11 +111,15 @@ def out_of_place(f: list[Any], pos: int, version: int, head: list[Any] | None) -
     return None
 
 
+def valid_frame_at(m: memoryview, off: int, size: int) -> bool:
+    """Whether a well-formed frame begins at ``off`` (and ends by ``size``)."""
+    if size - off < 8:
+        return False
+    length, crc = FRAME.unpack_from(m, off)
+    body = m[off + 8 : off + 8 + length]
+    return 0 < length <= size - off - 8 and zlib.crc32(body) == crc and decode(body) is not None
+
+
 def valid_frame_from(m: memoryview, start: int, size: int) -> bool:
     """Whether a well-formed frame begins at any offset >= ``start``."""
-    for off in range(start, size - 8):
-        length, crc = FRAME.unpack_from(m, off)
-        body = m[off + 8 : off + 8 + length]
-        if 0 < length <= size - off - 8 and zlib.crc32(body) == crc and decode(body) is not None:
-            return True
-    return False
+    return any(valid_frame_at(m, off, size) for off in range(start, size - 8))

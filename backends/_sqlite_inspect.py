@@ -27,15 +27,18 @@ def err(detail: str) -> LedgerError:
     return LedgerError("STORE_ERROR", one_line(detail))
 
 
-def inspect(path: str, schema_version: int) -> None:
-    """Refuse ``path`` unless it is absent, empty, or a ledger this code understands."""
+def inspect(path: str, schema_version: int, readonly: bool = False) -> int | None:
+    """Refuse ``path`` unless it is absent, empty, or a ledger this code understands; its
+    schema version (None when absent or empty; 0 for an empty SQLite database).
+
+    ``readonly``: the file need not be writable (it will only be read)."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise err(f"cannot open store {path}: directory {parent} does not exist")
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return
+        return None
     except OSError as e:
         raise err(f"cannot open store {path}: {e.strerror}") from e
     if stat.S_ISDIR(st.st_mode):
@@ -47,12 +50,13 @@ def inspect(path: str, schema_version: int) -> None:
             header = f.read(100)
     except OSError as e:
         raise err(f"cannot read store {path}: {e.strerror}") from e
-    try:
-        os.close(os.open(path, os.O_RDWR))  # opening for writing changes nothing
-    except OSError as e:
-        raise err(f"cannot write store {path}: {e.strerror}") from e
+    if not readonly:
+        try:
+            os.close(os.open(path, os.O_RDWR))  # opening for writing changes nothing
+        except OSError as e:
+            raise err(f"cannot write store {path}: {e.strerror}") from e
     if not header:
-        return  # an empty file is an empty SQLite database
+        return None  # an empty file is an empty SQLite database
     if len(header) < 100 or not header.startswith(_HEADER):
         raise err(f"cannot open store {path}: file is not a database")
     page_size = int.from_bytes(header[16:18], "big")
@@ -65,7 +69,7 @@ def inspect(path: str, schema_version: int) -> None:
     # immutable=1 reads without creating -wal/-shm sidecars; it would ignore a WAL that
     # still holds commits, so a non-empty -wal is read through a plain read-only connection.
     mode = "mode=ro" if _nonempty(path + "-wal") else "mode=ro&immutable=1"
-    uri = "file:" + _quote(os.path.abspath(path)) + "?" + mode
+    uri = "file:" + quote(os.path.abspath(path)) + "?" + mode
     try:
         with closing(sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)) as ro:
             tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -74,6 +78,7 @@ def inspect(path: str, schema_version: int) -> None:
     except sqlite3.Error as e:
         raise err(f"cannot open store {path}: {e}") from e
     check_identity(path, tables, app_id, version, schema_version)
+    return int(version)
 
 
 def check_identity(
@@ -98,5 +103,6 @@ def _nonempty(path: str) -> bool:
         return False
 
 
-def _quote(path: str) -> str:
+def quote(path: str) -> str:
+    """``path`` escaped for a ``file:`` URI."""
     return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")

@@ -1,7 +1,8 @@
 """An in-process event store (``memory://``): for tests and dry runs, gone on close.
 
 Every method takes one :class:`threading.RLock`, so one store may be shared by threads.
-Positions are the list index + 1, hence global, 1-based and gapless.
+Positions are the list index + 1, hence global, 1-based and gapless. Opened read-only it is
+an empty store that refuses every write.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ._common import (
     digest,
     idempotency_mismatch,
     plan,
+    read_only,
     scan_pages,
 )
 
@@ -31,8 +33,9 @@ from ._common import (
 class MemoryStore:
     """An :class:`ledger.ports.EventStore` held in a list; thread-safe, not durable."""
 
-    def __init__(self, url: str = "memory://") -> None:
+    def __init__(self, url: str = "memory://", readonly: bool = False) -> None:
         self.url = url
+        self.readonly = readonly
         self._mutex = threading.RLock()
         self._records: list[StoredRecord] = []
         self._streams: dict[str, list[int]] = {}  # stream id -> positions, in version order
@@ -47,6 +50,11 @@ class MemoryStore:
         if self._closed:
             raise LedgerError("STORE_ERROR", f"store {self.url} is closed")
 
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.readonly:
+            raise read_only(self.url)
+
     def append(
         self,
         records: Sequence[NewRecord],
@@ -56,7 +64,7 @@ class MemoryStore:
         """Append records of one stream atomically; see the EventStore contract."""
         stream_id = check_batch(records)
         with self._mutex:
-            self._check_open()
+            self._check_writable()
             if stream_id is None:
                 return []
             if idempotency_key is not None:
@@ -78,7 +86,7 @@ class MemoryStore:
         """Append several one-stream batches atomically; see the EventStore contract."""
         checked = check_batches(batches)
         with self._mutex:
-            self._check_open()
+            self._check_writable()
             return [list(new) for new in self._commit(checked)]
 
     def _commit(self, batches: Sequence[Batch | None]) -> list[list[StoredRecord]]:
@@ -132,6 +140,7 @@ class MemoryStore:
         """A per-stream :class:`threading.Lock` (excludes threads of this process only),
         waited for at most ``lock_timeout`` seconds (ledger/locks.py)."""
         with self._mutex:
+            self._check_writable()
             lk = self._stream_locks.setdefault(stream_id, threading.Lock())
         limit = locks.timeout_from_env() if self.lock_timeout is None else self.lock_timeout
         locks.wait(lambda: lk.acquire(blocking=False), limit,
@@ -147,7 +156,7 @@ class MemoryStore:
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Keep ``(position, data)`` under ``key`` (replacing the previous one)."""
         with self._mutex:
-            self._check_open()
+            self._check_writable()
             self._snapshots[key] = (int(position), bytes(data))
 
     def load_snapshot(self, key: str) -> tuple[int, bytes] | None:
@@ -172,8 +181,8 @@ class MemoryStore:
         self.close()
 
 
-def open_url(url: str) -> MemoryStore:
+def open_url(url: str, readonly: bool = False) -> MemoryStore:
     """A new, empty :class:`MemoryStore` for ``memory://`` (each call is a new store)."""
     if scheme_of(url) != "memory":
         raise LedgerError("STORE_URL", f"'{url}' is not a memory:// URL")
-    return MemoryStore(url)
+    return MemoryStore(url, readonly)

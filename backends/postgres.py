@@ -20,6 +20,11 @@ for all its batches. Each append ``NOTIFY``s (once) the channel
 ``ckpt_ledger_<schema>``, which :meth:`PostgresStore.follow` ``LISTEN``s to.
 ``lock(stream_id)`` is ``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on a
 connection of its own, so it excludes other threads and processes alike.
+
+Opened read-only (``open_url(url, readonly=True)``) the session runs with
+``default_transaction_read_only`` on and nothing is created or migrated: a schema holding no
+ledger is refused as not existing, one at an older schema version with a line saying that a
+write command upgrades it, and every write through the handle is refused.
 """
 
 from __future__ import annotations
@@ -51,8 +56,10 @@ from ._common import (
     check_batches,
     digest,
     idempotency_mismatch,
+    missing_store,
     one_line,
     plan,
+    read_only,
 )
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")
@@ -156,8 +163,10 @@ class PostgresStore:
 
     lock_timeout: float | None = None  # seconds lock() waits (None: ledger.locks' default)
 
-    def __init__(self, url: str) -> None:
-        """Connect, create or migrate the schema's tables; STORE_ERROR when that fails."""
+    def __init__(self, url: str, readonly: bool = False) -> None:
+        """Connect, create or migrate the schema's tables (read-only: check that they are
+        there, at this version); STORE_ERROR when that fails."""
+        self.readonly = readonly
         self._conninfo, self.schema, self.display = parse_url(url)
         self.url = self.display  # what messages show: never the password
         self._given = url
@@ -168,7 +177,10 @@ class PostgresStore:
         self.created: str | None = None  # what opening created: "schema", "tables" or None
         self._conn = self._connect()
         try:
-            self._migrate()
+            if readonly:
+                self._check_readable()
+            else:
+                self._migrate()
         except BaseException:
             self._conn.close()
             raise
@@ -225,6 +237,38 @@ class PostgresStore:
         except psycopg.Error as e:
             raise self._err("cannot open store", e) from e
 
+    def _check_readable(self) -> None:
+        """Make the session read-only; refuse a schema without a ledger at this version."""
+        c = self._conn
+        try:
+            c.execute("SET default_transaction_read_only = on")
+            tables = {r[0] for r in c.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                [self.schema])}
+            if "ckpt_ledger_meta" not in tables:
+                if {"events", "idempotency"} & tables:
+                    raise LedgerError("STORE_ERROR", f"cannot open store {self.display}: the "
+                                      "schema has tables but is not a ckpt-ledger store")
+                raise missing_store(self.display)
+            row = c.execute(self._sql("SELECT max(version) FROM {s}.ckpt_ledger_meta"))
+            version = (row.fetchone() or [0])[0] or 0
+        except psycopg.Error as e:
+            raise self._err("cannot open store", e) from e
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                "STORE_ERROR", f"cannot open store {self.display}: written by a newer "
+                f"ckpt-ledger (store schema version {version}; this version understands up "
+                f"to {SCHEMA_VERSION})")
+        if version < SCHEMA_VERSION:
+            raise LedgerError(
+                "STORE_ERROR", f"cannot read store {self.display}: it is at store schema "
+                f"version {version}, older than this ckpt-ledger's {SCHEMA_VERSION}; a write "
+                "command (e.g. `ckpt-ledger rebuild`) upgrades it, a read does not")
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise read_only(self.display)
+
     def _backfill(self) -> None:
         """Fill ``hash`` for rows stored before events carried one (in the migration's
         transaction, oldest first)."""
@@ -255,6 +299,7 @@ class PostgresStore:
         idempotency_key: str | None = None,
     ) -> list[StoredRecord]:
         """Append records of one stream in one transaction holding the table's EXCLUSIVE lock."""
+        self._writable()
         stream_id = check_batch(records)
         if stream_id is None:
             return []
@@ -270,6 +315,7 @@ class PostgresStore:
     ) -> list[list[StoredRecord]]:
         """Append several one-stream batches in one transaction holding the table's
         EXCLUSIVE lock (one ``NOTIFY``)."""
+        self._writable()
         checked = check_batches(batches)
         if all(b is None for b in checked):
             return [[] for _ in checked]
@@ -385,6 +431,7 @@ class PostgresStore:
         """``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on its own connection,
         waited for at most ``lock_timeout`` seconds (ledger/locks.py). The connection's
         ``application_name`` (unless the URL sets one) says which process holds it."""
+        self._writable()
         limit = locks.timeout_from_env() if self.lock_timeout is None else self.lock_timeout
         key = [self.schema, stream_id]
         conn = self._connect()
@@ -422,6 +469,7 @@ class PostgresStore:
 
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Upsert ``key``'s row in ``snapshots`` (one statement, so atomic)."""
+        self._writable()
         with self._mutex:
             try:
                 self._conn.execute(self._sql(
@@ -507,6 +555,6 @@ class PostgresStore:
         self.close()
 
 
-def open_url(url: str) -> PostgresStore:
+def open_url(url: str, readonly: bool = False) -> PostgresStore:
     """Open ``postgresql://user@host:port/db?schema=name`` (``postgres://`` also accepted)."""
-    return PostgresStore(url)
+    return PostgresStore(url, readonly)

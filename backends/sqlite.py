@@ -27,10 +27,18 @@ newer schema version is refused with STORE_ERROR and left byte-for-byte untouche
 
 ``lock(stream_id)`` takes an exclusive ``flock`` on the sidecar file ``<db path>.lock``: one
 lock per store file (all streams share it), excluding other threads and processes alike.
+
+Opened read-only (``open_url(url, readonly=True)``) the store is inspected the same way (the
+file need not be writable), then read without writing a byte or creating a file
+(backends/_sqlite_ro.py): no WAL switch, no migration, no ``-wal``/``-shm``/``.lock``. A file
+that does not exist is refused as missing, an empty one (or an empty database) as holding no
+ledger yet, one at an older schema version with a line saying a write command upgrades it
+(a read does not migrate); every write through the handle is refused.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -53,9 +61,12 @@ from ._common import (
     digest,
     file_lock,
     idempotency_mismatch,
+    missing_store,
     plan,
+    read_only,
 )
 from ._sqlite_inspect import APPLICATION_ID, BUSY_TIMEOUT_MS, check_identity, err, inspect
+from ._sqlite_ro import ReadOnlyDatabase
 
 _COLUMNS = (
     "position, stream_id, stream_name, stream_version, type, schema_version, recorded_at, "
@@ -108,12 +119,18 @@ class SqliteStore:
 
     lock_timeout: float | None = None  # seconds lock() waits (None: ledger.locks' default)
 
-    def __init__(self, path: str, url: str | None = None) -> None:
-        """Open (creating if absent) the store at ``path``; STORE_ERROR if it is unusable."""
+    def __init__(self, path: str, url: str | None = None, readonly: bool = False) -> None:
+        """Open (creating if absent, unless ``readonly``) the store at ``path``; STORE_ERROR
+        if it is unusable."""
         self.path = path
         self.url = url or f"sqlite:///{path}"
+        self.readonly = readonly
         self.lock_path = path + ".lock"
         self._mutex = threading.RLock()
+        self._reader: ReadOnlyDatabase | None = None
+        if readonly:
+            self._open_readonly()
+            return
         inspect(path, SCHEMA_VERSION)
         try:
             conn = sqlite3.connect(
@@ -135,6 +152,38 @@ class SqliteStore:
         except LedgerError:
             conn.close()
             raise
+        self._identity = _identity(path)
+
+    def _open_readonly(self) -> None:
+        """Check that a ledger at this schema version is there; read it read-only."""
+        if not os.path.lexists(self.path):
+            raise missing_store(self.url)
+        version = inspect(self.path, SCHEMA_VERSION, readonly=True)
+        if not version:
+            raise err(f"cannot read store {self.url}: it holds no ledger yet (an empty "
+                      "database); a write command starts one there")
+        if version < SCHEMA_VERSION:
+            raise err(f"cannot read store {self.url}: it is at store schema version {version}, "
+                      f"older than this ckpt-ledger's {SCHEMA_VERSION}; a write command "
+                      "(e.g. `ckpt-ledger rebuild`) upgrades it, a read does not")
+        self._reader = ReadOnlyDatabase(self.path, self.url)
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise read_only(self.url)
+
+    def gone(self) -> str | None:
+        """Why the file this handle reads is no longer the store at its path (deleted, or
+        replaced by another file), or None while it still is."""
+        if self._reader is not None:
+            return self._reader.gone()
+        try:
+            now = _identity(self.path)
+        except FileNotFoundError:
+            return f"{self.path} was deleted"
+        except OSError as e:
+            return f"{self.path} cannot be reached: {e.strerror}"
+        return None if now == self._identity else f"{self.path} was replaced by another file"
 
     def _migrate(self) -> None:
         """Bring the schema to :data:`SCHEMA_VERSION` in one IMMEDIATE transaction."""
@@ -156,6 +205,8 @@ class SqliteStore:
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._mutex:
+            if self._reader is not None:
+                return self._reader.query(sql, params)
             try:
                 return list(self.db.execute(sql, params).fetchall())
             except sqlite3.Error as e:
@@ -194,6 +245,7 @@ class SqliteStore:
         idempotency_key: str | None = None,
     ) -> list[StoredRecord]:
         """Append records of one stream in one ``BEGIN IMMEDIATE`` transaction."""
+        self._writable()
         stream_id = check_batch(records)
         if stream_id is None:
             return []
@@ -208,6 +260,7 @@ class SqliteStore:
         self, batches: Sequence[tuple[Sequence[NewRecord], ExpectedVersion]]
     ) -> list[list[StoredRecord]]:
         """Append several one-stream batches in one ``BEGIN IMMEDIATE`` transaction."""
+        self._writable()
         checked = check_batches(batches)
         if all(b is None for b in checked):
             return [[] for _ in checked]
@@ -287,11 +340,14 @@ class SqliteStore:
     def scan(self, after: int = 0) -> Iterator[list[ScanRow]]:
         """Every record after ``after`` as lean rows, in pages of 2000 (see EventStore.scan).
 
-        Each page is one indexed ``SELECT ... LIMIT 2000`` on this store's connection, taken
-        under its mutex for that query only, so a long fold never blocks this store's writes.
-        (A second connection reading the rest in one statement hit SQLITE_IOERR_SHORT_READ
-        under concurrent writers from processes holding two stores on one file.)
+        Each page is one indexed ``SELECT ... LIMIT 2000`` (on this store's connection, under
+        its mutex for that query only, so a long fold never blocks this store's writes). A
+        second connection reading the rest in one statement hit SQLITE_IOERR_SHORT_READ under
+        concurrent writers from processes holding two stores on one file.
         """
+        return self._pages(after)
+
+    def _pages(self, after: int) -> Iterator[list[ScanRow]]:
         while True:
             rows = self._query(f"SELECT {_SCAN} FROM events WHERE position > ? "
                                "ORDER BY position LIMIT 2000", [after])
@@ -325,10 +381,12 @@ class SqliteStore:
     def lock(self, stream_id: str) -> AbstractContextManager[None]:
         """An exclusive flock on ``<db path>.lock``: one lock for every stream of the file,
         waited for at most ``lock_timeout`` seconds (ledger/locks.py)."""
+        self._writable()
         return file_lock(self.lock_path, self.lock_timeout)
 
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Replace the ``snapshots`` row of ``key`` in one transaction."""
+        self._writable()
         with self._mutex:
             try:
                 with self._write():
@@ -347,7 +405,10 @@ class SqliteStore:
     def close(self) -> None:
         """Close the connection (the last one out checkpoints the WAL)."""
         with self._mutex:
-            self.db.conn.close()
+            if self._reader is not None:
+                self._reader.close()
+            else:
+                self.db.conn.close()
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -382,8 +443,14 @@ class _Transaction:
             self.conn.execute("ROLLBACK")
 
 
-def open_url(url: str) -> SqliteStore:
-    """Open ``sqlite:///rel.db``, ``sqlite:////abs.db`` or a bare path."""
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def open_url(url: str, readonly: bool = False) -> SqliteStore:
+    """Open ``sqlite:///rel.db``, ``sqlite:////abs.db`` or a bare path (``readonly``: only
+    to read it; see the module docstring)."""
     scheme = scheme_of(url)
     if scheme not in (None, "sqlite"):
         raise LedgerError("STORE_URL", f"'{url}' is not a sqlite:/// URL")
@@ -391,4 +458,4 @@ def open_url(url: str) -> SqliteStore:
         raise LedgerError("STORE_URL", "an in-memory SQLite store is not supported; "
                           "use memory://")
     path = path_of(url)
-    return SqliteStore(path, url)
+    return SqliteStore(path, url, readonly)

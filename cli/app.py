@@ -46,11 +46,11 @@ class Settings:
     correlation_id: str | None = None
     lock_timeout: float | None = None
 
-    def open(self) -> Ledger:
-        """Open the ledger these options name."""
+    def open(self, readonly: bool = False) -> Ledger:
+        """Open the ledger these options name (``readonly``: for a read command)."""
         return Ledger.open(store=self.store, hypervisor=self.hypervisor, actor=self.actor,
                            correlation_id=self.correlation_id or None,
-                           lock_timeout=self.lock_timeout)
+                           lock_timeout=self.lock_timeout, readonly=readonly)
 
 
 @app.callback()

@@ -24,7 +24,8 @@ POINT_HELP = "An event POSITION or a time (ISO 8601, e.g. 2026-11-29T18:00:00Z; 
 
 
 def _open(ctx: typer.Context) -> Ledger:
-    lg: Ledger = ctx.obj.open()
+    """The ledger, read-only: every command here only reads."""
+    lg: Ledger = ctx.obj.open(readonly=True)
     return lg
 
 

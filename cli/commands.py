@@ -24,8 +24,8 @@ AS_OF = typer.Option(
 MAX_XML_FILE = 1 << 20
 
 
-def _settings(ctx: typer.Context) -> Ledger:
-    lg: Ledger = ctx.obj.open()
+def _settings(ctx: typer.Context, readonly: bool = False) -> Ledger:
+    lg: Ledger = ctx.obj.open(readonly=readonly)
     return lg
 
 
@@ -173,7 +173,7 @@ def register(app: typer.Typer) -> None:
                 raise LedgerError("INVALID_ARG", f"{an} and {bn} are mutually exclusive")
         if descendants and from_ is None:
             raise LedgerError("INVALID_ARG", "--descendants requires --from")
-        with _settings(ctx) as lg:
+        with _settings(ctx, readonly=True) as lg:
             views = lg.list(domain, roots=roots, leaves=leaves, no_leaves=no_leaves,
                             topological=topological, from_=from_,
                             descendants=descendants or (tree and from_ is not None),
@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Show one checkpoint, or its XML."""
-        with _settings(ctx) as lg:
+        with _settings(ctx, readonly=True) as lg:
             if xml:
                 typer.echo(lg.xml(domain, name, no_domain=no_domain, as_of=as_of), nl=False)
                 return
@@ -234,7 +234,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Every bitmap on every disk, as the ledger believes the hypervisor holds them."""
-        with _settings(ctx) as lg:
+        with _settings(ctx, readonly=True) as lg:
             view = lg.bitmaps(domain, as_of=as_of)
         if json_out:
             print_json(view)
@@ -255,7 +255,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Which bitmaps, per disk, hold every block written since a checkpoint."""
-        with _settings(ctx) as lg:
+        with _settings(ctx, readonly=True) as lg:
             view = lg.plan(domain, since, as_of=as_of)
         if json_out:
             print_json(view)

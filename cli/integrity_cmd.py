@@ -27,8 +27,9 @@ JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
 
 
 @contextmanager
-def _store(ctx: typer.Context) -> Iterator[EventStore]:
-    store: EventStore = open_store(ctx.obj.store or default_store_url())
+def _store(ctx: typer.Context, readonly: bool = False) -> Iterator[EventStore]:
+    url = ctx.obj.store or default_store_url(create=not readonly)
+    store: EventStore = open_store(url, readonly=readonly)
     try:
         yield store
     finally:
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
         snapshot's position and the first domain that differs) otherwise. Writes nothing.
         """
         pinned = parse_anchor(anchor) if anchor is not None else None
-        with _store(ctx) as store:
+        with _store(ctx, readonly=True) as store:
             report = verify_store(store, pinned)
         if json_out:
             print_json(report.to_dict())
@@ -68,7 +69,7 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def head_cmd(ctx: typer.Context, json_out: bool = JSON) -> None:
         """The newest event's position and hash, as POSITION:HASH (an anchor for verify-log)."""
-        with _store(ctx) as store:
+        with _store(ctx, readonly=True) as store:
             position, digest = head(store)
         if json_out:
             print_json({"position": position, "hash": digest})
@@ -104,10 +105,10 @@ def register(app: typer.Typer) -> None:
         fmt: ExportFormat = "jsonl" if format_ == "jsonl" else "msgpack"
         stream_id = name = None
         if domain is not None:
-            with Ledger.open(store=ctx.obj.store, snapshot_every=0) as lg:
+            with Ledger.open(store=ctx.obj.store, snapshot_every=0, readonly=True) as lg:
                 state = lg.states.get(domain) or lg.state(domain)
                 stream_id, name = state.stream_id, state.name
-        with _store(ctx) as store:
+        with _store(ctx, readonly=True) as store:
             summary = export_log(store, file, fmt, stream_id, name)
         _say(summary.to_dict(), json_out and file != "-",
              f"exported {summary.events} events (head {summary.head_position}:"

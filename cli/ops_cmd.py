@@ -26,14 +26,15 @@ FOLLOW_COLUMNS = (("Position", 8), ("Recorded at", 20), ("Domain", 16), ("Type",
 
 
 def _open_for_copy(url: str, role: str) -> EventStore:
-    """The store at ``url``; memory:// is refused (it lives and dies in one process)."""
+    """The store at ``url`` (the source read-only); memory:// is refused (it lives and dies
+    in one process)."""
     if scheme_of(url) == "memory":
         raise LedgerError(
             "STORE_URL",
             f"cannot copy {role} '{url}': a memory:// store lives inside one process, so the "
             "CLI cannot reach it (use sqlite:///, msgpack:/// or postgresql://)",
         )
-    store: EventStore = open_store(url)
+    store: EventStore = open_store(url, readonly=role == "from")
     return store
 
 
@@ -126,8 +127,8 @@ def register(app: typer.Typer) -> None:
         PostgreSQL stores are tailed with LISTEN/NOTIFY; other stores are polled five times
         a second.
         """
-        store = open_store(ctx.obj.store or default_store_url())
-        with Ledger(store) as lg:
+        store = open_store(ctx.obj.store or default_store_url(create=False), readonly=True)
+        with Ledger(store, readonly=True) as lg:
             start = store.last_position() if after is None else after
             if not jsonl:
                 names = [name for name, _ in FOLLOW_COLUMNS]

@@ -15,8 +15,8 @@ JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
 DRIFT_EXIT = 3
 
 
-def _open(ctx: typer.Context) -> Ledger:
-    lg: Ledger = ctx.obj.open()
+def _open(ctx: typer.Context, readonly: bool = False) -> Ledger:
+    lg: Ledger = ctx.obj.open(readonly=readonly)
     return lg
 
 
@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
 
         Exit status 0 when all agree, 3 when they do not.
         """
-        with _open(ctx) as lg:
+        with _open(ctx, readonly=not record) as lg:
             reports = lg.verify(domains or (), record=record)
         if json_out:
             print_json(reports)

@@ -82,6 +82,7 @@ class ChainReport:
     anchor: tuple[int, str] | None = None  # the anchor checked, if any
     anchor_ok: bool | None = None
     snapshot: SnapshotCheck | None = None  # the store's snapshot against the events
+    torn_tail: str | None = None  # what the store says lies unfinished past its last event
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -94,6 +95,7 @@ class ChainReport:
             "anchor": (None if self.anchor is None else {
                 "position": self.anchor[0], "hash": self.anchor[1], "ok": self.anchor_ok}),
             "snapshot": None if self.snapshot is None else self.snapshot.to_dict(),
+            "torn_tail": self.torn_tail,
         }
 
     def line(self) -> str:
@@ -105,6 +107,8 @@ class ChainReport:
                 text += f"; anchor {self.anchor[0]} matches"
             if self.snapshot is not None:
                 text += f"; {self.snapshot.line()}"
+            if self.torn_tail is not None:
+                text += f"; {self.torn_tail}"
             return text
         if self.first_bad is None and self.snapshot is not None:
             return f"hash chain intact, but {self.snapshot.line()}"
@@ -216,11 +220,16 @@ def head(store: EventStore) -> tuple[int, str]:
 def verify_store(store: EventStore, anchor: tuple[int, str] | None = None) -> ChainReport:
     """:func:`verify_chain` over every event of ``store``, which also checks the store's
     snapshot against the events (``snapshot``; not ``ok`` when one that would be loaded is
-    not what the events up to its position fold to: ledger/snapshots.py). Writes nothing."""
+    not what the events up to its position fold to: ledger/snapshots.py), with what the
+    store reports lying unfinished past its last event (a store with a ``torn_tail()``: the
+    msgpack log). Writes nothing."""
     refold = Refold(store)
     report = verify_chain(store.read_all(), anchor, refold.add)
     report.snapshot = refold.result()
     report.ok = report.ok and report.snapshot.ok
+    torn_tail = getattr(store, "torn_tail", None)
+    if callable(torn_tail):
+        report.torn_tail = torn_tail()
     return report
 
 

@@ -69,11 +69,12 @@ def _upto(pages: Iterable[Sequence[ScanRow]], upto: int) -> Iterator[Sequence[Sc
         yield page
 
 
-def default_store_url() -> str:
+def default_store_url(create: bool = True) -> str:
     """``$CKPT_LEDGER_STORE``, else ``$XDG_DATA_HOME/ckpt-ledger/ledger.db`` (a relative
     ``$XDG_DATA_HOME`` is ignored, as the XDG spec says; then ``~/.local/share``).
 
-    STORE_ERROR naming the folder and the variable it came from when it cannot be created.
+    Its folder is made when ``create``; STORE_ERROR naming the folder and the variable it
+    came from when it cannot be made or used.
     """
     env = os.environ.get("CKPT_LEDGER_STORE")
     if env:
@@ -92,6 +93,8 @@ def default_store_url() -> str:
                               "or set CKPT_LEDGER_STORE")
         base, origin = home / ".local" / "share", f"$HOME={home}"
     folder = base / "ckpt-ledger"
+    if not create:
+        return "sqlite:///" + str(folder / "ledger.db")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK | os.X_OK):
@@ -114,8 +117,10 @@ class Ledger:
         actor: str | None = None,
         reason: str | None = None,
         correlation_id: str | None = None,
+        readonly: bool = False,
     ) -> None:
         self.store = store
+        self.readonly = readonly  # never save a snapshot (the store may refuse writes too)
         self._hypervisor = hypervisor
         self.actor = actor
         self.reason = reason
@@ -143,9 +148,14 @@ class Ledger:
         use_snapshot: bool = True,
         snapshot_every: int | None = None,
         lock_timeout: float | None = None,
+        readonly: bool = False,
     ) -> Ledger:
         """Open a ledger on a store URL, a path (SQLite) or an EventStore instance and,
         optionally, a hypervisor URI.
+
+        ``readonly``: open a store URL read-only (``ledger.plugins.open_store``): nothing is
+        created or written, a missing store is refused, every write fails; with a store
+        instance or URL alike, ``close`` then saves no snapshot.
 
         ``actor``, ``reason`` and ``correlation_id`` go into the provenance of every event
         appended (``correlation_id`` defaults to ``$CKPT_LEDGER_CORRELATION_ID``).
@@ -164,12 +174,14 @@ class Ledger:
             lock_timeout = check_timeout(lock_timeout)
         opened: EventStore
         if store is None or isinstance(store, str):
-            opened = open_store(store or default_store_url())
+            url = store or default_store_url(create=not readonly)
+            opened = open_store(url, readonly=True) if readonly else open_store(url)
         elif isinstance(store, os.PathLike):
             path = os.fspath(store)
             if not isinstance(path, str):
                 raise LedgerError("STORE_URL", f"a store path must be text, not {path!r:.60}")
-            opened = open_store("sqlite:///" + path)
+            opened = open_store("sqlite:///" + path, readonly=True) if readonly else \
+                open_store("sqlite:///" + path)
         elif isinstance(store, EventStore):
             opened = store
         else:
@@ -181,7 +193,8 @@ class Ledger:
             hypervisor = os.environ.get("CKPT_LEDGER_HYPERVISOR") or None
         if correlation_id is None:
             correlation_id = os.environ.get("CKPT_LEDGER_CORRELATION_ID") or None
-        lg = cls(opened, hypervisor, actor=actor, reason=reason, correlation_id=correlation_id)
+        lg = cls(opened, hypervisor, actor=actor, reason=reason, correlation_id=correlation_id,
+                 readonly=readonly)
         if snapshot_every is None:
             env = os.environ.get("CKPT_LEDGER_SNAPSHOT_EVERY", "")
             snapshot_every = int(env) if env.strip().isdigit() else snapshots.DEFAULT_EVERY
@@ -208,9 +221,10 @@ class Ledger:
 
     def save_snapshot(self, force: bool = False) -> bool:
         """Save the projections as the store's snapshot when ``snapshot_every`` events were
-        folded since the last one (always when ``force``); True if one was saved."""
+        folded since the last one (always when ``force``); True if one was saved. A
+        read-only ledger saves none."""
         behind = self.position - self.snapshot_position
-        if self.position == 0 or behind <= 0 or (
+        if self.readonly or self.position == 0 or behind <= 0 or (
                 not force and (self.snapshot_every <= 0 or behind < self.snapshot_every)):
             return False
         snapshots.save(self.store, self.states, self.by_name, self.position,
@@ -716,6 +730,8 @@ class Ledger:
         tailed through it; any other is polled with ``read_all`` every ``poll`` seconds.
         The iterator ends once ``timeout`` seconds pass with no new event (``None``: never;
         stop it by closing it or with Ctrl-C). The ledger's own projections are not touched.
+        A store with a ``gone()`` (the file stores) is asked at each poll whether its file
+        is still the one at its path: once deleted or replaced, STORE_ERROR says so.
         """
         native = getattr(self.store, "follow", None)
         if callable(native):
@@ -723,8 +739,13 @@ class Ledger:
             for rec in records:
                 yield event_view(rec)
             return
+        gone = getattr(self.store, "gone", None)
         last, idle_since = after, time.monotonic()
         while True:
+            why = gone() if callable(gone) else None
+            if why is not None:
+                raise LedgerError("STORE_ERROR", f"stopped following store {self.store.url}: "
+                                  f"{why}")
             for rec in self.store.read_all(after=last):
                 last, idle_since = rec.position, time.monotonic()
                 yield event_view(rec)

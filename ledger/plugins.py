@@ -73,8 +73,13 @@ def _load(loaders: dict[str, Callable[[], Any]], key: str, what: str, code: str)
                           f"pip install 'ckpt-ledger[{extra}]'") from None
 
 
-def open_store(url: str) -> Any:
-    """Open the event store at ``url`` (a bare path means SQLite)."""
+def open_store(url: str, readonly: bool = False) -> Any:
+    """Open the event store at ``url`` (a bare path means SQLite).
+
+    ``readonly``: open it only to read (the backend's ``open_url(url, readonly=True)``):
+    nothing is created, migrated, repaired or written, a store that does not exist is
+    refused with STORE_ERROR, and every write through the handle is refused.
+    """
     if not isinstance(url, str) or not url.strip():
         raise LedgerError("STORE_URL", "the store URL is empty")
     scheme = scheme_of(url) or "sqlite"
@@ -87,7 +92,7 @@ def open_store(url: str) -> Any:
             "STORE_URL", f"unknown store URL scheme '{scheme}' in '{url}' (known: {known})"
         )
     opener = _load(loaders, scheme, f"the {scheme}:// store", "STORE_ERROR")
-    return opener(url)
+    return opener(url, readonly=True) if readonly else opener(url)
 
 
 def open_hypervisor(uri: str) -> Any:

@@ -76,6 +76,22 @@ class StoreFactory:
         """Make the next append fail after its first record is written (None: can't)."""
         return None
 
+    def readonly(self, store: EventStore) -> EventStore:
+        """A read-only handle on ``store`` (its backend's ``open_url(..., readonly=True)``)."""
+        module = importlib.import_module(self.module)
+        opened: EventStore = module.open_url(self.url_of(store), readonly=True)
+        return opened
+
+    def missing(self) -> str | None:
+        """The URL of a store that does not exist yet (None: every URL names a store)."""
+        return None
+
+    def footprint(self, url: str) -> object:
+        """Everything a read of the store at ``url`` must leave as it is (the files beside
+        it, their bytes; a database's schema and rows), comparable with ``==``; None when
+        the backend keeps nothing outside the process."""
+        return None
+
 
 def _versions(store: EventStore, stream: str) -> list[int]:
     return [r.stream_version for r in store.read_stream(stream)]
@@ -775,6 +791,91 @@ class StoreContract:
         assert lg.log() == fresh.log()
 
 
+    # --- read-only handles -------------------------------------------------------------
+
+    def test_readonly_handle_reads_and_refuses_to_write(self, store_factory: StoreFactory) -> None:
+        """A read-only handle reads what the store holds (records, heads, snapshots) and what
+        other handles append later; every write through it (append, append_many,
+        save_snapshot, lock) is refused with STORE_ERROR saying it is read-only."""
+        store = store_factory()
+        ro = None
+        try:
+            store.append(recs("a", 2))
+            store.append_many([(recs("b", 1), NO_STREAM), (recs("a", 1), 2)])
+            store.save_snapshot("p", 4, b"snap")
+            ro = store_factory.readonly(store)
+            if store_factory.durable:
+                assert list(ro.read_all()) == list(store.read_all())
+                assert [list(p) for p in ro.scan()] == [list(p) for p in store.scan()]
+                assert list(ro.read_stream("a")) == list(store.read_stream("a"))
+                assert ro.stream_version("a") == 3 and ro.last_position() == 4
+                assert ro.load_snapshot("p") == (4, b"snap")
+                assert head(ro) == head(store)
+            writes = {
+                "append": lambda: ro.append(recs("a", 1)),
+                "append_many": lambda: ro.append_many([(recs("c", 1), ANY)]),
+                "save_snapshot": lambda: ro.save_snapshot("p", 5, b"other"),
+                "lock": lambda: ro.lock("a").__enter__(),
+            }
+            for name, write in writes.items():
+                with pytest.raises(LedgerError) as ei:
+                    write()
+                assert ei.value.code == "STORE_ERROR", name
+                assert "read-only" in str(ei.value) and "\n" not in str(ei.value), name
+            assert store.last_position() == 4 and store.load_snapshot("p") == (4, b"snap")
+            if store_factory.durable:
+                new = store.append(recs("a", 1), expected_version=3)
+                assert ro.last_position() == 5 and ro.stream_version("a") == 4
+                assert list(ro.read_all(after=4)) == new
+        finally:
+            if ro is not None:
+                ro.close()
+            store.close()
+
+    def test_readonly_open_of_a_missing_store_is_refused(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """A read-only open of a store that does not exist is one STORE_ERROR line naming
+        its URL, and creates nothing (no file, no schema)."""
+        url = store_factory.missing()
+        if url is None:
+            pytest.skip("every URL of this backend names a store")
+        before = store_factory.footprint(url)
+        module = importlib.import_module(store_factory.module)
+        with pytest.raises(LedgerError) as ei:
+            module.open_url(url, readonly=True)
+        assert ei.value.code == "STORE_ERROR" and "\n" not in str(ei.value)
+        assert url in str(ei.value) and "does not exist" in str(ei.value), str(ei.value)
+        assert store_factory.footprint(url) == before
+
+    def test_readonly_reads_change_nothing(self, store_factory: StoreFactory) -> None:
+        """Opening a store read-only, reading everything and closing it leaves every byte
+        and every file (or row) of the store as it was, and creates nothing beside it."""
+        store = store_factory()
+        url = store_factory.url_of(store)
+        try:
+            store.append(recs("a", 3))
+            store.append_many([(recs("b", 2), NO_STREAM), (recs("a", 1), 3)])
+            store.save_snapshot("p", 6, b"snap")
+        finally:
+            store.close()
+        before = store_factory.footprint(url)
+        if before is None:
+            pytest.skip("this backend keeps nothing outside the process")
+        module = importlib.import_module(store_factory.module)
+        for _ in range(2):
+            ro = module.open_url(url, readonly=True)
+            try:
+                assert [r.position for r in ro.read_all()] == list(range(1, 7))
+                assert sum(len(p) for p in ro.scan()) == 6
+                assert len(list(ro.read_stream("a"))) == 4 and ro.stream_version("b") == 2
+                assert ro.last_position() == 6 and ro.load_snapshot("p") == (6, b"snap")
+                assert head(ro)[0] == 6
+            finally:
+                ro.close()
+            assert store_factory.footprint(url) == before
+
+
 def _assert_chained(records: list[StoredRecord]) -> str:
     """Every record's hash links it to the one before (the first to GENESIS); the last hash."""
     prev = GENESIS
@@ -846,4 +947,18 @@ def domain_history(
     return out
 
 
-__all__ = ["StoreContract", "StoreFactory", "domain_history", "process_worker", "rec", "recs"]
+def files_footprint(folder: str) -> dict[str, str]:
+    """Every file in ``folder`` with the sha256 of its bytes (what a read must not change)."""
+    import hashlib
+
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                out[name] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+__all__ = ["StoreContract", "StoreFactory", "domain_history", "files_footprint",
+           "process_worker", "rec", "recs"]

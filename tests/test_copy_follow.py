@@ -263,3 +263,51 @@ def test_cli_follow(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _new_ledger(url: str, folder: Path) -> None:
+    """A different ledger at ``url``: more events than the one it replaces."""
+    _fill(url, folder / "other-host.json", creates=3)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "msgpack"])
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_follow_stops_when_its_store_file_is_deleted_or_replaced(
+    tmp_path: Path, backend: str, how: str
+) -> None:
+    """`follow` on a file store whose file is deleted (and a new store then made at the
+    same path) or replaced by another store's file stops with one line saying so and a
+    non-zero exit: it never goes on silently following a ghost, nor prints the events of
+    the store now at that path."""
+    folder = tmp_path / "a"
+    folder.mkdir()
+    path = folder / f"ledger.{backend}"
+    url = f"{backend}:///{path}"
+    _fill(url, tmp_path / "host.json", creates=1)  # positions 1..4
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CKPT_LEDGER_")}
+    env["CKPT_LEDGER_STORE"] = url
+    proc = subprocess.Popen([str(SCRIPT), "follow", "--jsonl", "--after", "0", "--timeout", "60"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        seen = [json.loads(proc.stdout.readline())["position"] for _ in range(4)]
+        assert seen == [1, 2, 3, 4]
+        if how == "deleted":
+            for p in folder.iterdir():
+                p.unlink()
+            _new_ledger(url, tmp_path)
+        else:
+            other = tmp_path / "b"
+            other.mkdir()
+            _new_ledger(f"{backend}:///{other}/ledger.{backend}", tmp_path)
+            os.replace(other / f"ledger.{backend}", path)
+        code = proc.wait(timeout=20)
+        rest, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert code != 0 and rest == "", (code, rest, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith(
+        "[STORE_ERROR]"), err
+    assert str(path) in lines[0] and ("deleted" in lines[0] or "replaced" in lines[0]), err

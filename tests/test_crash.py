@@ -6,7 +6,7 @@ warm "zygote" (tests/proc_worker.py) so a kill cycle costs milliseconds, not an 
 start. Each cycle: fork a writer, let it open the ledger, wait a random 20-300 ms while it
 creates checkpoints (printing each name once ``create`` has returned), SIGKILL it. Then:
 
-* the store opens cleanly (a torn msgpack tail is truncated with a warning: allowed);
+* the store opens cleanly (a torn msgpack tail is left for the next append to cut: allowed);
 * positions are 1..n, every stream's versions are 1..k, no checkpoint was created twice;
 * every create the writer reported is in the ledger;
 * a long-lived ledger caught up incrementally, a freshly opened one and a plain fold of

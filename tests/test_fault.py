@@ -265,3 +265,31 @@ def test_a_create_the_store_could_not_record_says_how_to_reconcile(tmp_path: Pat
     assert hv.list_checkpoints("vm") == ["c1", "c2"]
     with Ledger.open(store=f"sqlite:///{tmp_path / 'l.db'}", hypervisor=hv) as lg:
         assert lg.import_(["vm"])[0].added == ["c2"]
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_reads_answer_on_a_full_disk(backend: str, tmpfs: Path, tmp_path: Path) -> None:
+    """Reads need no space: with the store's disk full, list, log, show, history,
+    verify-log and head answer (they open the store read-only: no WAL switch, no -shm, no
+    snapshot), and leave the store's files as they were."""
+    host = Host(tmp_path / "host")
+    host.folder.mkdir()
+    host.store = f"{backend}:///{tmpfs}/{BACKENDS[backend]}"
+    hv = MockHypervisor(str(host.state))
+    hv.define("vm", ["vda"])
+    for name in ("c1", "c2"):
+        assert host.main("create", "vm", name).code == 0
+    ballast = _fill_disk(tmpfs)
+    before = {p.name: p.read_bytes() for p in tmpfs.iterdir() if p != ballast}
+    env = host.env(CKPT_LEDGER_SNAPSHOT_EVERY="1")
+    runs = {" ".join(argv): host.main(*argv, env=env) for argv in (
+        ["list", "vm", "--json"], ["log", "--json"], ["show", "vm", "c1", "--json"],
+        ["history", "vm", "c2"], ["verify-log"], ["head"])}
+    for argv, run in runs.items():
+        assert run.code == 0, (argv, run.everything)
+    assert [v["name"] for v in runs["list vm --json"].json()] == ["c1", "c2"]
+    events = runs["log --json"].json()
+    assert [e["position"] for e in events] == list(range(1, len(events) + 1))
+    assert runs["verify-log"].stdout.startswith(f"ok: {len(events)} events")
+    assert runs["head"].stdout.startswith(f"{len(events)}:")
+    assert {p.name: p.read_bytes() for p in tmpfs.iterdir() if p != ballast} == before

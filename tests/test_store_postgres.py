@@ -84,6 +84,21 @@ class PostgresFactory(StoreFactory):
     def inject_failure(self, store: EventStore) -> contextlib.AbstractContextManager[None]:
         return self._failing(store)
 
+    def missing(self) -> str:
+        return self.url()
+
+    def footprint(self, url: str) -> object:
+        """The schema's tables, and the rows of each (as text), or None for no schema."""
+        schema = url.rsplit("schema=", 1)[1]
+        tables = [r[0] for r in self.admin.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+            "ORDER BY table_name", [schema])]
+        exists = self.admin.execute("SELECT count(*) FROM information_schema.schemata "
+                                    "WHERE schema_name = %s", [schema]).fetchone()[0]
+        return exists, {t: self.admin.execute(
+            f"SELECT array_agg(t::text ORDER BY t::text) FROM {schema}.{t} t").fetchone()[0]
+            for t in tables}
+
     def cleanup(self) -> None:
         """Drop every schema this factory handed out."""
         for s in self.schemas:

@@ -12,18 +12,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
+from backends._sqlite_inspect import APPLICATION_ID
 from backends.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore, open_url
 from ledger.errors import LedgerError
 from ledger.plugins import open_store
 from ledger.ports import EventStore
 
 try:
-    from .store_contract import StoreContract, StoreFactory, process_worker, recs
+    from .store_contract import (
+        StoreContract,
+        StoreFactory,
+        files_footprint,
+        process_worker,
+        recs,
+    )
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
     from store_contract import (  # type: ignore[no-redef]
         StoreContract,
         StoreFactory,
+        files_footprint,
         process_worker,
         recs,
     )
@@ -53,6 +62,13 @@ class SqliteFactory(StoreFactory):
             yield
         finally:
             store.db.execute("DROP TRIGGER temp.boom")
+
+    def missing(self) -> str:
+        self.count += 1
+        return f"sqlite:///{self.directory}/missing{self.count}.db"
+
+    def footprint(self, url: str) -> dict[str, str]:
+        return files_footprint(str(self.directory))
 
     def inject_failure(self, store: EventStore) -> contextlib.AbstractContextManager[None]:
         assert isinstance(store, SqliteStore)
@@ -207,18 +223,26 @@ def test_newer_schema_version(tmp_path: Path) -> None:
     _refused(path, "newer", f"schema version {SCHEMA_VERSION + 1}")
 
 
+def _writes_refused_reads_served(path: Path) -> None:
+    _refused(path, "cannot write")
+    store = open_url(str(path), readonly=True)  # a read needs no write access
+    assert store.last_position() == 60
+    store.close()
+    assert sorted(os.listdir(path.parent)) == [path.name]
+
+
 def test_read_only_file(tmp_path: Path) -> None:
     path = _ledger(tmp_path / "x.db")
     if os.geteuid() == 0:  # root ignores modes; an immutable file refuses root too
         if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
             pytest.skip("running as root and chattr +i is unavailable")
         try:
-            _refused(path, "cannot write")
+            _writes_refused_reads_served(path)
         finally:
             subprocess.run(["chattr", "-i", str(path)], check=True)
     else:
         path.chmod(0o444)
-        _refused(path, "cannot write")
+        _writes_refused_reads_served(path)
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -251,3 +275,106 @@ def test_processes_racing_to_create_the_store(tmp_path: Path) -> None:
     assert [r.position for r in store.read_all()] == list(range(1, 25))
     assert store.stream_version("shared") == 12
     store.close()
+
+
+# --- read-only handles ----------------------------------------------------------------------
+
+
+def _readonly_refused(path: Path, *words: str) -> None:
+    before = _sha(path)
+    listing = sorted(os.listdir(path.parent))
+    with pytest.raises(LedgerError) as ei:
+        open_url(str(path), readonly=True)
+    assert ei.value.code == "STORE_ERROR" and "\n" not in str(ei.value), str(ei.value)
+    for w in words:
+        assert w in str(ei.value), str(ei.value)
+    assert _sha(path) == before and sorted(os.listdir(path.parent)) == listing
+
+
+def test_readonly_open_of_an_older_schema_says_a_write_command_upgrades_it(
+    tmp_path: Path,
+) -> None:
+    """A schema-1 store (before the hash chain) is not migrated by a read: one line says a
+    write command upgrades it, and the file is left as it was; a read-write open migrates."""
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(str(path))
+    MIGRATIONS[0](db)
+    db.conn.execute("INSERT INTO events VALUES (1, 's', 'vm', 1, 'T', 1, 1.5, x'00')")
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute("PRAGMA user_version = 1")
+    db.conn.commit()
+    db.conn.close()
+    _readonly_refused(path, "schema version 1", "write command")
+    open_url(str(path)).close()
+    store = open_url(str(path), readonly=True)
+    assert store.last_position() == 1
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["empty-file", "empty-database"])
+def test_readonly_open_of_a_store_never_written_is_refused(tmp_path: Path, kind: str) -> None:
+    """An empty file (or an empty SQLite database) becomes a store on its first write; a
+    read-only open does not make it one: one line says no ledger was written there yet."""
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    if kind == "empty-database":
+        with contextlib.closing(sqlite3.connect(path)) as c:
+            c.execute("PRAGMA user_version = 0")
+            c.execute("VACUUM")
+    _readonly_refused(path, "no ledger", "write command")
+
+
+def test_readonly_handle_beside_a_writer_creates_nothing(tmp_path: Path) -> None:
+    """While a writer has the store open (its -wal and -shm exist), a read-only handle reads
+    through them, sees each new append, and adds no file; closed before the writer, it
+    leaves the writer to checkpoint and remove them as usual."""
+    path = _ledger(tmp_path / "x.db")
+    writer = open_url(str(path))
+    writer.append(recs("w", 1))
+    listing = sorted(os.listdir(tmp_path))
+    assert f"{path.name}-wal" in listing
+    reader = open_url(str(path), readonly=True)
+    assert reader.last_position() == 61
+    writer.append(recs("w", 2), expected_version=1)
+    assert reader.last_position() == 63 and reader.stream_version("w") == 3
+    assert sum(len(p) for p in reader.scan()) == 63
+    assert sorted(os.listdir(tmp_path)) == listing
+    reader.close()
+    writer.close()
+    assert sorted(os.listdir(tmp_path)) == [path.name]
+
+
+def come_and_go(path: str, n: int) -> None:
+    """Run in a child process: ``n`` times open the store, append two records, close it."""
+    for i in range(n):
+        w = open_url(path)
+        w.append(recs("w", 2, f"{i}-" + "y" * 2000), expected_version=2 * i)
+        w.close()
+
+
+def test_readonly_reads_stay_whole_while_writers_come_and_go(tmp_path: Path) -> None:
+    """Read-only handles keep reading while a writer process opens the store, appends and
+    closes it, again and again (each close checkpoints the WAL into the file and removes
+    it): each read is a gapless prefix of the log, never an error or a torn mix of old and
+    new pages, whether it ran on the file alone or through the WAL; a handle kept open
+    sees every append."""
+    path = _ledger(tmp_path / "x.db")
+    kept = open_url(str(path), readonly=True)
+    writer = multiprocessing.get_context("spawn").Process(target=come_and_go,
+                                                           args=(str(path), 100))
+    writer.start()
+    seen = reads = 0
+    try:
+        while writer.is_alive() or reads == 0:
+            reader = open_url(str(path), readonly=True)  # as each read command does
+            try:
+                got = [r.position for r in reader.read_all()]
+            finally:
+                reader.close()
+            assert got == list(range(1, len(got) + 1)) and len(got) >= seen
+            seen, reads = len(got), reads + 1
+    finally:
+        writer.join()
+    assert writer.exitcode == 0
+    assert kept.last_position() == 260 and kept.stream_version("w") == 200
+    kept.close()
