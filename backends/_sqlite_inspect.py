@@ -64,8 +64,12 @@ def inspect(path: str, schema_version: int, readonly: bool = False) -> int | Non
     pages = int.from_bytes(header[28:32], "big")
     # With a non-empty -wal beside it, the main file may lag its header until recovery.
     valid = header[24:28] == header[92:96] and not _nonempty(path + "-wal")
-    if page_size < 512 or st.st_size % page_size or (valid and st.st_size < pages * page_size):
-        raise err(f"cannot open store {path}: file is truncated or damaged ({st.st_size} bytes)")
+    try:  # sized after the header was read: a writer's checkpoint may have grown it meanwhile
+        size = os.stat(path).st_size
+    except OSError as e:
+        raise err(f"cannot read store {path}: {e.strerror}") from e
+    if page_size < 512 or size % page_size or (valid and size < pages * page_size):
+        raise err(f"cannot open store {path}: file is truncated or damaged ({size} bytes)")
     # immutable=1 reads without creating -wal/-shm sidecars; it would ignore a WAL that
     # still holds commits, so a non-empty -wal is read through a plain read-only connection.
     mode = "mode=ro" if _nonempty(path + "-wal") else "mode=ro&immutable=1"

@@ -115,6 +115,20 @@ class ReadOnlyDatabase:
             return rows
         raise err(f"cannot read store {self.path}: it kept changing while being read")
 
+    def query_as_bytes(self, sql: str, params: Sequence[Any], text: type[bytes]
+                       ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The column names and rows of one statement with text read as ``text`` (a bytes
+        type: to find a row whose text is not UTF-8)."""
+        conn = self._ro if self._ro is not None else self._connect(immutable=True)
+        try:
+            conn.text_factory = text
+            cur = conn.execute(sql, params)
+            return [d[0] for d in cur.description], list(cur.fetchall())
+        finally:
+            conn.text_factory = str
+            if conn is not self._ro:
+                conn.close()
+
     def close(self) -> None:
         """Close every connection."""
         if self._ro is not None:

@@ -206,7 +206,13 @@ class SqliteStore:
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._mutex:
             if self._reader is not None:
-                return self._reader.query(sql, params)
+                try:
+                    return self._reader.query(sql, params)
+                except LedgerError as e:
+                    cause = e.__cause__
+                    if isinstance(cause, sqlite3.Error) and "decode" in str(cause):
+                        raise self._read_error(cause, sql, params) from cause
+                    raise
             try:
                 return list(self.db.execute(sql, params).fetchall())
             except sqlite3.Error as e:
@@ -217,26 +223,32 @@ class SqliteStore:
         first column, the position) and the column, found by reading the rows as bytes."""
         if "decode" not in str(e):
             return err(f"cannot read store {self.path}: {e}")
-        conn = self.db.conn
         with self._mutex:
-            conn.text_factory = _Text
             try:
-                cur = conn.execute(sql, params)
-                names = [d[0] for d in cur.description]
-                for row in cur:
-                    for name, value in zip(names, row, strict=True):
-                        if type(value) is _Text:
-                            try:
-                                value.decode("utf-8")
-                            except UnicodeDecodeError:
-                                return err(f"cannot read store {self.path}: event at "
-                                           f"position {row[0]} is damaged: column {name} "
-                                           "is not UTF-8 text")
-            except sqlite3.Error:
-                pass
-            finally:
-                conn.text_factory = str
+                names, rows = self._rows_as_bytes(sql, params)
+            except (sqlite3.Error, LedgerError):
+                rows, names = [], []
+        for row in rows:
+            for name, value in zip(names, row, strict=True):
+                if type(value) is _Text:
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        return err(f"cannot read store {self.path}: event at position "
+                                   f"{row[0]} is damaged: column {name} is not UTF-8 text")
         return err(f"cannot read store {self.path}: text that is not UTF-8")
+
+    def _rows_as_bytes(self, sql: str, params: Sequence[Any]
+                       ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        if self._reader is not None:
+            return self._reader.query_as_bytes(sql, params, _Text)
+        conn = self.db.conn
+        conn.text_factory = _Text
+        try:
+            cur = conn.execute(sql, params)
+            return [d[0] for d in cur.description], list(cur.fetchall())
+        finally:
+            conn.text_factory = str
 
     def append(
         self,
