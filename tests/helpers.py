@@ -12,6 +12,7 @@ real mock-hypervisor state file. It runs the CLI three ways:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,11 +20,13 @@ import shutil
 import subprocess
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -223,3 +226,22 @@ def assert_gapless(records: list[Any]) -> None:
         versions.setdefault(r.stream_id, []).append(r.stream_version)
     for sid, vs in versions.items():
         assert vs == list(range(1, len(vs) + 1)), f"stream {sid}: versions {vs}"
+
+
+@contextlib.contextmanager
+def small_tmpfs(tmp_path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted with ``options`` (e.g. ``size=256k``) on a fresh folder, unmounted
+    afterwards; skips the test when mounting is not permitted."""
+    where = tmp_path / "small"
+    where.mkdir()
+    try:
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"cannot run mount: {e}")
+    if p.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {p.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import SCRIPT, Host, Run, assert_one_error_line
+from helpers import SCRIPT, Host, Run, assert_one_error_line, small_tmpfs
 
 from backends.sqlite import SqliteStore
 from ledger import Ledger
@@ -224,19 +224,8 @@ def test_errors_onto_a_full_stderr_exit_non_zero_quietly(big: Host) -> None:
 def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     """A tmpfs that is soon full: of bytes (64 KiB), or of files (4 inodes: the root, the
     file the test leaves there and two more). Skips when mounting is not permitted."""
-    where = tmp_path / "small"
-    where.mkdir()
-    try:
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", request.param, "tmpfs", str(where)],
-                           capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"cannot run mount: {e}")
-    if p.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {p.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path, request.param) as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
 
 
 def fill(folder: Path) -> None:

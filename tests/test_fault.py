@@ -27,10 +27,10 @@ from ledger.errors import LedgerError
 from ledger.ports import EventStore
 
 try:
-    from .helpers import Host, assert_one_error_line
+    from .helpers import Host, assert_one_error_line, small_tmpfs
     from .proc_worker import open_store
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from helpers import Host, assert_one_error_line  # type: ignore[no-redef]
+    from helpers import Host, assert_one_error_line, small_tmpfs  # type: ignore[no-redef]
     from proc_worker import open_store  # type: ignore[no-redef]
 
 WORKER = Path(__file__).with_name("proc_worker.py")
@@ -41,19 +41,8 @@ FILLER = 48 * 1024
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs mounted on a fresh folder (skip when mounting is not permitted)."""
-    where = tmp_path / "small"
-    where.mkdir()
-    try:
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
-                           capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"cannot run mount: {e}")
-    if p.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {p.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path, "size=256k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
 
 
 def _rec(stream: str, i: int) -> NewRecord:
