@@ -19,6 +19,7 @@ demo: venv
 
 lint: venv
 	$(BIN)/ruff check ledger backends adapters cli tests $(wildcard bench)
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy ledger backends adapters cli

@@ -1,6 +1,6 @@
-"""The libvirt hypervisor adapter: :class:`ledger.ports.Hypervisor` over libvirt-python.
+"""The libvirt hypervisor adapter: :class:`ledger.domain.hypervisor.Hypervisor` over libvirt-python.
 
-Any hypervisor URI that is not ``mock://`` is routed here (ledger/plugins.py), so this
+Any hypervisor URI that is not ``mock://`` is routed here (ledger/app/plugins.py), so this
 speaks every libvirt URI: ``qemu:///system``, ``qemu+ssh://host/system``,
 ``test:///default`` (libvirt's in-process test driver) ...
 
@@ -21,10 +21,10 @@ import json
 from types import ModuleType
 from typing import Any
 
-from ledger.domain_xml import parse_domain_xml, safe_fromstring
-from ledger.errors import LedgerError
-from ledger.model import DomainInfo, Policy
-from ledger.ports import PartialDelete
+from ledger.domain.domain_xml import parse_domain_xml, safe_fromstring
+from ledger.domain.errors import LedgerError
+from ledger.domain.hypervisor import PartialDelete
+from ledger.domain.model import DomainInfo, Policy
 
 from . import qemu_img
 
@@ -86,7 +86,7 @@ def to_ledger_error(err: Exception) -> LedgerError:
 
 
 class LibvirtHypervisor:
-    """A :class:`ledger.ports.Hypervisor` on one libvirt connection.
+    """A :class:`ledger.domain.hypervisor.Hypervisor` on one libvirt connection.
 
     ``readonly=True`` opens the connection with ``virConnectOpenReadOnly``: queries work,
     changes fail with libvirt's OPERATION_DENIED, and checkpoint XML is read without the
@@ -152,7 +152,7 @@ class LibvirtHypervisor:
             raise to_ledger_error(e) from None
         return str(parent.getName())
 
-    # -- ledger.ports.Hypervisor ------------------------------------------------------------
+    # -- ledger.domain.hypervisor.Hypervisor --------------------------------------------
 
     def policy(self) -> Policy:
         """``independent`` for libvirt >= 6.5.0 (one recording bitmap per checkpoint), else
@@ -212,7 +212,7 @@ class LibvirtHypervisor:
 
         QEMU moves the children of a plain delete to the parent *before* it removes the
         bitmaps (libvirt-checkpoints.md section 5.2 item 3). If the delete then fails and
-        the children did move, this raises :class:`ledger.ports.PartialDelete` with
+        the children did move, this raises :class:`ledger.domain.hypervisor.PartialDelete` with
         ``reparented = {child: new parent or None}``; otherwise libvirt's error.
         """
         lv = self._lv

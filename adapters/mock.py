@@ -13,7 +13,7 @@ bitmaps: sets of dirty 64 KiB clusters that guest writes fill.
 
 The journal's operations (``op``): ``define`` (a domain), ``run`` (started or stopped),
 ``write`` (clusters ``first``..``last`` of a disk dirtied), ``events`` (checkpoint metadata
-events of ledger/events.py, applied to the domain's DomainState and its bitmaps, as the
+events of ledger/domain/events.py, applied to the domain's DomainState and its bitmaps, as the
 ledger applies them; a checkpoint's ``xml`` is left out, being derived, and its
 ``domain_xml``, when it is the domain's own definition, is the marker ``@domain``),
 ``remove-bitmap``, ``recording`` (a bitmap enabled or disabled behind the metadata's back)
@@ -28,10 +28,11 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger import rules
-from ledger.domain_xml import parse_domain_xml
-from ledger.errors import LedgerError, no_checkpoint, no_domain
-from ledger.events import (
+from ledger.domain import rules
+from ledger.domain.checkpoint_xml import format_checkpoint_xml, parse_checkpoint_xml
+from ledger.domain.domain_xml import parse_domain_xml
+from ledger.domain.errors import LedgerError, no_checkpoint, no_domain
+from ledger.domain.events import (
     BitmapDisabled,
     BitmapEnabled,
     BitmapMerged,
@@ -41,12 +42,11 @@ from ledger.events import (
     event_data,
     parse_event,
 )
-from ledger.model import DomainDisk, DomainInfo, Policy
-from ledger.names import check_disk_name
-from ledger.plugins import path_of
-from ledger.ports import PartialDelete
-from ledger.projections import DomainState
-from ledger.xml import format_checkpoint_xml, parse_checkpoint_xml
+from ledger.domain.hypervisor import PartialDelete
+from ledger.domain.model import DomainDisk, DomainInfo, Policy
+from ledger.domain.names import check_disk_name
+from ledger.domain.state import DomainState
+from ledger.log.urls import path_of
 
 from .mock_journal import Journal, Transaction, state_error
 
@@ -218,7 +218,7 @@ def _events_op(dom: _Domain, events: list[Event]) -> dict[str, Any]:
 
 
 class MockHypervisor:
-    """The mock hypervisor; implements :class:`ledger.ports.Hypervisor` and more."""
+    """The mock hypervisor; implements :class:`ledger.domain.hypervisor.Hypervisor` and more."""
 
     def __init__(self, path: str, uri: str | None = None) -> None:
         self.path = os.path.abspath(path)

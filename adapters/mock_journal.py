@@ -41,8 +41,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ledger.errors import LedgerError
-from ledger.files import fsync_dir
+from ledger.domain.errors import LedgerError
+from ledger.log.files import fsync_dir
 
 FORMAT = "ckpt-ledger mock host"
 VERSION = 3

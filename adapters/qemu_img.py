@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from ledger.errors import LedgerError
+from ledger.domain.errors import LedgerError
 
 QEMU_IMG = "qemu-img"
 TIMEOUT_S = 60

@@ -1,7 +1,7 @@
 """Helpers every backend shares: batch checks, expected-version checks, idempotency digests.
 
 Nothing here touches storage; each backend calls these inside its own write transaction so
-the rules of :class:`ledger.ports.EventStore` are enforced the same way everywhere.
+the rules of :class:`ledger.log.store.EventStore` are enforced the same way everywhere.
 """
 
 from __future__ import annotations
@@ -9,16 +9,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from ledger.chain import _FLOAT, _INT, _LEN, _TAG, _text, record_hash
-from ledger.envelope import NewRecord, StoredRecord
-from ledger.errors import LedgerError, VersionConflict
-from ledger.locks import file_lock as file_lock  # the stores' per-domain lock
-from ledger.ports import ANY, NO_STREAM, ExpectedVersion, ScanRow
-
-_sha256 = hashlib.sha256
-_INT_PACK = _INT.pack
-_FLOAT_PACK = _FLOAT.pack
-_LEN_PACK = _LEN.pack
+from ledger.domain.errors import LedgerError, VersionConflict
+from ledger.log.chain import chain_records as stored  # the backends' name for it
+from ledger.log.chain import record_hash
+from ledger.log.locks import file_lock as file_lock  # the stores' per-domain lock
+from ledger.log.records import NewRecord, StoredRecord
+from ledger.log.store import ANY, NO_STREAM, ExpectedVersion, ScanRow
 
 
 def one_line(text: object) -> str:
@@ -163,49 +159,6 @@ def idempotency_mismatch(key: str) -> LedgerError:
     )
 
 
-def stored(
-    records: Sequence[NewRecord], first_position: int, version: int, prev_hash: str
-) -> list[StoredRecord]:
-    """``records`` as stored from ``first_position``, after stream version ``version``.
-
-    Each gets its chain hash (:func:`ledger.chain.record_hash`), the first one linked to
-    ``prev_hash``: the hash at ``first_position - 1`` (:data:`ledger.chain.GENESIS` for 1).
-    Call it inside the append's transaction or lock, where ``prev_hash`` cannot change.
-    """
-    # canonical_bytes/event_hash of ledger.chain, inlined: the stream's id and name and
-    # each type are encoded once per batch, and each StoredRecord is built once, with its hash
-    out: list[StoredRecord] = []
-    if not records:
-        return out
-    prev = bytes.fromhex(prev_hash)
-    if len(prev) != 32:
-        raise ValueError(f"prev_hash must be 64 hex digits, got {prev_hash!r}")
-    sid = name = ""
-    ident = b""
-    types: dict[str, bytes] = {}
-    position = first_position
-    stream_version = version
-    for rec in records:
-        stream_version += 1
-        if rec.stream_id != sid or rec.stream_name != name:
-            sid, name = rec.stream_id, rec.stream_name
-            ident = _text(sid) + _text(name)
-        type_ = types.get(rec.type)
-        if type_ is None:
-            type_ = types[rec.type] = _text(rec.type)
-        recorded_at = float(rec.recorded_at)
-        payload = bytes(rec.payload)
-        prev = _sha256(b"".join((
-            _TAG, _INT_PACK(position), ident, _INT_PACK(stream_version), type_,
-            _INT_PACK(rec.schema_version), _FLOAT_PACK(recorded_at), _LEN_PACK(len(payload)),
-            payload, prev,
-        ))).digest()
-        out.append(StoredRecord(position, sid, name, stream_version, rec.type,
-                                rec.schema_version, recorded_at, payload, prev.hex()))
-        position += 1
-    return out
-
-
 def chain_hashes(rows: Iterable[StoredRecord], prev_hash: str) -> Iterator[tuple[int, str]]:
     """``(position, hash)`` for ``rows`` (oldest first) chained from ``prev_hash``: what a
     schema migration writes for rows stored before events carried hashes."""
@@ -215,7 +168,7 @@ def chain_hashes(rows: Iterable[StoredRecord], prev_hash: str) -> Iterator[tuple
 
 
 def scan_pages(records: Iterable[StoredRecord], page: int = 2000) -> Iterator[list[ScanRow]]:
-    """``records`` as the pages of :data:`ledger.ports.ScanRow` that ``scan`` yields."""
+    """``records`` as the pages of :data:`ledger.log.store.ScanRow` that ``scan`` yields."""
     out: list[ScanRow] = []
     for r in records:
         out.append((r.position, r.stream_id, r.stream_version, r.schema_version, r.payload))

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from ledger import locks
+from ledger.log import locks
 
 MAGIC = b"CKPTLEDGER-LOG\x00"
 FORMAT_VERSION = 2  # 2: frames carry the event's chain hash (13 fields); 1: 12 fields
@@ -70,7 +70,7 @@ WRITER_WAIT = 30.0  # the writer lock is held for one append: wait at least this
 
 class Flock:
     """An exclusive flock on an open descriptor (the writer lock), or a shared one (a reader
-    verifying the log: no writer can cut it meanwhile), waited for as ledger/locks.py waits,
+    verifying the log: no writer can cut it meanwhile), waited for as ledger/log/locks.py waits,
     for the lock timeout but at least :data:`WRITER_WAIT` seconds (like SQLite's busy
     timeout: appends hold it briefly)."""
 

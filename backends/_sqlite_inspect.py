@@ -13,7 +13,7 @@ import sqlite3
 import stat
 from contextlib import closing
 
-from ledger.errors import LedgerError
+from ledger.domain.errors import LedgerError
 
 from ._common import one_line
 

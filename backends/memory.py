@@ -11,12 +11,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from ledger import locks
-from ledger.chain import GENESIS
-from ledger.envelope import NewRecord, StoredRecord
-from ledger.errors import LedgerError
-from ledger.plugins import scheme_of
-from ledger.ports import ANY, ExpectedVersion, ScanRow
+from ledger.domain.errors import LedgerError
+from ledger.log import locks
+from ledger.log.chain import GENESIS
+from ledger.log.records import NewRecord, StoredRecord
+from ledger.log.store import ANY, ExpectedVersion, ScanRow
+from ledger.log.urls import scheme_of
 
 from ._common import (
     Batch,
@@ -31,7 +31,7 @@ from ._common import (
 
 
 class MemoryStore:
-    """An :class:`ledger.ports.EventStore` held in a list; thread-safe, not durable."""
+    """An :class:`ledger.log.store.EventStore` held in a list; thread-safe, not durable."""
 
     def __init__(self, url: str = "memory://", readonly: bool = False) -> None:
         self.url = url
@@ -138,7 +138,7 @@ class MemoryStore:
     @contextmanager
     def lock(self, stream_id: str) -> Iterator[None]:
         """A per-stream :class:`threading.Lock` (excludes threads of this process only),
-        waited for at most ``lock_timeout`` seconds (ledger/locks.py)."""
+        waited for at most ``lock_timeout`` seconds (ledger/log/locks.py)."""
         with self._mutex:
             self._check_writable()
             lk = self._stream_locks.setdefault(stream_id, threading.Lock())

@@ -5,7 +5,7 @@ record: ``[u32 length][u32 crc32][msgpack]`` (big-endian; crc32 of the msgpack b
 msgpack is the array ``[position, stream_id, stream_name, stream_version, type,
 schema_version, recorded_at, payload, batch_first, batch_size, idempotency_key, digest,
 hash]``; the key and digest are set on a batch's first record only, ``hash`` is the event's
-link in the hash chain (ledger/chain.py). A batch (one ``append``) counts only once all its
+link in the hash chain (ledger/log/chain.py). A batch (one ``append``) counts only once all its
 frames are present, which makes multi-record appends atomic; its digest is the sha256 of its
 records (backends/_common.py ``digest``). An ``append_many`` of several non-empty batches
 writes each as such a batch (one stream each), all in one write, and makes them one
@@ -77,12 +77,12 @@ from typing import Any, NoReturn
 
 import msgpack
 
-from ledger.chain import GENESIS, record_hash
-from ledger.envelope import NewRecord, StoredRecord
-from ledger.errors import LedgerError
-from ledger.files import fsync_dir, replacing
-from ledger.plugins import path_of, scheme_of
-from ledger.ports import ANY, ExpectedVersion, ScanRow
+from ledger.domain.errors import LedgerError
+from ledger.log.chain import GENESIS, record_hash
+from ledger.log.files import fsync_dir, replacing
+from ledger.log.records import NewRecord, StoredRecord
+from ledger.log.store import ANY, ExpectedVersion, ScanRow
+from ledger.log.urls import path_of, scheme_of
 
 from . import _frames as fr
 from ._common import (
@@ -115,9 +115,9 @@ def _err(detail: str) -> LedgerError:
 
 
 class MsgpackLogStore:
-    """An :class:`ledger.ports.EventStore` in one append-only file of framed msgpack records."""
+    """An :class:`ledger.log.store.EventStore` in one append-only file of framed msgpack records."""
 
-    lock_timeout: float | None = None  # seconds lock() waits (None: ledger.locks' default)
+    lock_timeout: float | None = None  # seconds lock() waits (None: ledger.log.locks' default)
 
     def __init__(self, path: str, url: str | None = None, readonly: bool = False) -> None:
         """Open the log at ``path`` (creating it if absent, unless ``readonly``), verifying
@@ -526,7 +526,7 @@ class MsgpackLogStore:
 
     def lock(self, stream_id: str) -> AbstractContextManager[None]:
         """An exclusive flock on ``<log path>.lock``: one lock for every stream of the log,
-        waited for at most ``lock_timeout`` seconds (ledger/locks.py)."""
+        waited for at most ``lock_timeout`` seconds (ledger/log/locks.py)."""
         self._writable()
         return file_lock(self.lock_path, self.lock_timeout)
 

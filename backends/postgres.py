@@ -9,7 +9,7 @@ stream_version, type, schema_version, recorded_at DOUBLE PRECISION, payload BYTE
 UNIQUE(stream_id, stream_version))``, ``idempotency(key PRIMARY KEY, digest,
 first_position, last_position)``, ``snapshots(key PRIMARY KEY, position, data BYTEA)`` and
 ``ckpt_ledger_meta(version)``. ``hash`` is the event's link in the hash chain
-(ledger/chain.py), computed under the append's table lock; migration 1 -> 2 adds the column,
+(ledger/log/chain.py), computed under the append's table lock; migration 1 -> 2 adds the column,
 fills it for every existing row (oldest first) and creates ``snapshots``, in one transaction.
 
 Positions are not a sequence: an append takes ``LOCK TABLE events IN EXCLUSIVE MODE``
@@ -43,11 +43,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ledger import locks
-from ledger.chain import GENESIS
-from ledger.envelope import NewRecord, StoredRecord
-from ledger.errors import LedgerError
-from ledger.ports import ANY, ExpectedVersion, ScanRow
+from ledger.domain.errors import LedgerError
+from ledger.log import locks
+from ledger.log.chain import GENESIS
+from ledger.log.records import NewRecord, StoredRecord
+from ledger.log.store import ANY, ExpectedVersion, ScanRow
 
 from ._common import (
     Batch,
@@ -159,9 +159,9 @@ def _hide(text: str, url: str, password: str | None) -> str:
 
 
 class PostgresStore:
-    """An :class:`ledger.ports.EventStore` in PostgreSQL; thread-safe, multi-process."""
+    """An :class:`ledger.log.store.EventStore` in PostgreSQL; thread-safe, multi-process."""
 
-    lock_timeout: float | None = None  # seconds lock() waits (None: ledger.locks' default)
+    lock_timeout: float | None = None  # seconds lock() waits (None: ledger.log.locks' default)
 
     def __init__(self, url: str, readonly: bool = False) -> None:
         """Connect, create or migrate the schema's tables (read-only: check that they are
@@ -429,7 +429,7 @@ class PostgresStore:
     @contextmanager
     def lock(self, stream_id: str) -> Iterator[None]:
         """``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on its own connection,
-        waited for at most ``lock_timeout`` seconds (ledger/locks.py). The connection's
+        waited for at most ``lock_timeout`` seconds (ledger/log/locks.py). The connection's
         ``application_name`` (unless the URL sets one) says which process holds it."""
         self._writable()
         limit = locks.timeout_from_env() if self.lock_timeout is None else self.lock_timeout

@@ -11,7 +11,7 @@ the file as a ckpt-ledger store)::
                 last_position INTEGER)
     snapshots(key TEXT PRIMARY KEY, position INTEGER, data BLOB)
 
-``hash`` is the event's link in the hash chain (ledger/chain.py), computed inside the append
+``hash`` is the event's link in the hash chain (ledger/log/chain.py), computed inside the append
 transaction from the previous position's hash. Migration 1 -> 2 adds the ``hash`` column and
 fills it for every existing row, oldest first, and creates ``snapshots`` (one transaction).
 
@@ -47,11 +47,11 @@ from typing import Any
 
 import sqlite_utils
 
-from ledger.chain import GENESIS
-from ledger.envelope import NewRecord, StoredRecord
-from ledger.errors import LedgerError
-from ledger.plugins import path_of, scheme_of
-from ledger.ports import ANY, ExpectedVersion, ScanRow
+from ledger.domain.errors import LedgerError
+from ledger.log.chain import GENESIS
+from ledger.log.records import NewRecord, StoredRecord
+from ledger.log.store import ANY, ExpectedVersion, ScanRow
+from ledger.log.urls import path_of, scheme_of
 
 from ._common import (
     Batch,
@@ -115,9 +115,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class SqliteStore:
-    """An :class:`ledger.ports.EventStore` in one SQLite file; thread-safe, multi-process."""
+    """An :class:`ledger.log.store.EventStore` in one SQLite file; thread-safe, multi-process."""
 
-    lock_timeout: float | None = None  # seconds lock() waits (None: ledger.locks' default)
+    lock_timeout: float | None = None  # seconds lock() waits (None: ledger.log.locks' default)
 
     def __init__(self, path: str, url: str | None = None, readonly: bool = False) -> None:
         """Open (creating if absent, unless ``readonly``) the store at ``path``; STORE_ERROR
@@ -392,7 +392,7 @@ class SqliteStore:
 
     def lock(self, stream_id: str) -> AbstractContextManager[None]:
         """An exclusive flock on ``<db path>.lock``: one lock for every stream of the file,
-        waited for at most ``lock_timeout`` seconds (ledger/locks.py)."""
+        waited for at most ``lock_timeout`` seconds (ledger/log/locks.py)."""
         self._writable()
         return file_lock(self.lock_path, self.lock_timeout)
 

@@ -177,7 +177,7 @@ def generate_es_history(history: Path, path: Path, batch: int = 10_000) -> int:
     Every ``batch`` events, the aggregates touched are saved together (one transaction).
     """
     from backends.sqlite import SqliteStore
-    from ledger.envelope import decode_payload
+    from ledger.log.records import decode_payload
 
     from .common import remove_db
 

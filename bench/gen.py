@@ -1,4 +1,4 @@
-"""Realistic histories, made with the real rules (``ledger.rules`` + ``ledger.policies``).
+"""Realistic histories, made with the real rules (``ledger.domain.rules``, ``.policies``).
 
 Each domain has three qcow2 disks and the *chained* bitmap policy, and runs the command
 schedule :data:`SCHEDULE`: creates (each disabling the previous checkpoint's bitmaps on all
@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.mock import domain_xml
-from ledger import rules
-from ledger.envelope import NewRecord, Provenance, new_record
-from ledger.events import DomainEnrolled, Event
-from ledger.model import CheckpointDef, DomainDisk, DomainInfo, Policy
-from ledger.projections import DomainState
-from ledger.xml import format_checkpoint_xml
+from ledger.domain import rules
+from ledger.domain.checkpoint_xml import format_checkpoint_xml
+from ledger.domain.events import DomainEnrolled, Event
+from ledger.domain.model import CheckpointDef, DomainDisk, DomainInfo, Policy
+from ledger.domain.state import DomainState
+from ledger.log.records import NewRecord, Provenance, new_record
 
 # F: enroll + first create; C: create; R: delete the oldest; M: delete the second oldest.
 SCHEDULE = "FCCCCRCCCCMCCCCRCCCCRCMR"

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.envelope import Provenance, StoredRecord, decode_payload, decode_record
-from ledger.events import Event
+from ledger.domain.events import Event
+from ledger.log.records import Provenance, StoredRecord, decode_payload, decode_record
 
 _COLUMNS = "position, stream_id, stream_name, stream_version, type, schema_version, " \
     "recorded_at, payload"

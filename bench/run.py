@@ -229,7 +229,7 @@ def profile(top: int) -> None:
     import cProfile
     import pstats
 
-    from ledger.ledger import Ledger
+    from ledger.app.ledger import Ledger
 
     from .gen import ensure_history
 

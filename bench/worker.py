@@ -65,7 +65,7 @@ def ledger_opener(use_snapshot: bool, snapshot_every: int = 0) -> Callable[[str]
     import inspect
 
     import backends.sqlite  # noqa: F401  (the store plugin Ledger.open would import)
-    from ledger.ledger import Ledger
+    from ledger.app.ledger import Ledger
 
     params = inspect.signature(Ledger.open).parameters
     kwargs: dict[str, Any] = {}
@@ -160,7 +160,7 @@ def import_ours(history: str, events: int) -> dict[str, Any]:
     appends the whole histories of 100 domains (10,000 events), each with its own expected
     version (no stream)."""
     from backends.sqlite import SqliteStore
-    from ledger.envelope import new_record
+    from ledger.log.records import new_record
 
     from .inputs import streams
 
@@ -256,7 +256,7 @@ def create_append(history: str, creates: int, policy: str = "independent") -> di
     ``independent``: the CheckpointCreated alone (libvirt >= 6.5 disables nothing);
     ``chained``: with the BitmapDisabled of the checkpoint it succeeds on each disk."""
     from backends.sqlite import SqliteStore
-    from ledger.envelope import new_record
+    from ledger.log.records import new_record
 
     from .inputs import create_commands
 
@@ -291,7 +291,7 @@ def create_ledger(creates: int, domains: int = 20) -> dict[str, Any]:
     create also appends and fsyncs a line of the mock's journal (its simulated host).
     """
     from adapters.mock import MockHypervisor
-    from ledger.ledger import Ledger
+    from ledger.app.ledger import Ledger
 
     scratch = _scratch()
     store = f"sqlite:///{scratch / 'ledger.db'}"
@@ -346,7 +346,7 @@ def plan(chain: int, others: int, calls: int = 21) -> dict[str, Any]:
     ``calls`` plans is reported.
     """
     from backends.memory import MemoryStore
-    from ledger.ledger import Ledger
+    from ledger.app.ledger import Ledger
 
     from .gen import Sim, domain_info, records
 
@@ -382,7 +382,7 @@ def snapshot_prepare(history: str, copy: str) -> dict[str, Any]:
     import inspect
 
     from backends.sqlite import SqliteStore
-    from ledger.ledger import Ledger
+    from ledger.app.ledger import Ledger
 
     if not hasattr(SqliteStore, "save_snapshot"):
         return {"available": False, "why": "SqliteStore has no save_snapshot"}

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import click
 import typer
 
-from ledger import Ledger, locks
-from ledger.errors import LedgerError
+from ledger import Ledger, LedgerError
+from ledger.app import defaults
 
 from . import (
     audit_cmd,
@@ -74,14 +74,14 @@ def root(
         help="Stored with every event recorded (ties them to a backup job, a ticket ...).",
     ),
     lock_timeout: str | None = typer.Option(
-        None, "--lock-timeout", envvar=locks.ENV, metavar="SECONDS",
+        None, "--lock-timeout", envvar=defaults.LOCK_TIMEOUT_ENV, metavar="SECONDS",
         help="How long to wait for a domain's lock held by another process before failing "
-        f"(default {locks.DEFAULT_TIMEOUT:g}; 0 = fail at once; inf = for ever).",
+        f"(default {defaults.DEFAULT_LOCK_TIMEOUT:g}; 0 = fail at once; inf = for ever).",
     ),
 ) -> None:
     """An append-only, event-sourced ledger of libvirt disk checkpoints."""
     try:
-        seconds = None if lock_timeout is None else locks.check_timeout(
+        seconds = None if lock_timeout is None else defaults.check_lock_timeout(
             lock_timeout, "--lock-timeout")
     except LedgerError as err:
         raise click.BadParameter(err.detail) from None

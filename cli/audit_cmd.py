@@ -9,11 +9,10 @@ from pathlib import Path
 
 import typer
 
-from ledger import Ledger
-from ledger.audit import LogFilter, summary
-from ledger.errors import LedgerError
-from ledger.files import cannot_write, replacing
-from ledger.timeline import render_html, render_svg
+from ledger import Ledger, LedgerError
+from ledger.app.audit import LogFilter, summary
+from ledger.present.timeline import render_html, render_svg
+from ledger.present.timeline import write as write_page
 
 from .output import handles_errors, print_json, table
 
@@ -122,9 +121,5 @@ def register(app: typer.Typer) -> None:
             events = lg.log(domain)
         svg = render_svg(events, domain)
         text = svg if kind == "svg" else render_html(svg, f"ckpt-ledger timeline: {domain}")
-        try:
-            with replacing(out, "w") as f:
-                f.write(text)
-        except OSError as err:
-            raise cannot_write(out, err) from None
+        write_page(out, text)
         typer.echo(f"Timeline of {domain} ({len(events)} events) written to {out}")

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import typer
 
-from ledger import CheckpointView, Ledger
-from ledger.errors import LedgerError
+from ledger import CheckpointView, Ledger, LedgerError
 
 from .output import handles_errors, print_json, table
 

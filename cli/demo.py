@@ -14,8 +14,7 @@ from pathlib import Path
 import typer
 
 from adapters.mock import MockHypervisor
-from ledger import Ledger
-from ledger.model import Policy
+from ledger import Ledger, Policy
 
 from .commands import tree_lines
 from .output import handles_errors, table

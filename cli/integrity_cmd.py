@@ -1,6 +1,6 @@
 """The integrity commands: ``verify-log``, ``head``, ``rebuild``, ``export``, ``import-log``.
 
-They work on the event store itself (ledger/integrity.py, ledger/snapshots.py) and never
+They work on the event store itself (ledger/app/integrity.py, ledger/app/rebuild.py) and never
 need a hypervisor.
 """
 
@@ -13,13 +13,18 @@ from typing import Any
 
 import typer
 
-from ledger import Ledger
-from ledger.errors import LedgerError
-from ledger.integrity import ExportFormat, export_log, head, import_log, parse_anchor, verify_store
-from ledger.ledger import default_store_url
-from ledger.plugins import open_store
-from ledger.ports import EventStore
-from ledger.snapshots import rebuild
+from ledger import EventStore, Ledger, LedgerError
+from ledger.app.defaults import default_store_url
+from ledger.app.integrity import (
+    ExportFormat,
+    export_log,
+    head,
+    import_log,
+    parse_anchor,
+    verify_store,
+)
+from ledger.app.plugins import open_store
+from ledger.app.rebuild import rebuild
 
 from .output import fail, handles_errors, print_json
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from adapters.mock import MockHypervisor
-from ledger.errors import LedgerError
-from ledger.plugins import open_hypervisor
+from ledger import LedgerError
+from ledger.app.plugins import open_hypervisor
 
 from .output import handles_errors, print_json
 

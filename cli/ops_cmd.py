@@ -11,13 +11,11 @@ from typing import Any
 
 import typer
 
-from ledger import Ledger
-from ledger.copying import CopyReport, copy_store, verify_copy
-from ledger.errors import LedgerError
-from ledger.ledger import default_store_url
-from ledger.plugins import open_store, scheme_of
-from ledger.ports import EventStore
-from ledger.staging import staged_target
+from ledger import EventStore, Ledger, LedgerError
+from ledger.app.copying import CopyReport, copy_store, verify_copy
+from ledger.app.defaults import default_store_url
+from ledger.app.plugins import open_store, scheme_of
+from ledger.app.staging import staged_target
 
 from .output import handles_errors, print_json
 

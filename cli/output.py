@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
-from ledger.errors import LedgerError
+from ledger import LedgerError
 
 P = ParamSpec("P")
 R = TypeVar("R")

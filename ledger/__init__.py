@@ -5,18 +5,22 @@
         lg.create("vm1", "chk1")
 """
 
-from .errors import LedgerError, VersionConflict
-from .ledger import Ledger
-from .views import BitmapsView, CheckpointView, DeleteResult, EventView, PlanView
+from ledger.app.ledger import Ledger
+from ledger.app.views import BitmapsView, CheckpointView, DeleteResult, EventView, PlanView
+from ledger.domain.errors import LedgerError, VersionConflict
+from ledger.domain.model import Policy
+from ledger.log.store import EventStore
 
 __all__ = [
     "BitmapsView",
     "CheckpointView",
     "DeleteResult",
+    "EventStore",
     "EventView",
     "Ledger",
     "LedgerError",
     "PlanView",
+    "Policy",
     "VersionConflict",
 ]
 

@@ -1,4 +1,4 @@
-"""The behaviour every Hypervisor adapter owes (ledger/ports.py), as one shared test class.
+"""The behaviour every Hypervisor adapter owes (ledger/domain/hypervisor.py), as one test class.
 
 These are specifications of libvirt's checkpoint behaviour (docs: libvirt-checkpoints.md
 sections 2-6 and 9), written against a *running* domain with one writable disk ``vda``,
@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from ledger.errors import LedgerError
+from ledger.domain.errors import LedgerError
 
 VIRSH_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "libvirt-testdata" / "virsh"
 if not VIRSH_DATA.is_dir():

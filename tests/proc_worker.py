@@ -24,9 +24,9 @@ from typing import Any
 
 from adapters.mock import MockHypervisor
 from ledger import Ledger
-from ledger.envelope import NewRecord
-from ledger.errors import LedgerError
-from ledger.ports import EventStore
+from ledger.domain.errors import LedgerError
+from ledger.log.records import NewRecord
+from ledger.log.store import EventStore
 
 
 def open_store(url: str) -> EventStore:

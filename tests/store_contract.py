@@ -1,4 +1,4 @@
-"""The contract every event store owes (ledger/ports.py), as one shared test class.
+"""The contract every event store owes (ledger/log/store.py), as one shared test class.
 
 Like eventsourcing's ``ApplicationRecorderTestCase`` (docs/event-store.md §1.7), each backend's
 test module subclasses :class:`StoreContract` and provides a ``store_factory`` fixture that
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from ledger.chain import GENESIS, is_hash, record_hash
-from ledger.envelope import NewRecord, StoredRecord
-from ledger.errors import LedgerError, VersionConflict
-from ledger.integrity import head, verify_chain
-from ledger.ports import ANY, NO_STREAM, EventStore
+from ledger.app.integrity import head, verify_chain
+from ledger.domain.errors import LedgerError, VersionConflict
+from ledger.log.chain import GENESIS, is_hash, record_hash
+from ledger.log.records import NewRecord, StoredRecord
+from ledger.log.store import ANY, NO_STREAM, EventStore
 
 CLI = Path(sys.executable).parent / "ckpt-ledger"  # the installed console script
 
@@ -426,7 +426,7 @@ class StoreContract:
 
     def test_lock_held_elsewhere_times_out_naming_the_holder(
             self, store_factory: StoreFactory) -> None:
-        """``lock`` waits at most ``lock_timeout`` seconds (ledger/locks.py), then fails with
+        """``lock`` waits at most ``lock_timeout`` seconds (ledger/log/locks.py), then fails with
         OPERATION_TIMEOUT naming who holds it; once released, it is taken at once."""
         first = store_factory()
         second = store_factory.another(first)
@@ -457,7 +457,7 @@ class StoreContract:
         for h in {id(h): h for h in (first, second)}.values():
             h.close()
 
-    # --- hash chain (ledger/chain.py) ----------------------------------------------------
+    # --- hash chain (ledger/log/chain.py) ----------------------------------------------------
 
     def test_hashes_chain_across_appends_and_batches(self, store: EventStore) -> None:
         written: list[StoredRecord] = []
@@ -912,9 +912,14 @@ def domain_history(
 ) -> list[StoredRecord]:
     """Append a realistic history (real events the projections fold): each domain is
     enrolled, gets a chain of checkpoints, loses one, and has a bitmap disabled."""
-    from ledger.envelope import Provenance, new_record
-    from ledger.events import BitmapDisabled, CheckpointCreated, CheckpointDeleted, DomainEnrolled
-    from ledger.model import CheckpointDisk, DomainDisk
+    from ledger.domain.events import (
+        BitmapDisabled,
+        CheckpointCreated,
+        CheckpointDeleted,
+        DomainEnrolled,
+    )
+    from ledger.domain.model import CheckpointDisk, DomainDisk
+    from ledger.log.records import Provenance, new_record
 
     rng = random.Random(seed)
     prov = Provenance(actor="tester", host="testhost", reason=f"seed {seed}")

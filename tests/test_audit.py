@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from helpers import DISKS3, Host, assert_one_error_line, diskspecs
 
-import ledger.ledger as ledger_module
+import ledger.app.commands
+import ledger.app.writer
 from ledger import Ledger
-from ledger.audit import LogFilter, parse_point
-from ledger.errors import LedgerError
+from ledger.app.audit import LogFilter, parse_point
+from ledger.domain.errors import LedgerError
 
 DISKS = ("vda", "vdb", "vdc")
 SEED = [("chk1.1", ["vda", "vdb"]), ("chk2.1", ["vdb", "vdc"]),
@@ -32,7 +33,9 @@ def host(tmp_path: Path) -> Host:
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The ledger's clock, set by the test (``clock[0]`` is now, in epoch seconds)."""
     now = [T0]
-    monkeypatch.setattr(ledger_module, "time", types.SimpleNamespace(time=lambda: now[0]))
+    fake = types.SimpleNamespace(time=lambda: now[0])
+    monkeypatch.setattr(ledger.app.writer, "time", fake)  # recorded_at
+    monkeypatch.setattr(ledger.app.commands, "time", fake)  # what rules see as now
     return now
 
 
@@ -350,7 +353,7 @@ def test_correlation_id_reason_and_tool_are_stored(host: Host) -> None:
         ("lib-1", None), ("call-2", "why not"), ("lib-1", None), ("lib-1", None)]
     assert all(e.tool == "ckpt-ledger" and e.tool_version for e in mine)
     # and it is really in the stored envelope
-    from ledger.envelope import decode_payload
+    from ledger.log.records import decode_payload
     with Ledger.open(store=host.store) as lg:
         rec = list(lg.store.read_all())[0]
     assert decode_payload(rec.payload)[1]["correlation_id"] == "job-17"

@@ -32,7 +32,7 @@ import pytest
 
 from adapters.mock import MockHypervisor
 from ledger import Ledger
-from ledger.xml import parse_checkpoint_xml
+from ledger.domain.checkpoint_xml import parse_checkpoint_xml
 
 try:
     from .helpers import assert_gapless

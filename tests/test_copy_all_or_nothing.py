@@ -23,8 +23,8 @@ import psycopg
 import pytest
 
 from backends.memory import MemoryStore
-from ledger.copying import copy_store
-from ledger.errors import LedgerError
+from ledger.app.copying import copy_store
+from ledger.domain.errors import LedgerError
 
 try:
     from .helpers import SCRIPT, Host, assert_one_error_line
@@ -208,7 +208,7 @@ def test_a_copy_that_does_not_verify_leaves_postgres_as_it_was(
 def _lying_verify(monkeypatch: pytest.MonkeyPatch) -> None:
     """verify_copy reporting a difference after every record was appended."""
     import cli.ops_cmd
-    import ledger.copying as copying
+    import ledger.app.copying as copying
 
     real = copying.verify_copy
 

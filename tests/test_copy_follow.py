@@ -18,10 +18,10 @@ import pytest
 from adapters.mock import MockHypervisor
 from backends.memory import MemoryStore
 from ledger import Ledger
-from ledger.copying import copy_store, verify_copy
-from ledger.envelope import NewRecord, StoredRecord
-from ledger.errors import LedgerError
-from ledger.ports import EventStore
+from ledger.app.copying import copy_store, verify_copy
+from ledger.domain.errors import LedgerError
+from ledger.log.records import NewRecord, StoredRecord
+from ledger.log.store import EventStore
 
 try:
     from .helpers import SCRIPT, Host, assert_one_error_line
@@ -160,7 +160,7 @@ def test_cli_copy(source: str, tmp_path: Path) -> None:
 def test_cli_copy_mismatch_exits_non_zero(source: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import cli.ops_cmd
-    import ledger.copying as copying
+    import ledger.app.copying as copying
 
     real = copying.verify_copy
 

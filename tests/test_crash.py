@@ -39,8 +39,8 @@ import pytest
 
 from adapters.mock import MockHypervisor
 from ledger import Ledger
-from ledger.envelope import StoredRecord, decode_record
-from ledger.projections import DomainState
+from ledger.domain.state import DomainState
+from ledger.log.records import StoredRecord, decode_record
 
 try:
     from .helpers import assert_gapless

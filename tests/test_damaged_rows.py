@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from ledger import Ledger
-from ledger.chain import GENESIS, record_hash
-from ledger.copying import copy_store
-from ledger.envelope import StoredRecord
-from ledger.errors import LedgerError
-from ledger.integrity import verify_chain
+from ledger.app.copying import copy_store
+from ledger.app.integrity import verify_chain
+from ledger.domain.errors import LedgerError
+from ledger.log.chain import GENESIS, record_hash
+from ledger.log.records import StoredRecord
 
 try:
     from .helpers import Host, assert_one_error_line

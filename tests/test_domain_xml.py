@@ -1,4 +1,4 @@
-"""ledger.domain_xml: the disks of a libvirt <domain> XML."""
+"""ledger.domain.domain_xml: the disks of a libvirt <domain> XML."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.domain_xml import MAX_XML_BYTES, DomainXml, parse_domain_xml
-from ledger.errors import LedgerError
-from ledger.model import DomainDisk
+from ledger.domain.domain_xml import MAX_XML_BYTES, DomainXml, parse_domain_xml
+from ledger.domain.errors import LedgerError
+from ledger.domain.model import DomainDisk
 
 TESTDATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "libvirt-testdata"
 if not TESTDATA.is_dir():  # CI lays shared/ beside the clone; a session has it at /work/shared

@@ -24,7 +24,7 @@ from helpers import SCRIPT, Host, Run, assert_one_error_line, small_tmpfs
 
 from backends.sqlite import SqliteStore
 from ledger import Ledger
-from ledger.envelope import NewRecord
+from ledger.log.records import NewRecord
 
 RUN_MAIN = "import sys\n{block}\nfrom cli.app import main\nsys.exit(main(sys.argv[1:]))"
 

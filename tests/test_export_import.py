@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 from backends.memory import MemoryStore
 from backends.msgpack_log import MsgpackLogStore
 from backends.sqlite import SqliteStore
-from ledger.chain import event_hash
-from ledger.copying import copy_store
-from ledger.envelope import NewRecord
-from ledger.errors import LedgerError
-from ledger.integrity import export_log, export_records, head, import_log, read_export
-from ledger.ports import EventStore
-from ledger.readable import first_unreadable
+from ledger.app.copying import copy_store
+from ledger.app.integrity import export_log, export_records, head, import_log, read_export
+from ledger.domain.errors import LedgerError
+from ledger.log.chain import event_hash
+from ledger.log.readable import first_unreadable
+from ledger.log.records import NewRecord
+from ledger.log.store import EventStore
 
 try:
     from .helpers import Host, command

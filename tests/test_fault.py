@@ -22,9 +22,9 @@ import pytest
 
 from adapters.mock import MockHypervisor
 from ledger import Ledger
-from ledger.envelope import NewRecord, StoredRecord
-from ledger.errors import LedgerError
-from ledger.ports import EventStore
+from ledger.domain.errors import LedgerError
+from ledger.log.records import NewRecord, StoredRecord
+from ledger.log.store import EventStore
 
 try:
     from .helpers import Host, assert_one_error_line, small_tmpfs

@@ -1,4 +1,4 @@
-"""The bulk fold (ledger/fold.py) is the one-event-at-a-time fold, only faster.
+"""The bulk fold (ledger/log/fold.py) is the one-event-at-a-time fold, only faster.
 
 ``Ledger.catch_up`` folds the rows of ``EventStore.scan`` and skips pydantic for the data it
 can check by hand. These tests hold it to ``DomainState.apply(decode_event(record))`` for
@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from adapters.mock import MockHypervisor
 from backends.memory import MemoryStore
 from ledger import Ledger
-from ledger.envelope import NewRecord, Provenance, decode_event, decode_payload, new_record
-from ledger.errors import LedgerError
-from ledger.events import SCHEMA_VERSION, BitmapDisabled, CheckpointCreated, DomainEnrolled
-from ledger.model import CheckpointDisk, DomainDisk
-from ledger.ports import EventStore
-from ledger.projections import DomainState
+from ledger.domain.errors import LedgerError
+from ledger.domain.events import SCHEMA_VERSION, BitmapDisabled, CheckpointCreated, DomainEnrolled
+from ledger.domain.model import CheckpointDisk, DomainDisk
+from ledger.domain.state import DomainState
+from ledger.log.records import NewRecord, Provenance, decode_event, decode_payload, new_record
+from ledger.log.store import EventStore
 
 PROV = Provenance(actor="tester", host="testhost")
 UUID = "00000000-0000-4000-8000-00000000f01d"

@@ -24,10 +24,10 @@ from backends._sqlite_inspect import APPLICATION_ID
 from backends.memory import MemoryStore
 from backends.msgpack_log import MsgpackLogStore
 from backends.sqlite import MIGRATIONS, SqliteStore
-from ledger.chain import GENESIS, canonical_bytes, event_hash, record_hash
-from ledger.errors import LedgerError
-from ledger.integrity import head, parse_anchor, verify_chain, verify_store
-from ledger.ports import EventStore
+from ledger.app.integrity import head, parse_anchor, verify_chain, verify_store
+from ledger.domain.errors import LedgerError
+from ledger.log.chain import GENESIS, canonical_bytes, event_hash, record_hash
+from ledger.log.store import EventStore
 
 try:
     from .helpers import Host, command

@@ -16,18 +16,18 @@ import msgpack
 import pytest
 
 from backends.memory import MemoryStore
-from ledger.envelope import NewRecord, Provenance, encode_payload, provenance_bytes
-from ledger.errors import LedgerError
-from ledger.events import (
+from ledger.app.integrity import export_records, import_log
+from ledger.domain.errors import LedgerError
+from ledger.domain.events import (
     SCHEMA_VERSION,
     CheckpointCreated,
     CheckpointDeleted,
     DomainEnrolled,
     event_data,
 )
-from ledger.integrity import export_records, import_log
-from ledger.model import CheckpointDisk, DomainDisk
-from ledger.ports import EventStore
+from ledger.domain.model import CheckpointDisk, DomainDisk
+from ledger.log.records import NewRecord, Provenance, encode_payload, provenance_bytes
+from ledger.log.store import EventStore
 
 try:
     from .helpers import Host, assert_one_error_line

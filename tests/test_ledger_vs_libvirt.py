@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import Ledger
-from ledger.errors import LedgerError
+from ledger.domain.errors import LedgerError
 
 pytestmark = pytest.mark.libvirt
 

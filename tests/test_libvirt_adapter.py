@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from hypervisor_contract import HypervisorContract, cp_xml, parsed, redef_xml
 
-from ledger.errors import LedgerError
-from ledger.ports import Hypervisor, PartialDelete
+from ledger.domain.errors import LedgerError
+from ledger.domain.hypervisor import Hypervisor, PartialDelete
 
 pytestmark = pytest.mark.libvirt
 
@@ -67,7 +67,7 @@ class TestLibvirtTestDriverContract(HypervisorContract):
 
 def test_is_a_hypervisor_and_routed_by_plugins(adapter: Any) -> None:
     from adapters.libvirt import LibvirtHypervisor
-    from ledger.plugins import open_hypervisor
+    from ledger.app.plugins import open_hypervisor
 
     for name, proto in vars(Hypervisor).items():
         if callable(proto) and not name.startswith("_"):

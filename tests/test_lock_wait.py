@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 from helpers import SCRIPT, Host, Run, assert_one_error_line
 
-from ledger import Ledger, locks
-from ledger.errors import LedgerError
+from ledger import Ledger
+from ledger.domain.errors import LedgerError
+from ledger.log import locks
 
 UUID = "5f0c5e2a-8d3e-4c1b-9f7a-2b6d1e0c9a11"
 HOLD = """
 import sys, time
-from ledger.plugins import open_store
+from ledger.app.plugins import open_store
 store = open_store(sys.argv[1])
 with store.lock(sys.argv[2]):
     print("held", flush=True)

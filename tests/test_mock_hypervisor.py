@@ -17,7 +17,7 @@ import pytest
 from helpers import BLOCK, Host, assert_one_error_line
 
 from adapters.mock import CLUSTER, MockHypervisor
-from ledger.errors import LedgerError
+from ledger.domain.errors import LedgerError
 
 
 @pytest.fixture

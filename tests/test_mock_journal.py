@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from adapters.mock import CLUSTER, MockHypervisor
-from ledger.errors import LedgerError
-from ledger.ports import PartialDelete
+from ledger.domain.errors import LedgerError
+from ledger.domain.hypervisor import PartialDelete
 
 
 def cp(name: str) -> str:
@@ -301,7 +301,7 @@ def test_a_failed_append_leaves_no_partial_line(state: Path) -> None:
     script = textwrap.dedent("""
         import os, resource, signal, sys
         from adapters.mock import MockHypervisor
-        from ledger.errors import LedgerError
+        from ledger.domain.errors import LedgerError
         hv = MockHypervisor(sys.argv[1])
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         size = os.path.getsize(sys.argv[1])

@@ -1,6 +1,6 @@
 """libvirt's checkpoint-name and disk-name grammars (docs/libvirt-checkpoints.md 2.1, 9.1-9.2).
 
-The examples are checked twice: against ledger/names.py, and (marked ``libvirt``) against
+The examples are checked twice: against ledger/domain/names.py, and (marked ``libvirt``) against
 libvirt's own schema validation on test:///default, which also answers for random names.
 """
 
@@ -14,16 +14,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.errors import LedgerError
-from ledger.model import CheckpointDef
-from ledger.names import (
+from ledger.domain.checkpoint_xml import format_checkpoint_xml, parse_checkpoint_xml
+from ledger.domain.errors import LedgerError
+from ledger.domain.model import CheckpointDef
+from ledger.domain.names import (
     MAX_NAME,
     check_checkpoint_name,
     check_disk_name,
     is_checkpoint_name,
     is_disk_name,
 )
-from ledger.xml import format_checkpoint_xml, parse_checkpoint_xml
 
 GOOD_NAMES = ["ok-name_1.x", "-lead", "a..b", "c1", "1525889631", "_", "A", "x."]
 

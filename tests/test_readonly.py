@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ledger import Ledger
-from ledger.errors import LedgerError
+from ledger.domain.errors import LedgerError
 
 try:
     from .helpers import Host, assert_one_error_line

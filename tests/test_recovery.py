@@ -13,7 +13,7 @@ import pytest
 
 from adapters.mock import MockHypervisor
 from ledger import Ledger, LedgerError
-from ledger.recovery import replay_order
+from ledger.app.recovery import replay_order
 
 SEED = [("chk1.1", ["vda", "vdb"]), ("chk2.1", ["vdb", "vdc"]),
         ("chk1.2", ["vda", "vdb"]), ("chk2.2", ["vdb", "vdc"])]
@@ -200,9 +200,9 @@ def test_replay_into_a_domain_with_another_uuid_is_refused(tmp_path: Path, lg: L
 
 
 def test_replay_order_walks_the_current_branch_first() -> None:
-    from ledger.model import CheckpointDef, CheckpointDisk
-    from ledger.projections import DomainState
-    from ledger.rules import redefined_events
+    from ledger.domain.model import CheckpointDef, CheckpointDisk
+    from ledger.domain.rules import redefined_events
+    from ledger.domain.state import DomainState
 
     st = DomainState(stream_id="u")
     for name, parent in [("r", None), ("a", "r"), ("b", "r"), ("b1", "b")]:

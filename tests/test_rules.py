@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import rules
-from ledger.errors import LedgerError
-from ledger.events import BitmapDisabled, BitmapEnabled, BitmapMerged, BitmapRemoved
-from ledger.model import CheckpointDef, CheckpointDisk, DomainDisk, DomainInfo
-from ledger.policies import plan
-from ledger.projections import DomainState
+from ledger.domain import rules
+from ledger.domain.errors import LedgerError
+from ledger.domain.events import BitmapDisabled, BitmapEnabled, BitmapMerged, BitmapRemoved
+from ledger.domain.model import CheckpointDef, CheckpointDisk, DomainDisk, DomainInfo
+from ledger.domain.policies import plan
+from ledger.domain.state import DomainState
 
 DISKS = (DomainDisk(name="vda"), DomainDisk(name="vdb"), DomainDisk(name="vdc"))
 
@@ -402,7 +402,7 @@ def test_state_round_trips_through_to_dict() -> None:
 
 
 def test_in_place_redefine_does_not_resurrect_a_bitmap_observed_missing() -> None:
-    from ledger.events import DriftObserved
+    from ledger.domain.events import DriftObserved
 
     st = chain()
     st.apply(DriftObserved(kind="bitmap-missing", checkpoint="c2", disk="vda", bitmap="c2"))

@@ -18,10 +18,12 @@ import pytest
 from backends.memory import MemoryStore
 from backends.msgpack_log import MsgpackLogStore
 from backends.sqlite import SqliteStore
-from ledger import Ledger, snapshots
-from ledger import ledger as ledger_module
-from ledger.chain import GENESIS
-from ledger.ports import EventStore
+from ledger import Ledger
+from ledger.app import read_model
+from ledger.app.rebuild import rebuild
+from ledger.log import snapshot_codec as snapshots
+from ledger.log.chain import GENESIS
+from ledger.log.store import EventStore
 
 try:
     from .helpers import Host, assert_one_error_line, command
@@ -48,9 +50,9 @@ def _full(store: EventStore) -> Ledger:
 @pytest.fixture
 def applies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """One entry per event really folded: every row the catch-up's fold reads
-    (ledger/fold.py)."""
+    (ledger/log/fold.py)."""
     calls: list[int] = []
-    real_rows = ledger_module.fold_rows
+    real_rows = read_model.fold_rows
 
     def counting_rows(states: Any, by_name: Any, pages: Any, done: Any) -> None:
         def counted() -> Iterator[Any]:
@@ -59,7 +61,7 @@ def applies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
                 yield page
         real_rows(states, by_name, counted(), done)
 
-    monkeypatch.setattr(ledger_module, "fold_rows", counting_rows)
+    monkeypatch.setattr(read_model, "fold_rows", counting_rows)
     return calls
 
 
@@ -151,7 +153,7 @@ def test_an_unusable_snapshot_is_ignored(tmp_path: Path, damage: str) -> None:
     lg = Ledger.open(store, snapshot_every=0)
     assert lg.snapshot_status == want and lg.folded == good.position
     assert _plain(lg) == _plain(good)
-    report = snapshots.rebuild(store)
+    report = rebuild(store)
     assert report.snapshot == want and report.written
     assert snapshots.load(store)[1] == "loaded"
     store.close()
@@ -189,14 +191,14 @@ def test_a_snapshot_the_log_no_longer_matches_is_ignored(tmp_path: Path) -> None
 def test_rebuild_reports_match_and_mismatch(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "l.db"))
     domain_history(store, domains=3, checkpoints=4)
-    first = snapshots.rebuild(store)
+    first = rebuild(store)
     assert first.snapshot == "none" and first.written and first.differing == []
     assert first.position == first.events == store.last_position() and first.domains == 3
-    again = snapshots.rebuild(store)
+    again = rebuild(store)
     assert again.snapshot == "matched" and again.differing == [] and "matched" in again.line()
     # a snapshot behind the head is compared at its own position
     domain_history(store, domains=1, checkpoints=2, seed=5)
-    behind = snapshots.rebuild(store)
+    behind = rebuild(store)
     assert behind.snapshot == "matched" and behind.detail == str(first.position)
     # a snapshot that disagrees with the events (a projection bug, or an edited snapshot)
     snap = snapshots.decode(_saved(store)[1])
@@ -207,17 +209,17 @@ def test_rebuild_reports_match_and_mismatch(tmp_path: Path) -> None:
                         snapshots.encode(snap.states, snap.by_name, snap.position, snap.hash))
     lg = Ledger.open(store, snapshot_every=0)
     assert lg.snapshot_status == "loaded" and "cp3" not in lg.state("vm1").checkpoints
-    bad = snapshots.rebuild(store)
+    bad = rebuild(store)
     assert bad.snapshot == "differs" and bad.differing == ["ghost", "vm1"]
     assert "DIFFERED in ghost, vm1" in bad.line()
-    assert snapshots.rebuild(store).snapshot == "matched"
+    assert rebuild(store).snapshot == "matched"
     assert "cp3" in Ledger.open(store, snapshot_every=0).state("vm1").checkpoints
     store.close()
 
 
 def test_rebuild_on_an_empty_store_writes_nothing() -> None:
     store = MemoryStore()
-    report = snapshots.rebuild(store)
+    report = rebuild(store)
     assert (report.snapshot, report.written, report.events) == ("none", False, 0)
     assert store.load_snapshot(snapshots.SNAPSHOT_KEY) is None
 
@@ -295,7 +297,7 @@ def test_snapshot_plus_newer_events_equals_a_rebuild(reopen: Callable[[], EventS
     try:
         full = _full(store)
         assert full.folded == n + m and _plain(full) == fast
-        report = snapshots.rebuild(store)
+        report = rebuild(store)
         assert report.snapshot == "matched" and report.position == n + m
         assert snapshots.load(store)[0] is not None
         assert snapshots.load(store)[0].position == n + m  # type: ignore[union-attr]
@@ -432,7 +434,7 @@ def test_verify_log_fails_on_a_snapshot_the_events_do_not_support(
     that loads but is not what the events say fails verify-log (one line naming its position
     and the first domain that differs), writing nothing; after `rebuild` it passes. One that
     does not load is only reported (it is ignored on open)."""
-    from ledger.integrity import verify_store
+    from ledger.app.integrity import verify_store
 
     store = reopen()
     domain_history(store, domains=2, checkpoints=5)
@@ -478,7 +480,7 @@ def test_verify_log_fails_on_a_snapshot_the_events_do_not_support(
         store = reopen()
         try:
             assert _saved(store) == saved, what  # verify-log wrote nothing
-            rebuilt = snapshots.rebuild(store)
+            rebuilt = rebuild(store)
             assert rebuilt.snapshot == want and rebuilt.written, (what, rebuilt)
             again = verify_store(store)
             assert again.ok and again.snapshot and again.snapshot.status == "matched", what
@@ -491,7 +493,7 @@ def test_verify_log_fails_on_a_snapshot_the_events_do_not_support(
 
 
 def test_verify_log_on_a_broken_chain_names_the_break_not_the_snapshot(tmp_path: Path) -> None:
-    from ledger.integrity import verify_store
+    from ledger.app.integrity import verify_store
 
     store, good = _with_snapshot(tmp_path)
     _forge(store, _saved(store)[1], "blob:checkpoints")
@@ -545,6 +547,6 @@ def test_verify_answers_from_the_events_not_from_a_forged_snapshot(
         assert "ckpt-ledger rebuild" in report.findings[0].detail and not report.ok
         assert lg.event_count() == count and report.recorded == 0  # not drift: not recorded
     with Ledger.open(reopen(), hv, snapshot_every=0) as lg:
-        snapshots.rebuild(lg.store)
+        rebuild(lg.store)
     with Ledger.open(reopen(), hv, snapshot_every=0) as lg:
         assert [r.ok for r in lg.verify()] == [True]

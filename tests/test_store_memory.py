@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from backends.memory import MemoryStore, open_url
-from ledger.errors import LedgerError
-from ledger.plugins import open_store
-from ledger.ports import EventStore
+from ledger.app.plugins import open_store
+from ledger.domain.errors import LedgerError
+from ledger.log.store import EventStore
 
 try:
     from .store_contract import StoreContract, StoreFactory, recs

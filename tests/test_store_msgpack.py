@@ -20,12 +20,12 @@ from backends import _frames
 from backends._common import digest
 from backends.memory import MemoryStore
 from backends.msgpack_log import MsgpackLogStore, TornTailWarning, open_url
-from ledger.copying import copy_store
-from ledger.envelope import StoredRecord
-from ledger.errors import LedgerError
-from ledger.integrity import verify_chain
-from ledger.plugins import open_store
-from ledger.ports import NO_STREAM, EventStore
+from ledger.app.copying import copy_store
+from ledger.app.integrity import verify_chain
+from ledger.app.plugins import open_store
+from ledger.domain.errors import LedgerError
+from ledger.log.records import StoredRecord
+from ledger.log.store import NO_STREAM, EventStore
 
 try:
     from .helpers import Host, assert_one_error_line
@@ -685,7 +685,7 @@ def test_a_later_batch_with_a_foreign_marker_never_keeps_part_of_the_transaction
 # --- damage is never cut; only a torn write is, and only by a writer ---------------------
 #
 # The log of these tests is written as `ckpt-ledger copy --to msgpack:///...` writes one
-# (ledger.copying.copy_store: transactions of append_many, here of up to 5 records): runs
+# (ledger.app.copying.copy_store: transactions of append_many, here of up to 5 records): runs
 # a 1-2, b 3, a 4, c 5 | c 6-7, b 8-9, a 10 | c 11, b 12-14. Its last transaction (11-14)
 # ends the file; position 7 ends a batch in the middle of it.
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from ledger.errors import LedgerError
-from ledger.ports import EventStore
+from ledger.domain.errors import LedgerError
+from ledger.log.store import EventStore
 
 try:
     from .store_contract import StoreContract, StoreFactory, recs
@@ -235,7 +235,7 @@ def test_newer_schema_version(store_factory: PostgresFactory, admin: Any) -> Non
 
 def test_open_store_routes_postgres_urls(store_factory: PostgresFactory) -> None:
     from backends.postgres import PostgresStore
-    from ledger.plugins import open_store
+    from ledger.app.plugins import open_store
 
     store = open_store(store_factory.url().replace("postgresql://", "postgres://", 1))
     assert isinstance(store, PostgresStore)

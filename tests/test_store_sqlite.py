@@ -16,9 +16,9 @@ import sqlite_utils
 
 from backends._sqlite_inspect import APPLICATION_ID
 from backends.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore, open_url
-from ledger.errors import LedgerError
-from ledger.plugins import open_store
-from ledger.ports import EventStore
+from ledger.app.plugins import open_store
+from ledger.domain.errors import LedgerError
+from ledger.log.store import EventStore
 
 try:
     from .store_contract import (

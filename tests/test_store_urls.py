@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from ledger import Ledger
-from ledger.envelope import NewRecord
-from ledger.errors import LedgerError
-from ledger.plugins import open_store
+from ledger.app.plugins import open_store
+from ledger.domain.errors import LedgerError
+from ledger.log.records import NewRecord
 
 SOCKET_DIR = "/var/run/postgresql"
 

@@ -15,11 +15,11 @@ from xml.etree import ElementTree as ET
 import pytest
 from helpers import DISKS3, Host, assert_one_error_line, diskspecs
 
-from ledger.envelope import Provenance
-from ledger.events import CheckpointCreated, DomainEnrolled
-from ledger.model import CheckpointDisk, DomainDisk
-from ledger.timeline import render_html, render_svg
-from ledger.views import EventView
+from ledger.app.views import EventView
+from ledger.domain.events import CheckpointCreated, DomainEnrolled
+from ledger.domain.model import CheckpointDisk, DomainDisk
+from ledger.log.records import Provenance
+from ledger.present.timeline import render_html, render_svg
 
 NS = "{http://www.w3.org/2000/svg}"
 DISKS = ("vda", "vdb", "vdc")

@@ -15,15 +15,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from shared_data import LIBVIRT_TESTDATA
 
-from ledger.errors import LedgerError
-from ledger.model import CheckpointDef, CheckpointDisk
-from ledger.xml import (
+from ledger.domain.checkpoint_xml import (
     MAX_XML_BYTES,
     create_request_xml,
     format_checkpoint_xml,
     parse_checkpoint_xml,
     parse_diskspec,
 )
+from ledger.domain.errors import LedgerError
+from ledger.domain.model import CheckpointDef, CheckpointDisk
 
 DATA = LIBVIRT_TESTDATA
 PARENT = "1525111885"

@@ -9,8 +9,8 @@ import pytest
 from qemu_guest import QemuGuest, dirty_extents, guest_write
 
 from adapters import qemu_img
-from ledger.errors import LedgerError
-from ledger.ports import PartialDelete
+from ledger.domain.errors import LedgerError
+from ledger.domain.hypervisor import PartialDelete
 
 pytestmark = pytest.mark.qemu
 

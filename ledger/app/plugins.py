@@ -12,41 +12,12 @@ installed but unusable) is one :class:`LedgerError` naming the extra that provid
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from .errors import LedgerError
-
-_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-
-
-def scheme_of(url: str) -> str | None:
-    """The URL's scheme, or None for a bare path."""
-    m = _SCHEME.match(url)
-    return m.group(1).lower() if m else None
-
-
-def path_of(url: str) -> str:
-    """The file path of ``scheme:///rel`` or ``scheme:////abs`` (SQLAlchemy's convention)."""
-    m = _SCHEME.match(url)
-    if not m:
-        return url
-    rest = url[m.end():]
-    if rest.startswith("/"):
-        rest = rest[1:]  # "sqlite:///rel.db" -> "rel.db"; "sqlite:////abs" -> "/abs"
-    elif rest:
-        raise LedgerError(
-            "STORE_URL",
-            f"'{url}' has a host part; a file URL is {m.group(1)}:///relative/path or "
-            f"{m.group(1)}:////absolute/path",
-        )
-    if not rest:
-        raise LedgerError("STORE_URL", f"'{url}' names no file")
-    return os.path.expanduser(rest)
-
+from ledger.domain.errors import LedgerError
+from ledger.log.urls import scheme_of as scheme_of
 
 # opener name -> (the module it needs, the pyproject extra that installs it)
 EXTRAS: dict[str, tuple[str, str]] = {

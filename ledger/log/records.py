@@ -11,14 +11,15 @@ import getpass
 import os
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import LedgerError
-from .events import (
+from ledger.domain.errors import LedgerError
+from ledger.domain.events import (
     EVENT_TYPES,
     SCHEMA_VERSION,
     CheckpointCreated,
@@ -26,8 +27,8 @@ from .events import (
     event_data,
     parse_event,
 )
-from .model import SHARED_DISKS as _SHARED_DISKS
-from .model import CheckpointDisk, shared_disk
+from ledger.domain.model import SHARED_DISKS as _SHARED_DISKS
+from ledger.domain.model import CheckpointDisk, shared_disk
 
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
@@ -92,7 +93,7 @@ class StoredRecord:
     schema_version: int
     recorded_at: float
     payload: bytes
-    # hex sha256 chaining this event to the previous position (ledger/chain.py); the
+    # hex sha256 chaining this event to the previous position (ledger/log/chain.py); the
     # store computes it inside its append transaction
     hash: str
 
@@ -286,3 +287,23 @@ def event_from(obj: Any) -> Event:
             except ValidationError:
                 pass  # raise the discriminated union's own error, below
     return parse_event(data)
+
+
+def append_groups(
+    records: Iterable[StoredRecord], size: int
+) -> Iterator[list[list[StoredRecord]]]:
+    """``records`` in groups of at most ``size``, each split into its runs of consecutive
+    records of one stream (one group: one ``append_many``; one run: one batch of it)."""
+    group: list[list[StoredRecord]] = []
+    count = 0
+    for rec in records:
+        if count >= size:
+            yield group
+            group, count = [], 0
+        if group and rec.stream_id == group[-1][0].stream_id:
+            group[-1].append(rec)
+        else:
+            group.append([rec])
+        count += 1
+    if group:
+        yield group

@@ -6,8 +6,8 @@ bitmap from its checkpoint's creation to its removal (or the last event), shaded
 disabled over time. Checkpoints are labelled vertical lines joined to their parents by arcs
 at the top; merges are arrows between bars; deletions are red markers.
 
-Everything is pure string building from :class:`~ledger.views.EventView` rows: the bitmaps are
-folded through a fresh :class:`~ledger.projections.DomainState`, exactly as the ledger does.
+Everything is pure string building from :class:`~ledger.app.views.EventView` rows: the bitmaps are
+folded through a fresh :class:`~ledger.domain.state.DomainState`, exactly as the ledger does.
 Every element a reader (or a test) looks for has a class and ``data-`` attributes.
 """
 
@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
+from pathlib import Path
 
-from .events import parse_event
-from .projections import DomainState
-from .views import EventView
+from ledger.app.views import EventView
+from ledger.domain.events import parse_event
+from ledger.domain.state import DomainState
+from ledger.log.files import cannot_write, replacing
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f"]
@@ -342,3 +344,13 @@ def render_html(svg: str, title: str) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{escape(title)}</title>\n<style>body{{margin:16px;background:#fff;"
             f"font-family:{FONT}}}</style>\n</head>\n<body>\n{svg}</body>\n</html>\n")
+
+
+def write(out: Path, text: str) -> None:
+    """Write a page to ``out`` atomically (a reader never sees half of it); a file that
+    cannot be written is one LedgerError naming it."""
+    try:
+        with replacing(out, "w") as f:
+            f.write(text)
+    except OSError as err:
+        raise cannot_write(out, err) from None

@@ -1,7 +1,7 @@
-"""The two small protocols through which the core meets the outside world.
+"""The event store port: what ``backends/`` implement (:class:`EventStore`).
 
-``ledger/`` owns these; ``backends/`` implement :class:`EventStore` and ``adapters/``
-implement :class:`Hypervisor`. Nothing in ``ledger/`` imports either package.
+The hypervisor port is :mod:`ledger.domain.hypervisor`. Nothing in ``ledger/`` imports
+``backends/`` or ``adapters/``; ``ledger.app.plugins`` opens them by URL.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Literal, Protocol, runtime_checkable
 
-from .envelope import NewRecord, StoredRecord
-from .model import DomainInfo
+from ledger.log.records import NewRecord, StoredRecord
 
 ANY: Literal["any"] = "any"
 NO_STREAM: Literal["no_stream"] = "no_stream"
@@ -30,7 +29,7 @@ class EventStore(Protocol):
       are global, 1-based, gapless and increasing; stream versions are 1-based and gapless.
     * ``expected_version`` is the stream's version before the append: an int (0 means
       empty), ``"no_stream"`` (same as 0) or ``"any"``. A mismatch raises
-      :class:`ledger.errors.VersionConflict` and writes nothing.
+      :class:`ledger.domain.errors.VersionConflict` and writes nothing.
     * ``idempotency_key``: a second append with the same key and the same payloads writes
       nothing and returns the originally stored records; with different payloads it raises
       LedgerError("OPERATION_FAILED").
@@ -41,8 +40,8 @@ class EventStore(Protocol):
       consecutive in the order given and the hash chain runs on across the batches exactly
       as if they had been appended one after another. No idempotency keys.
     * Records are durable once ``append`` (or ``append_many``) returns.
-    * Every stored record carries ``hash``: ``ledger.chain.record_hash(record, prev)``
-      where ``prev`` is the hash at ``position - 1`` (``ledger.chain.GENESIS`` for 1),
+    * Every stored record carries ``hash``: ``ledger.log.chain.record_hash(record, prev)``
+      where ``prev`` is the hash at ``position - 1`` (``ledger.log.chain.GENESIS`` for 1),
       computed inside the append's transaction or lock.
     * ``save_snapshot`` / ``load_snapshot`` keep one opaque blob per key next to the log
       (a cache of projections: never part of the chain, may be overwritten any time).
@@ -108,79 +107,3 @@ class EventStore(Protocol):
     def close(self) -> None:
         """Release files and connections."""
         ...
-
-
-class Hypervisor(Protocol):
-    """What the ledger needs from a hypervisor; mirrors libvirt's checkpoint API.
-
-    Every method raises :class:`ledger.errors.LedgerError` with libvirt's code when the
-    hypervisor refuses. Methods that change state either do it fully or raise; a partial
-    delete raises :class:`PartialDelete`.
-    """
-
-    uri: str
-
-    def domain_info(self, domain: str) -> DomainInfo:
-        """Name, UUID, state, bitmap policy and disks of ``domain`` (NO_DOMAIN if absent)."""
-        ...
-
-    def list_domains(self) -> list[str]:
-        """Names of every domain the hypervisor knows."""
-        ...
-
-    def create_checkpoint(self, domain: str, xml: str, quiesce: bool = False) -> str:
-        """``virDomainCheckpointCreateXML(xml, 0)``; return the new checkpoint's XML."""
-        ...
-
-    def redefine_checkpoint(self, domain: str, xml: str, validate: bool = False) -> str:
-        """CreateXML with REDEFINE (and REDEFINE_VALIDATE); return the resulting XML."""
-        ...
-
-    def delete_checkpoint(
-        self,
-        domain: str,
-        name: str,
-        *,
-        children: bool = False,
-        children_only: bool = False,
-        metadata_only: bool = False,
-    ) -> None:
-        """``virDomainCheckpointDelete`` with the matching flags."""
-        ...
-
-    def checkpoint_xml(self, domain: str, name: str, no_domain: bool = False) -> str:
-        """``virDomainCheckpointGetXMLDesc`` (SECURE, plus NO_DOMAIN if asked)."""
-        ...
-
-    def list_checkpoints(self, domain: str) -> list[str]:
-        """Names of every checkpoint of ``domain``, parents before children."""
-        ...
-
-    def checkpoint_xmls(self, domain: str) -> list[str]:
-        """Every checkpoint's XML (with <domain>), parents before children."""
-        ...
-
-    def observed_bitmaps(self, domain: str) -> dict[str, list[dict[str, object]]]:
-        """Per disk target, the bitmaps really in the images.
-
-        Each is ``{"name", "recording", "inconsistent", "in_use", "count"}``; ``in_use``
-        is only true for an image that is not open but was not closed cleanly.
-        """
-        ...
-
-    def close(self) -> None:
-        """Release the connection."""
-        ...
-
-
-class PartialDelete(Exception):
-    """A delete the hypervisor did only in part (libvirt-checkpoints.md §5.2 item 3).
-
-    ``reparented`` maps each child that was moved to its new parent; ``error`` is the
-    hypervisor's error for the step that failed.
-    """
-
-    def __init__(self, error: Exception, reparented: dict[str, str | None]) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.reparented = reparented

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from xml.parsers import expat
 
-from .errors import LedgerError
-from .model import CheckpointDef, CheckpointDisk
-from .names import check_checkpoint_name, check_disk_name
+from ledger.domain.errors import LedgerError
+from ledger.domain.model import CheckpointDef, CheckpointDisk
+from ledger.domain.names import check_checkpoint_name, check_disk_name
 
 MAX_XML_BYTES = 1 << 20  # 1 MiB
 _ROOT = "domaincheckpoint"

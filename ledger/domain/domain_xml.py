@@ -1,7 +1,7 @@
 """Read the parts of a libvirt ``<domain>`` XML that checkpoints depend on.
 
 Only the domain's name, UUID and disks are extracted (``parse_domain_xml``). Each
-``devices/disk`` becomes a :class:`ledger.model.DomainDisk`, in the domain's disk order
+``devices/disk`` becomes a :class:`ledger.domain.model.DomainDisk`, in the domain's disk order
 (the order libvirt aligns checkpoint disks to):
 
 * ``target/@dev`` -> ``name``;
@@ -25,8 +25,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from .errors import LedgerError
-from .model import DomainDisk
+from ledger.domain.errors import LedgerError
+from ledger.domain.model import DomainDisk
 
 MAX_XML_BYTES = 4 * 1024 * 1024
 

@@ -4,7 +4,7 @@
 record decodes (a schema version this code understands, a msgpack map of ``data`` and
 ``meta``, a known event type whose model validates, a provenance that validates, the
 record's ``type`` equal to the payload's, a ``recorded_at`` that is a time), and then the
-whole history folds into fresh projections with the bulk fold (ledger/fold.py).
+whole history folds into fresh projections with the bulk fold (ledger/log/fold.py).
 :func:`damage` describes a decoding exception in a few words, for one-line errors.
 """
 
@@ -15,30 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgpack
-from pydantic import ValidationError
 
-from .envelope import Provenance, StoredRecord, event_from
-from .errors import LedgerError
-from .events import SCHEMA_VERSION
-from .fold import fold_rows
-from .projections import DomainState
-
-
-def damage(exc: BaseException) -> str:
-    """A short description of why decoding or folding a record failed."""
-    if isinstance(exc, LedgerError):
-        return exc.one_line()
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return f"invalid event data ({where + ': ' if where else ''}{first.get('msg')})"
-    if isinstance(exc, msgpack.ExtraData):
-        return "the payload is not msgpack (extra bytes after the data)"
-    if isinstance(exc, ValueError | msgpack.UnpackException):
-        return f"the payload is not msgpack ({type(exc).__name__})"
-    if isinstance(exc, KeyError):
-        return f"the payload has no {exc.args[0]!r}"
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:80]}"
+from ledger.domain.events import SCHEMA_VERSION
+from ledger.domain.state import DomainState
+from ledger.log.fold import damage as damage
+from ledger.log.fold import fold_rows
+from ledger.log.records import Provenance, StoredRecord, event_from
 
 
 def schema_problem(schema_version: Any) -> str | None:

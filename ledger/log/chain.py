@@ -18,8 +18,8 @@ The encoding is byte-stable and needs nothing but the standard library:
 * text fields (UTF-8) and the payload each as an 8-byte big-endian length, then the bytes;
 * ``prev_hash`` as its 32 raw bytes.
 
-Backends call :func:`record_hash` inside their append transaction (they know the previous
-hash there); nothing else in the code base hashes events. There is no key: anyone can
+Backends call :func:`chain_records` inside their append transaction (they know the previous
+hash there); nothing outside this module encodes events for hashing. There is no key: anyone can
 recompute a whole chain, so an attacker who rewrites history can rewrite the hashes too.
 Pin the head (``ckpt-ledger head``) somewhere else and check it later with
 ``ckpt-ledger verify-log --anchor POSITION:HASH``.
@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from typing import Protocol
+
+from ledger.log.records import NewRecord, StoredRecord
 
 GENESIS = "0" * 64
 """The ``prev_hash`` of position 1 (and the head hash of an empty log)."""
@@ -38,10 +41,14 @@ _TAG = b"ckpt-ledger/chain/1\x00"
 _INT = struct.Struct(">q")
 _FLOAT = struct.Struct(">d")
 _LEN = struct.Struct(">Q")
+_sha256 = hashlib.sha256
+_INT_PACK = _INT.pack
+_FLOAT_PACK = _FLOAT.pack
+_LEN_PACK = _LEN.pack
 
 
 class ChainFields(Protocol):
-    """What the hash covers: the fields of a :class:`ledger.envelope.StoredRecord`."""
+    """What the hash covers: the fields of a :class:`ledger.log.records.StoredRecord`."""
 
     @property
     def position(self) -> int: ...
@@ -121,6 +128,49 @@ def record_hash(record: ChainFields, prev_hash: str) -> str:
         record.position, record.stream_id, record.stream_name, record.stream_version,
         record.type, record.schema_version, record.recorded_at, record.payload, prev_hash,
     )
+
+
+def chain_records(
+    records: Sequence[NewRecord], first_position: int, version: int, prev_hash: str
+) -> list[StoredRecord]:
+    """``records`` as stored from ``first_position``, after stream version ``version``.
+
+    Each gets its chain hash (:func:`ledger.log.chain.record_hash`), the first one linked to
+    ``prev_hash``: the hash at ``first_position - 1`` (:data:`ledger.log.chain.GENESIS` for 1).
+    Call it inside the append's transaction or lock, where ``prev_hash`` cannot change.
+    """
+    # canonical_bytes/event_hash of ledger.log.chain, inlined: the stream's id and name and
+    # each type are encoded once per batch, and each StoredRecord is built once, with its hash
+    out: list[StoredRecord] = []
+    if not records:
+        return out
+    prev = bytes.fromhex(prev_hash)
+    if len(prev) != 32:
+        raise ValueError(f"prev_hash must be 64 hex digits, got {prev_hash!r}")
+    sid = name = ""
+    ident = b""
+    types: dict[str, bytes] = {}
+    position = first_position
+    stream_version = version
+    for rec in records:
+        stream_version += 1
+        if rec.stream_id != sid or rec.stream_name != name:
+            sid, name = rec.stream_id, rec.stream_name
+            ident = _text(sid) + _text(name)
+        type_ = types.get(rec.type)
+        if type_ is None:
+            type_ = types[rec.type] = _text(rec.type)
+        recorded_at = float(rec.recorded_at)
+        payload = bytes(rec.payload)
+        prev = _sha256(b"".join((
+            _TAG, _INT_PACK(position), ident, _INT_PACK(stream_version), type_,
+            _INT_PACK(rec.schema_version), _FLOAT_PACK(recorded_at), _LEN_PACK(len(payload)),
+            payload, prev,
+        ))).digest()
+        out.append(StoredRecord(position, sid, name, stream_version, rec.type,
+                                rec.schema_version, recorded_at, payload, prev.hex()))
+        position += 1
+    return out
 
 
 _I64 = 1 << 63

@@ -23,10 +23,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .errors import LedgerError
-from .files import fsync_dir
-from .plugins import path_of, scheme_of
-from .ports import EventStore
+from ledger.domain.errors import LedgerError
+from ledger.log.files import fsync_dir
+from ledger.log.store import EventStore
+from ledger.log.urls import path_of, scheme_of
 
 Opener = Callable[[str], EventStore]
 _FILE_SCHEMES = {None: "sqlite", "sqlite": "sqlite", "msgpack": "msgpack"}

@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from .events import DriftObserved
-from .model import CheckpointDisk, Policy
-
-PlanMode = Literal["incremental", "differential", "full"]
+from ledger.domain.events import DriftObserved
+from ledger.domain.model import CheckpointDisk, Policy
+from ledger.domain.policies import DiskPlan
+from ledger.domain.state import DomainState
 
 
 class CheckpointView(BaseModel):
@@ -38,14 +38,6 @@ class BitmapsView(BaseModel):
     domain: str
     policy: Policy
     disks: dict[str, list[BitmapView]]
-
-
-class DiskPlan(BaseModel):
-    """How to back up one disk from a reference checkpoint."""
-
-    mode: PlanMode
-    bitmaps: list[str]
-    reason: str | None = None
 
 
 class PlanView(BaseModel):
@@ -148,3 +140,17 @@ class VerifyReport(BaseModel):
     findings: list[Finding] = []
     unusable_plans: dict[str, dict[str, str]] = {}  # reference checkpoint -> disk -> reason
     recorded: int = 0
+
+
+def checkpoint_view(state: DomainState, name: str) -> CheckpointView:
+    """The view of checkpoint ``name`` of ``state`` (which must hold it)."""
+    cp = state.checkpoints[name]
+    return CheckpointView(
+        name=cp.name,
+        parent=cp.parent,
+        creation_time=cp.creation_time,
+        description=cp.description,
+        current=state.current == cp.name,
+        disks=list(cp.disks),
+        children=list(cp.children),
+    )

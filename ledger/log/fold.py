@@ -1,11 +1,11 @@
 """The bulk fold: stored rows folded into projections straight from their payloads.
 
-:meth:`ledger.ledger.Ledger.catch_up` reads the log through the store's lean
-:meth:`~ledger.ports.EventStore.scan` and folds it here. The events that make up most of a
+:meth:`ledger.app.ledger.Ledger.catch_up` reads the log through the store's lean
+:meth:`~ledger.log.store.EventStore.scan` and folds it here. The events that make up most of a
 history (a checkpoint created or deleted; a bitmap disabled, enabled, merged or removed)
 are checked by hand and handed, field by field, to the same
-:class:`~ledger.projections.DomainState` methods that
-:meth:`~ledger.projections.DomainState.apply` ends in, without building their pydantic
+:class:`~ledger.domain.state.DomainState` methods that
+:meth:`~ledger.domain.state.DomainState.apply` ends in, without building their pydantic
 models. The check accepts exactly the data that validation would return unchanged
 (the keys the model's fields, every value of exactly its field's type); any other row
 (another event type, an older or odd encoding, a damaged payload) is folded the ordinary
@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 import msgpack
+from pydantic import ValidationError
 
-from .envelope import check_schema, created_disks, event_from
-from .errors import LedgerError
-from .events import SCHEMA_VERSION
-from .ports import ScanRow
-from .projections import DomainState
+from ledger.domain.errors import LedgerError
+from ledger.domain.events import SCHEMA_VERSION
+from ledger.domain.state import DomainState
+from ledger.log.records import check_schema, created_disks, event_from
+from ledger.log.store import ScanRow
 
 _unpackb = msgpack.unpackb
 _str = str
@@ -39,10 +40,25 @@ _bytes = bytes
 DECODE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
 
 
+def damage(exc: BaseException) -> str:
+    """A short description of why decoding or folding a record failed."""
+    if isinstance(exc, LedgerError):
+        return exc.one_line()
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"invalid event data ({where + ': ' if where else ''}{first.get('msg')})"
+    if isinstance(exc, msgpack.ExtraData):
+        return "the payload is not msgpack (extra bytes after the data)"
+    if isinstance(exc, ValueError | msgpack.UnpackException):
+        return f"the payload is not msgpack ({type(exc).__name__})"
+    if isinstance(exc, KeyError):
+        return f"the payload has no {exc.args[0]!r}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:80]}"
+
+
 def damaged(position: object, exc: BaseException) -> LedgerError:
     """STORE_ERROR: the event at ``position`` cannot be decoded or folded, and why."""
-    from .readable import damage
-
     return LedgerError("STORE_ERROR", f"event at position {position} is damaged: "
                        f"{damage(exc)}")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import (
+from ledger.domain.events import (
     BitmapDisabled,
     BitmapEnabled,
     BitmapMerged,
@@ -25,7 +25,7 @@ from .events import (
     DriftObserved,
     Event,
 )
-from .model import CheckpointDef, CheckpointDisk, DomainDisk, Policy, shared_disk
+from ledger.domain.model import CheckpointDef, CheckpointDisk, DomainDisk, Policy, shared_disk
 
 _intern = sys.intern
 

@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .model import CheckpointDisk, DomainDisk, Policy
+from ledger.domain.model import CheckpointDisk, DomainDisk, Policy
 
 # 1: the payload's provenance ("meta") is a msgpack map; 2: it is a msgpack bin holding that
-# map (ledger/envelope.py). Readers take both; a reader refuses a version newer than its own.
+# map (ledger/log/records.py). Readers take both; a reader refuses a version newer than its own.
 SCHEMA_VERSION = 2
 
 

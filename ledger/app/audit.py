@@ -1,6 +1,6 @@
 """Audit queries over the event log: which events match a filter, and points in history.
 
-Everything here is pure: it reads :class:`~ledger.views.EventView` rows (what ``log`` returns)
+Everything here is pure: it reads :class:`~ledger.app.views.EventView` rows (what ``log`` returns)
 and never a store. A *point* in history is either a global event POSITION (an int) or a time
 (an aware UTC :class:`datetime`); :func:`parse_point` reads both from the command line.
 
@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from .chain import malformed
-from .envelope import Provenance, StoredRecord, decode_record
-from .errors import LedgerError
-from .events import EVENT_TYPES, Event
-from .fold import DECODE_ERRORS, damaged
-from .projections import DomainState
-from .views import EventView
+from ledger.app.views import EventView
+from ledger.domain.errors import LedgerError
+from ledger.domain.events import EVENT_TYPES, Event
+from ledger.domain.state import DomainState
+from ledger.log.chain import malformed
+from ledger.log.fold import DECODE_ERRORS, damaged
+from ledger.log.records import Provenance, StoredRecord, decode_record
 
 Point = int | datetime
 

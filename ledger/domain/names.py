@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import LedgerError
+from ledger.domain.errors import LedgerError
 
 # checkpointName: XSD pattern [a-zA-Z0-9_\-][a-zA-Z0-9_\-.]* (anchored, ASCII only).
 CHECKPOINT_NAME = re.compile(r"[a-zA-Z0-9_\-][a-zA-Z0-9_\-.]*\Z", re.ASCII)

@@ -11,22 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import rules
-from .domain_xml import parse_domain_xml
-from .errors import LedgerError
-from .events import Event
-from .fold import fold_rows
-from .model import CheckpointDef, DomainInfo
-from .policies import plan as plan_disks
-from .ports import EventStore, ScanRow
-from .projections import DomainState, drift_key
-from .views import Finding, ImportReport, ReplayReport, ReplayStep, VerifyReport
-from .xml import format_checkpoint_xml, parse_checkpoint_xml
-
-if TYPE_CHECKING:
-    from .ledger import Ledger
+from ledger.app import commands
+from ledger.app.views import Finding, ImportReport, ReplayReport, ReplayStep, VerifyReport
+from ledger.app.writer import Writer
+from ledger.domain import rules
+from ledger.domain.checkpoint_xml import format_checkpoint_xml, parse_checkpoint_xml
+from ledger.domain.domain_xml import parse_domain_xml
+from ledger.domain.errors import LedgerError
+from ledger.domain.events import Event
+from ledger.domain.model import CheckpointDef, DomainInfo
+from ledger.domain.policies import plan as plan_disks
+from ledger.domain.state import DomainState, drift_key
+from ledger.log.fold import fold_rows
+from ledger.log.store import EventStore, ScanRow
 
 MAX_FILES = 100_000
 SNAPSHOT_MISMATCH = "snapshot-mismatch"  # a finding about the ledger itself, never drift
@@ -58,22 +57,22 @@ def _learn(
     return events
 
 
-def import_domains(lg: Ledger, domains: Sequence[str]) -> list[ImportReport]:
+def import_domains(w: Writer, domains: Sequence[str]) -> list[ImportReport]:
     """Import every checkpoint of ``domains`` (all the hypervisor's when empty)."""
-    names = list(domains) or lg.hypervisor.list_domains()
+    names = list(domains) or w.hypervisor.list_domains()
     reports = []
     for name in names:
-        with lg._domain_lock(name) as info:
-            state, pre = lg._enrollment(info)
+        with w.locked(name) as info:
+            state, pre = w.enrollment(info)
             trial = state.clone()
             report = ImportReport(domain=name)
             defs = [(parse_checkpoint_xml(x, redefine=True), x)
-                    for x in lg.hypervisor.checkpoint_xmls(name)]
+                    for x in w.hypervisor.checkpoint_xmls(name)]
             events = _learn(trial, defs, report)
             host = {d.name for d, _ in defs}
             report.missing_on_host = [n for n in state.topological() if n not in host]
             if pre or events:
-                lg._append(info, [*pre, *events], f"imported from {lg.hypervisor.uri}",
+                w.append(info, [*pre, *events], f"imported from {w.hypervisor.uri}",
                            actor="import")
             reports.append(report)
     return reports
@@ -139,14 +138,14 @@ def order_by_parents(
     return ordered
 
 
-def import_xml_dir(lg: Ledger, domain: str, folder: Path) -> ImportReport:
+def import_xml_dir(w: Writer, domain: str, folder: Path) -> ImportReport:
     """Import a directory of checkpoint XML (libvirt's or virtnbdbackup's) into the ledger."""
     items = _read_dir(folder)
     uuid = next((parse_domain_xml(d.domain_xml).uuid for _, d, _ in items if d.domain_xml), None)
-    info = _info_for(lg, domain, uuid)
-    with lg.store.lock(info.uuid):
-        lg.catch_up()
-        state, pre = lg._enrollment(info)
+    info = _info_for(w, domain, uuid)
+    with w.model.store.lock(info.uuid):
+        w.model.catch_up()
+        state, pre = w.enrollment(info)
         trial = state.clone()
         ordered = order_by_parents(items, set(trial.checkpoints))
         defs = []
@@ -164,22 +163,22 @@ def import_xml_dir(lg: Ledger, domain: str, folder: Path) -> ImportReport:
         report = ImportReport(domain=domain)
         events = _learn(state.clone(), defs, report)
         if pre or events:
-            lg._append(info, [*pre, *events], f"imported from {folder}", actor="import")
+            w.append(info, [*pre, *events], f"imported from {folder}", actor="import")
     return report
 
 
-def _info_for(lg: Ledger, domain: str, uuid: str | None) -> DomainInfo:
+def _info_for(w: Writer, domain: str, uuid: str | None) -> DomainInfo:
     """The domain as the ledger, the hypervisor or the XML's <domain> knows it."""
-    if domain in lg.by_name:
-        st = lg.state(domain)
+    if domain in w.model.by_name:
+        st = w.model.state(domain)
         if uuid and uuid.lower() != st.uuid.lower():
             raise LedgerError(
                 "INVALID_ARG", f"the files are for domain uuid {uuid}, the ledger's {domain} "
                 f"is {st.uuid}")
         return DomainInfo(name=st.name, uuid=st.uuid, running=False, policy=st.policy,
                           disks=st.disks)
-    if lg.has_hypervisor():
-        return lg.hypervisor.domain_info(domain)
+    if w.has_hypervisor():
+        return w.hypervisor.domain_info(domain)
     if uuid:
         return DomainInfo(name=domain, uuid=uuid, running=False, policy="independent")
     raise LedgerError(
@@ -188,7 +187,7 @@ def _info_for(lg: Ledger, domain: str, uuid: str | None) -> DomainInfo:
 
 
 def replay(
-    lg: Ledger,
+    w: Writer,
     domains: Sequence[str],
     *,
     dry_run: bool = False,
@@ -198,17 +197,17 @@ def replay(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[ReplayReport]:
     """Redefine the ledger's live checkpoints into the hypervisor, parents first."""
-    names = list(domains) or lg.domains()
+    names = list(domains) or w.model.domains()
     reports = []
     for name in names:
-        state = lg.state_at(name, as_of) if as_of is not None else lg.state(name)
-        info = lg.hypervisor.domain_info(name)
+        state = w.model.state_at(name, as_of) if as_of is not None else w.model.state(name)
+        info = w.hypervisor.domain_info(name)
         if info.uuid.lower() != state.uuid.lower():
             raise LedgerError(
-                "INVALID_ARG", f"domain {name} has uuid {info.uuid} on {lg.hypervisor.uri} but "
+                "INVALID_ARG", f"domain {name} has uuid {info.uuid} on {w.hypervisor.uri} but "
                 f"{state.uuid} in the ledger: refusing to replay into another domain")
         host = {}
-        for x in lg.hypervisor.checkpoint_xmls(name):
+        for x in w.hypervisor.checkpoint_xmls(name):
             d = parse_checkpoint_xml(x, redefine=True)
             host[d.name or ""] = d
         report = ReplayReport(domain=name, dry_run=dry_run)
@@ -230,7 +229,7 @@ def replay(
         if not dry_run:
             for i, n in enumerate(todo):
                 xml = _replay_xml(state, n, info)
-                lg.redefine(name, xml, validate=validate, reason="replay")
+                commands.redefine(w, name, xml, validate=validate, reason="replay")
                 if progress:
                     progress(i + 1, len(todo))
         reports.append(report)
@@ -264,14 +263,14 @@ def _replay_xml(state: DomainState, name: str, info: DomainInfo) -> str:
     return format_checkpoint_xml(d)
 
 
-def verify(lg: Ledger, domains: Sequence[str], record: bool = False) -> list[VerifyReport]:
+def verify(w: Writer, domains: Sequence[str], record: bool = False) -> list[VerifyReport]:
     """Compare ledger, hypervisor metadata and real bitmaps for each domain."""
-    names = list(domains) or lg.domains()
-    return [_verify_one(lg, n, record) for n in names]
+    names = list(domains) or w.model.domains()
+    return [_verify_one(w, n, record) for n in names]
 
 
 def from_events(store: EventStore, stream_id: str) -> tuple[DomainState, set[str]]:
-    """One domain's state folded afresh from its own stream (ledger/fold.py), and every
+    """One domain's state folded afresh from its own stream (ledger/log/fold.py), and every
     name it has had (an empty state when the store holds no event of it)."""
     states: dict[str, DomainState] = {}
     names: dict[str, str] = {}
@@ -290,11 +289,11 @@ def _nothing(position: int, count: int) -> None:
     pass
 
 
-def _verify_one(lg: Ledger, name: str, record: bool) -> VerifyReport:
-    projected = lg.state(name)
+def _verify_one(w: Writer, name: str, record: bool) -> VerifyReport:
+    projected = w.model.state(name)
     # answer from the events: the projection may come from a snapshot nobody verified
-    state, names = from_events(lg.store, projected.stream_id)
-    hv = lg.hypervisor
+    state, names = from_events(w.model.store, projected.stream_id)
+    hv = w.hypervisor
     info = hv.domain_info(name)
     report = VerifyReport(domain=name, ok=True)
     if name not in names or state.to_dict() != projected.to_dict():
@@ -336,7 +335,7 @@ def _verify_one(lg: Ledger, name: str, record: bool) -> VerifyReport:
         new = [ev for ev in drift
                if drift_key(ev.kind, ev.checkpoint, ev.disk, ev.bitmap) not in state.drift]
         if new:
-            lg._append(info, new, "verify", actor="verify")
+            w.append(info, new, "verify", actor="verify")
         report.recorded = len(new)
     return report
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 
-from .errors import LedgerError
+from ledger.domain.errors import LedgerError
 
 DEFAULT_TIMEOUT = 60.0
 NOTICE_AFTER = 1.0

@@ -1,7 +1,7 @@
 """Copy a whole ledger from one event store to another, then prove the copy is exact.
 
-Pure over two :class:`ledger.ports.EventStore` objects (the CLI's ``copy`` is a thin
-wrapper, writing through :func:`ledger.staging.staged_target`). The source's hash chain is
+Pure over two :class:`ledger.log.store.EventStore` objects (the CLI's ``copy`` is a thin
+wrapper, writing through :func:`ledger.app.staging.staged_target`). The source's hash chain is
 verified whole before the first record is written, and only records that link to that
 verified chain are copied. Records are read from the source in position order and appended
 to the target in transactions of up to ``batch_size`` records: one ``append_many`` each, holding one
@@ -27,10 +27,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .chain import GENESIS, malformed, record_hash
-from .envelope import NewRecord, StoredRecord, again
-from .errors import LedgerError
-from .ports import EventStore, ExpectedVersion
+from ledger.app.integrity import verify_chain
+from ledger.domain.errors import LedgerError
+from ledger.log.chain import GENESIS, malformed, record_hash
+from ledger.log.records import NewRecord, StoredRecord, again, append_groups
+from ledger.log.store import EventStore, ExpectedVersion
 
 BATCH = 500  # records at most per transaction (append_many call)
 Progress = Callable[[int], None]  # called with how many more records were handled
@@ -98,26 +99,6 @@ class CopyReport:
         return out
 
 
-def transactions(
-    records: Iterable[StoredRecord], size: int
-) -> Iterator[list[list[StoredRecord]]]:
-    """``records`` in groups of at most ``size``, each split into its runs of consecutive
-    records of one stream (one group: one ``append_many``; one run: one batch of it)."""
-    group: list[list[StoredRecord]] = []
-    count = 0
-    for rec in records:
-        if count >= size:
-            yield group
-            group, count = [], 0
-        if group and rec.stream_id == group[-1][0].stream_id:
-            group[-1].append(rec)
-        else:
-            group.append([rec])
-        count += 1
-    if group:
-        yield group
-
-
 def _label(store: EventStore) -> str:
     return str(getattr(store, "display", None) or getattr(store, "url", "?"))
 
@@ -137,7 +118,7 @@ def copy_store(
     naming the first bad position otherwise), and each record copied is checked to be one
     of those verified. ``target`` must be empty (OPERATION_INVALID otherwise, nothing
     written); a copy that fails part-way leaves what it appended (use
-    :func:`ledger.staging.staged_target` for all or nothing). ``progress``
+    :func:`ledger.app.staging.staged_target` for all or nothing). ``progress``
     is called with the number of records each transaction appended (``batches`` in the
     report counts transactions); ``verify_progress`` likewise while :func:`verify_copy`
     runs (when ``verify``). Events appended to the source while the copy runs are not
@@ -156,7 +137,7 @@ def copy_store(
     versions: dict[str, int] = {}
     copied = batches = 0
     records = _as_verified(source, source.read_all(after=0, limit=end), end, head_hash)
-    for group in transactions(records, batch_size):
+    for group in append_groups(records, batch_size):
         appends: list[tuple[list[NewRecord], ExpectedVersion]] = []
         for run in group:
             sid = run[0].stream_id
@@ -192,8 +173,6 @@ def copy_store(
 def _verified_head(source: EventStore) -> tuple[int, str]:
     """The source's last position and its hash, once its whole chain is verified
     (STORE_ERROR naming the first bad position otherwise)."""
-    from .integrity import verify_chain  # integrity imports this module
-
     end = source.last_position()
     report = verify_chain(source.read_all(after=0, limit=end))
     if not report.ok or report.head_position != end:

@@ -1,14 +1,14 @@
 """Projection snapshots: every DomainState saved with the position (and hash) it reflects.
 
-Opening a ledger loads the snapshot (:func:`restore`) and folds only newer events, so
-startup does not grow with history; :meth:`ledger.Ledger.close` saves a fresh one once
-enough events were folded since the last. A snapshot is only a cache and is never trusted:
-it is ignored, and the ledger rebuilds from the events, when it was written by another
-projection version or snapshot format, when it is damaged (its digest does not match), or
-when the log no longer holds its position with its hash (a rewritten or truncated log).
-The crc only catches damage: ``verify-log`` binds a snapshot to the chain it claims by
-folding the verified events up to its position and comparing (:class:`Refold`), and
-``verify`` compares the host with states folded from the events (ledger/recovery.py).
+Opening a ledger loads the snapshot (:func:`load`, from ``ReadModel.restore_snapshot``) and
+folds only newer events, so startup does not grow with history; :meth:`ledger.Ledger.close`
+saves a fresh one once enough events were folded since the last. A snapshot is only a cache and
+is never trusted: it is ignored, and the ledger rebuilds from the events, when it was written
+by another projection version or snapshot format, when it is damaged (its digest does not
+match), or when the log no longer holds its position with its hash (a rewritten or truncated
+log). The crc only catches damage: ``verify-log`` binds a snapshot to the chain it claims by
+folding the verified events up to its position and comparing (:class:`Refold`), and ``verify``
+compares the host with states folded from the events (ledger/app/recovery.py).
 
 Encoding (format 3)::
 
@@ -33,18 +33,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import msgpack
 
-from .envelope import StoredRecord
-from .errors import LedgerError
-from .fold import fold_rows
-from .ports import EventStore, ScanRow
-from .projections import PROJECTION_VERSION, DomainState
-
-if TYPE_CHECKING:
-    from .ledger import Ledger
+from ledger.domain.errors import LedgerError
+from ledger.domain.state import PROJECTION_VERSION, DomainState
+from ledger.log.store import EventStore
 
 SNAPSHOT_KEY = "projections"
 SNAPSHOT_FORMAT = 3  # 3: one buffer of per-domain blobs, a crc32 (2: a map of blobs, sha256)
@@ -271,209 +266,3 @@ def save(store: EventStore, states: Mapping[str, DomainState], by_name: Mapping[
     """Save these projections (reflecting the log up to ``position``, whose hash is
     ``hash``) as the store's snapshot."""
     store.save_snapshot(SNAPSHOT_KEY, position, encode(states, by_name, position, hash))
-
-
-def restore(ledger: Ledger) -> Status:
-    """Load the store's snapshot into a fresh ``ledger`` when it can be trusted.
-
-    Sets ``states``, ``by_name``, ``position`` (and the hash there); the caller then folds
-    only newer events. Returns the status of the snapshot (see :func:`load`).
-    """
-    snap, status, _ = load(ledger.store)
-    if snap is not None:
-        ledger.states = snap.states
-        ledger.by_name = snap.by_name
-        ledger.position = snap.position
-        ledger.position_hash = snap.hash
-        ledger.snapshot_position = snap.position
-    return status
-
-
-@dataclass
-class RebuildReport:
-    """The outcome of :func:`rebuild`."""
-
-    position: int  # the log's head, now reflected by the fresh snapshot
-    events: int  # events folded
-    domains: int
-    snapshot: str  # matched | differs | none | other-version | corrupt | stale
-    detail: str
-    differing: list[str] = field(default_factory=list)  # domains that differ (names)
-    written: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for ``--json``."""
-        return {"position": self.position, "events": self.events, "domains": self.domains,
-                "snapshot": self.snapshot, "detail": self.detail,
-                "differing": list(self.differing), "written": self.written}
-
-    def line(self) -> str:
-        """One line for a terminal."""
-        what = {
-            "matched": "the snapshot matched",
-            "differs": "the snapshot DIFFERED in " + ", ".join(self.differing),
-            "none": "there was no snapshot",
-        }.get(self.snapshot, f"the snapshot was ignored ({self.snapshot}: {self.detail})")
-        if self.snapshot in ("matched", "differs"):
-            what += f" at position {self.detail}"
-        return (f"rebuilt {self.domains} domains from {self.events} events (head "
-                f"{self.position}); {what}; "
-                + ("wrote a fresh snapshot" if self.written else "no snapshot written"))
-
-
-def _readable(states: Mapping[str, DomainState], sid: str) -> DomainState | None:
-    """``states[sid]``, or None when absent or its snapshot blob does not decode."""
-    try:
-        return states.get(sid)
-    except LedgerError:
-        return None
-
-
-def differing(
-    a: Mapping[str, DomainState], a_names: Mapping[str, str],
-    b: Mapping[str, DomainState], b_names: Mapping[str, str],
-) -> list[str]:
-    """Names (or stream ids) of the domains whose projections differ between two sets,
-    sorted; a state of ``a`` that does not decode differs. A domain is named as ``b`` (the
-    one folded from the events) names it."""
-    out = set()
-    for sid in set(a) | set(b):
-        sa, sb = _readable(a, sid), b.get(sid)
-        if sa is None or sb is None or sa.to_dict() != sb.to_dict():
-            either = sb or sa
-            out.add((either.name if either is not None else "") or sid)
-    for name in set(a_names) | set(b_names):
-        if a_names.get(name) != b_names.get(name):
-            out.add(name)
-    return sorted(out)
-
-
-def rebuild(store: EventStore, write: bool = True) -> RebuildReport:
-    """Recompute every projection from the events, compare with the snapshot, save anew.
-
-    A usable snapshot is compared with the projections folded up to exactly its position;
-    the report names the domains that differ. Then the fold continues to the head and (when
-    ``write``) a fresh snapshot of it is saved.
-    """
-    from .ledger import Ledger
-
-    snap, status, detail = load(store)
-    fresh = Ledger(store)
-    compared: str = status
-    diff: list[str] = []
-    if snap is not None:
-        fresh.catch_up(upto=snap.position)
-        diff = differing(snap.states, snap.by_name, fresh.states, fresh.by_name)
-        compared, detail = ("differs" if diff else "matched"), str(snap.position)
-    fresh.catch_up()
-    written = False
-    if write and fresh.position > 0:
-        save(store, fresh.states, fresh.by_name, fresh.position, fresh.position_hash)
-        fresh.snapshot_position = fresh.position
-        written = True
-    return RebuildReport(position=fresh.position, events=fresh.folded,
-                         domains=len(fresh.states), snapshot=compared, detail=detail,
-                         differing=diff, written=written)
-
-
-@dataclass
-class SnapshotCheck:
-    """``verify-log``'s verdict on the store's snapshot (see :class:`Refold`).
-
-    ``status``: ``matched`` or ``differs`` (it loads, and the events up to its position fold
-    to the same projections, or not), ``unfoldable`` (an event up to its position does not
-    fold), ``unchecked`` (the hash chain breaks first), or what :func:`load` said of one that
-    is not used (``none``, ``other-version``, ``corrupt``, ``stale``).
-    """
-
-    status: str
-    detail: str
-    position: int | None = None
-    differing: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """False when a snapshot that would be loaded is not what the events say."""
-        return self.status not in ("differs", "unfoldable")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for ``--json``."""
-        return {"status": self.status, "position": self.position, "detail": self.detail,
-                "differing": list(self.differing)}
-
-    def line(self) -> str:
-        """A clause for verify-log's line."""
-        where = f"the snapshot at position {self.position}"
-        if self.status == "matched":
-            return f"{where} matches the events"
-        if self.status == "differs":
-            more = f" (and {len(self.differing) - 1} more)" if len(self.differing) > 1 else ""
-            return (f"{where} does not match the events: domain {self.differing[0]} differs"
-                    f"{more}; `ckpt-ledger rebuild` replaces it")
-        if self.status == "unfoldable":
-            return (f"{where} cannot be checked: {self.detail}; `ckpt-ledger rebuild` "
-                    "says more")
-        if self.status == "unchecked":
-            return f"{where} not checked: {self.detail}"
-        if self.status == "none":
-            return "no snapshot"
-        return f"the snapshot is not used ({self.status}: {self.detail})"
-
-
-class Refold:
-    """Folds the records of a verified chain (handed to :meth:`add`, oldest first) up to the
-    store's snapshot's position, and compares the result with the snapshot
-    (:meth:`result`): the snapshot is bound to the chain it claims to reflect."""
-
-    PAGE = 1024
-
-    def __init__(self, store: EventStore) -> None:
-        snap, status, detail = load(store)
-        self.snap = snap
-        self.status, self.detail = status, detail
-        self.states: dict[str, DomainState] = {}
-        self.by_name: dict[str, str] = {}
-        self.rows: list[ScanRow] = []
-        self.reached = 0  # the last position handed to the fold
-        self.error: str | None = None
-
-    def add(self, rec: StoredRecord) -> None:
-        """Take the next verified record."""
-        if self.snap is None or self.error is not None or rec.position > self.snap.position:
-            return
-        self.rows.append((rec.position, rec.stream_id, rec.stream_version,
-                          rec.schema_version, rec.payload))
-        self.reached = rec.position
-        if len(self.rows) >= self.PAGE:
-            self._fold()
-
-    def _fold(self) -> None:
-        rows, self.rows = self.rows, []
-        last = [rows[0][0] - 1]
-
-        def done(position: int, count: int) -> None:
-            if count:
-                last[0] = position
-
-        try:
-            fold_rows(self.states, self.by_name, [rows], done)
-        except Exception as e:  # a payload that does not fold: the snapshot cannot be right
-            why = e.one_line() if isinstance(e, LedgerError) else f"{type(e).__name__}: {e}"
-            self.error = f"event {last[0] + 1} does not fold ({why})"
-
-    def result(self) -> SnapshotCheck:
-        """The verdict, once every record up to the snapshot's position was added."""
-        snap = self.snap
-        if snap is None:
-            return SnapshotCheck(self.status, self.detail)
-        if self.error is None and self.rows:
-            self._fold()
-        if self.error is not None:
-            return SnapshotCheck("unfoldable", self.error, snap.position)
-        if self.reached < snap.position:
-            return SnapshotCheck("unchecked", "the hash chain breaks before it",
-                                 snap.position)
-        diff = differing(snap.states, snap.by_name, self.states, self.by_name)
-        if diff:
-            return SnapshotCheck("differs", "not what the events say", snap.position, diff)
-        return SnapshotCheck("matched", "", snap.position)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .errors import LedgerError
+from ledger.domain.errors import LedgerError
 
 
 def fsync_dir(folder: str | Path) -> None:

@@ -8,12 +8,12 @@ the first error a user sees is the one virsh would show (libvirt-checkpoints.md 
 
 from __future__ import annotations
 
-from .errors import LedgerError, no_checkpoint
-from .events import CheckpointCreated, CheckpointDeleted, CheckpointRedefined, Event
-from .model import CheckpointDef, CheckpointDisk, DomainDisk, DomainInfo
-from .names import check_checkpoint_name, check_disk_name
-from .policies import on_create, on_delete
-from .projections import DomainState
+from ledger.domain.errors import LedgerError, no_checkpoint
+from ledger.domain.events import CheckpointCreated, CheckpointDeleted, CheckpointRedefined, Event
+from ledger.domain.model import CheckpointDef, CheckpointDisk, DomainDisk, DomainInfo
+from ledger.domain.names import check_checkpoint_name, check_disk_name
+from ledger.domain.policies import on_create, on_delete
+from ledger.domain.state import DomainState
 
 
 def _unsupported(detail: str) -> LedgerError:

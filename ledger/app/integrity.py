@@ -4,7 +4,7 @@
   chain breaks, and why (an edited field or payload, an edited hash, a deleted, inserted or
   moved event, a gap, a position that does not increase, an anchor that does not match).
 * :func:`verify_store` does that for a whole store and also folds the verified events up to
-  the store's snapshot's position and compares (ledger/snapshots.py): a snapshot the events
+  the store's snapshot's position and compares (ledger/log/snapshot_codec.py): a snapshot the events
   do not give fails it, though its crc matches.
 * :func:`head` is the ``(position, hash)`` of the newest event: write it down somewhere else
   and later ``verify-log --anchor POSITION:HASH`` proves nothing up to it was rewritten or
@@ -52,14 +52,13 @@ from typing import IO, Any, Literal
 
 import msgpack
 
-from .chain import GENESIS, event_hash, is_hash, malformed, record_hash
-from .copying import transactions
-from .envelope import StoredRecord, again
-from .errors import LedgerError
-from .files import cannot_write, replacing
-from .ports import EventStore
-from .readable import first_unreadable
-from .snapshots import Refold, SnapshotCheck
+from ledger.app.rebuild import Refold, SnapshotCheck
+from ledger.domain.errors import LedgerError
+from ledger.log.chain import GENESIS, event_hash, is_hash, malformed, record_hash
+from ledger.log.files import cannot_write, replacing
+from ledger.log.readable import first_unreadable
+from ledger.log.records import StoredRecord, again, append_groups
+from ledger.log.store import EventStore
 
 EXPORT_FORMAT = "ckpt-ledger-export"
 EXPORT_VERSION = 1
@@ -220,7 +219,7 @@ def head(store: EventStore) -> tuple[int, str]:
 def verify_store(store: EventStore, anchor: tuple[int, str] | None = None) -> ChainReport:
     """:func:`verify_chain` over every event of ``store``, which also checks the store's
     snapshot against the events (``snapshot``; not ``ok`` when one that would be loaded is
-    not what the events up to its position fold to: ledger/snapshots.py), with what the
+    not what the events up to its position fold to: ledger/log/snapshot_codec.py), with what the
     store reports lying unfinished past its last event (a store with a ``torn_tail()``: the
     msgpack log). Writes nothing."""
     refold = Refold(store)
@@ -478,7 +477,8 @@ def read_export(path: str | Path) -> ExportFile:
     Checks: the header (format, version), every event's fields, positions 1, 2, 3 ...,
     each ``prev_hash`` is the previous event's hash, each ``hash`` recomputes from the
     event, stream versions are gapless per stream, the count and head match the header, and
-    every event is one this ckpt-ledger can read and fold (:func:`ledger.readable.first_unreadable`:
+    every event is one this ckpt-ledger can read and fold
+    (:func:`ledger.log.readable.first_unreadable`:
     a known type and schema, a valid payload, a history that folds).
     """
     name = str(path)
@@ -572,7 +572,7 @@ def import_log(store: EventStore, path: str | Path) -> ImportSummary:
                           f"more than {name} ({len(records)}): its history goes on at position "
                           f"{len(records) + 1}; nothing was imported")
     tail = records[present:]
-    for runs in transactions(tail, _IMPORT_BATCH):  # one append_many each
+    for runs in append_groups(tail, _IMPORT_BATCH):  # one append_many each
         got = store.append_many([([again(r) for r in run], run[0].stream_version - 1)
                                  for run in runs])
         for run, stored in zip(runs, got, strict=True):

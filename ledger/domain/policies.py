@@ -11,10 +11,24 @@ Everything here is pure: it reads a :class:`DomainState` and returns events or a
 
 from __future__ import annotations
 
-from .events import BitmapDisabled, BitmapEnabled, BitmapMerged, BitmapRemoved, Event
-from .model import CheckpointDef
-from .projections import DomainState
-from .views import DiskPlan, PlanMode
+from typing import Literal
+
+from pydantic import BaseModel
+
+from ledger.domain.events import BitmapDisabled, BitmapEnabled, BitmapMerged, BitmapRemoved, Event
+from ledger.domain.model import CheckpointDef
+from ledger.domain.state import DomainState
+
+PlanMode = Literal["incremental", "differential", "full"]
+
+
+class DiskPlan(BaseModel):
+    """How to back up one disk from a reference checkpoint."""
+
+    mode: PlanMode
+    bitmaps: list[str]
+    reason: str | None = None
+
 
 
 def nearest_with_bitmap(

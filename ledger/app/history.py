@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .audit import BITMAP_TYPES, CHECKPOINT_TYPES
-from .errors import no_checkpoint
-from .views import EventView, HistoryEntry
+from ledger.app.audit import BITMAP_TYPES, CHECKPOINT_TYPES
+from ledger.app.views import EventView, HistoryEntry
+from ledger.domain.errors import no_checkpoint
 
 Fact = Callable[[EventView, str, str], None]
 

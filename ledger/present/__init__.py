@@ -1,0 +1,1 @@
+"""Presentation built from the application's views: the timeline page and text reports."""
