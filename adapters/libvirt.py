@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from ledger.domain.domain_xml import parse_domain_xml, safe_fromstring
-from ledger.domain.errors import LedgerError
+from ledger.domain.errors import ErrorCode, LedgerError
 from ledger.domain.hypervisor import PartialDelete
 from ledger.domain.model import DomainInfo, Policy
 
@@ -82,7 +82,10 @@ def to_ledger_error(err: Exception) -> LedgerError:
     code = get_code() if callable(get_code) else None
     msg = get_msg() if callable(get_msg) else None
     detail = " ".join(str(msg or err).split()) or "unknown libvirt error"
-    return LedgerError(error_code_name(code), detail, prefixed=False)
+    name = error_code_name(code)
+    if name not in ErrorCode.__members__:  # a libvirt code the ledger has no use for
+        return LedgerError(ErrorCode.HYPERVISOR_ERROR, f"{detail} ({name})", prefixed=False)
+    return LedgerError(ErrorCode(name), detail, prefixed=False)
 
 
 class LibvirtHypervisor:

@@ -17,7 +17,8 @@ app = typer.Typer(help="The mock hypervisor: simulated domains, disks, bitmaps a
 def _mock(ctx: typer.Context) -> MockHypervisor:
     uri = ctx.obj.hypervisor
     if not uri:
-        raise LedgerError("STORE_URL", "mock commands need --hypervisor mock:///path/state.json")
+        raise LedgerError("NO_CONNECT", "mock commands need a mock hypervisor",
+                          hint="pass --hypervisor mock:///path/state.json")
     hv = open_hypervisor(uri)
     if not isinstance(hv, MockHypervisor):
         hv.close()

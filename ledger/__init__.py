@@ -7,7 +7,7 @@
 
 from ledger.app.ledger import Ledger
 from ledger.app.views import BitmapsView, CheckpointView, DeleteResult, EventView, PlanView
-from ledger.domain.errors import LedgerError, VersionConflict
+from ledger.domain.errors import ErrorCode, LedgerError, VersionConflict
 from ledger.domain.model import Policy
 from ledger.log.store import EventStore
 
@@ -15,6 +15,7 @@ __all__ = [
     "BitmapsView",
     "CheckpointView",
     "DeleteResult",
+    "ErrorCode",
     "EventStore",
     "EventView",
     "Ledger",

@@ -308,9 +308,9 @@ def test_corrupt_mock_state_is_reported_not_overwritten(host: Host, kind: str,
 def test_missing_hypervisor_for_a_write_command(host: Host) -> None:
     """Commands that change the hypervisor need --hypervisor (reads do not)."""
     no_hv = host.env(CKPT_LEDGER_HYPERVISOR=None)
-    refused(host, "STORE_URL", "create", "vm", "x", "--disk", "vda", env=no_hv)
-    refused(host, "STORE_URL", "delete", "vm", "c2", env=no_hv)
-    refused(host, "STORE_URL", "mock", "write", "vm", "vda", "0", "10", env=no_hv)
+    refused(host, "NO_CONNECT", "create", "vm", "x", "--disk", "vda", env=no_hv)
+    refused(host, "NO_CONNECT", "delete", "vm", "c2", env=no_hv)
+    refused(host, "NO_CONNECT", "mock", "write", "vm", "vda", "0", "10", env=no_hv)
     run = host.main("list", "vm", "--json", env=no_hv)
     assert run.code == 0 and len(run.json()) == 2
 

@@ -56,7 +56,7 @@ def test_open_with_urls_and_instances(tmp_path: Path, hv: MockHypervisor) -> Non
         assert [v.name for v in b.list("vm")] == ["c1"]
         with pytest.raises(LedgerError) as err:
             b.create("vm", "c2")
-        assert err.value.code == "STORE_URL"
+        assert err.value.code == "NO_CONNECT"
     with Ledger.open(store=open_memory("memory://"), hypervisor=hv) as c:
         c.create("vm", "m1")
         assert c.event_count() >= 2

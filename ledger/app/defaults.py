@@ -34,8 +34,8 @@ def default_store_url(create: bool = True) -> str:
             home = Path("")
         if not home.is_absolute():
             raise LedgerError("STORE_ERROR", "no folder for the default store: neither "
-                              "$XDG_DATA_HOME nor $HOME is an absolute path; pass --store URL "
-                              "or set CKPT_LEDGER_STORE")
+                              "$XDG_DATA_HOME nor $HOME is an absolute path",
+                              hint="pass --store URL or set CKPT_LEDGER_STORE")
         base, origin = home / ".local" / "share", f"$HOME={home}"
     folder = base / "ckpt-ledger"
     if not create:
@@ -46,6 +46,6 @@ def default_store_url(create: bool = True) -> str:
             raise PermissionError(13, os.strerror(13))
     except OSError as e:
         raise LedgerError("STORE_ERROR", f"cannot use {folder} for the default store (from "
-                          f"{origin}): {e.strerror or e}; pass --store URL or set "
-                          "CKPT_LEDGER_STORE") from None
+                          f"{origin}): {e.strerror or e}",
+                          hint="pass --store URL or set CKPT_LEDGER_STORE") from None
     return "sqlite:///" + str(folder / "ledger.db")

@@ -124,7 +124,8 @@ def parse_anchor(text: str) -> tuple[int, str]:
     m = _ANCHOR.match(text or "")
     if m is None:
         raise LedgerError("INVALID_ARG", f"anchor '{text}' is not POSITION:HASH (a position "
-                          "and the 64-hex-digit hash `ckpt-ledger head` printed)")
+                          "and a 64-hex-digit chain hash)",
+                          hint="`ckpt-ledger head` prints one")
     return int(m.group(1)), m.group(2).lower()
 
 

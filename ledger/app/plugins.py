@@ -16,7 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from ledger.domain.errors import LedgerError
+from ledger.domain.errors import CodeName, LedgerError
 from ledger.log.urls import scheme_of as scheme_of
 
 # opener name -> (the module it needs, the pyproject extra that installs it)
@@ -33,7 +33,7 @@ def _openers(group: str) -> dict[str, Callable[[], Any]]:
     return found
 
 
-def _load(loaders: dict[str, Callable[[], Any]], key: str, what: str, code: str) -> Any:
+def _load(loaders: dict[str, Callable[[], Any]], key: str, what: str, code: CodeName) -> Any:
     """The opener ``key``; ``code`` naming the extra to install when it cannot be imported."""
     try:
         return loaders[key]()

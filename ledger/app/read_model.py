@@ -123,7 +123,7 @@ class ReadModel:
         if last < self.position:
             raise LedgerError("STORE_ERROR", f"store {self.store.url} now ends at position "
                               f"{last}, before position {self.position} already read: events "
-                              "were removed (check it with `ckpt-ledger verify-log`)")
+                              "were removed", hint="check it with `ckpt-ledger verify-log`")
         self.catch_up()
 
     # ------------------------------------------------------------------ answers
@@ -136,7 +136,8 @@ class ReadModel:
             raise LedgerError(
                 "NO_DOMAIN",
                 f"no domain with matching name '{domain}' in the ledger (nothing has been "
-                "recorded for it: create a checkpoint or run `ckpt-ledger import`)",
+                "recorded for it)",
+                hint="create a checkpoint or run `ckpt-ledger import`",
             )
         return self.states[stream]
 

@@ -95,7 +95,8 @@ def _read_dir(folder: Path) -> list[tuple[Path, CheckpointDef, str]]:
         try:
             d = parse_checkpoint_xml(raw, redefine=True)
         except LedgerError as err:
-            raise LedgerError(err.code, f"{f.name}: {err.message}", prefixed=False) from None
+            raise LedgerError(err.code, f"{f.name}: {err.message}", prefixed=False,
+                              hint=err.hint) from None
         out.append((f, d, raw.decode()))
     return out
 
@@ -157,7 +158,8 @@ def import_xml_dir(w: Writer, domain: str, folder: Path) -> ImportReport:
                     embedded = (dom.uuid, dom.disks)
                 checked = rules.decide_redefine(trial, d, embedded)
             except LedgerError as err:
-                raise LedgerError(err.code, f"{path.name}: {err.message}", prefixed=False) from None
+                raise LedgerError(err.code, f"{path.name}: {err.message}", prefixed=False,
+                                  hint=err.hint) from None
             defs.append((checked, format_checkpoint_xml(checked)))
             trial.apply(rules.redefined_events(trial, checked, defs[-1][1])[0])
         report = ImportReport(domain=domain)
@@ -183,7 +185,7 @@ def _info_for(w: Writer, domain: str, uuid: str | None) -> DomainInfo:
         return DomainInfo(name=domain, uuid=uuid, running=False, policy="independent")
     raise LedgerError(
         "NO_DOMAIN", f"domain {domain} is not in the ledger, the XML files carry no <domain>, "
-        "and no --hypervisor was given to look it up")
+        "and no hypervisor was given to look it up", hint="pass --hypervisor URI")
 
 
 def replay(
@@ -300,8 +302,8 @@ def _verify_one(w: Writer, name: str, record: bool) -> VerifyReport:
         report.findings.append(Finding(
             kind=SNAPSHOT_MISMATCH,
             detail="the ledger's projection of this domain (from its snapshot) is not what "
-            "its events say; this report is built from the events; run `ckpt-ledger "
-            "rebuild` to replace the snapshot"))
+            "its events say; this report is built from the events; a rebuild replaces "
+            "the snapshot"))
     if info.uuid.lower() != state.uuid.lower():
         report.findings.append(Finding(kind="uuid-mismatch", detail=f"host {info.uuid}, "
                                        f"ledger {state.uuid}"))

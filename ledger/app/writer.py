@@ -47,9 +47,9 @@ class Writer:
         """The hypervisor, opened on first use (reads never need one)."""
         if self._hypervisor is None:
             raise LedgerError(
-                "STORE_URL",
-                "this command needs a hypervisor: pass --hypervisor URI or set "
-                "CKPT_LEDGER_HYPERVISOR (mock:///path/state.json, qemu:///system ...)",
+                "NO_CONNECT", "this command needs a hypervisor and none was given",
+                hint="pass --hypervisor URI or set CKPT_LEDGER_HYPERVISOR "
+                "(mock:///path/state.json, qemu:///system ...)",
             )
         if isinstance(self._hypervisor, str):
             self._hypervisor = open_hypervisor(self._hypervisor)
@@ -128,8 +128,8 @@ class Writer:
             raise LedgerError(
                 "VERSION_CONFLICT",
                 f"another writer changed domain {info.name} meanwhile ({err.detail}); "
-                "the hypervisor was changed but this event was not recorded: run "
-                "`ckpt-ledger import` to reconcile",
+                "the hypervisor was changed but this event was not recorded",
+                hint=f"`ckpt-ledger import {info.name}` reconciles",
             ) from err
         self.model.catch_up()
 
@@ -157,7 +157,8 @@ class Writer:
                     raise LedgerError(
                         "STORE_ERROR",
                         f"{err.detail}; the hypervisor already did it, so the ledger now lags "
-                        f"behind it: once the store works, run `ckpt-ledger import {info.name}`",
+                        "behind it",
+                        hint=f"once the store works, `ckpt-ledger import {info.name}` catches up",
                     ) from err
                 if err.code != "VERSION_CONFLICT" or attempt == RETRIES - 1:
                     raise

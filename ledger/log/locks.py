@@ -72,8 +72,8 @@ def wait(try_acquire: Callable[[], bool], timeout: float, what: str,
             raise LedgerError(
                 "OPERATION_TIMEOUT",
                 f"cannot acquire {what} within {_seconds(timeout)}: "
-                + (f"held by {who}" if who else "its holder is unknown")
-                + f" (--lock-timeout SECONDS or ${ENV} waits longer)")
+                + (f"held by {who}" if who else "its holder is unknown"),
+                hint=f"--lock-timeout SECONDS or ${ENV} waits longer")
         if not noticed and now - start >= NOTICE_AFTER and deadline - now > NOTICE_AFTER:
             noticed = True
             who = holder()
