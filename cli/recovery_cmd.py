@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from ledger import Ledger
+from ledger.app.recovery import SNAPSHOT_MISMATCH
 
 from .output import handles_errors, print_json, table
 
@@ -131,6 +132,8 @@ def register(app: typer.Typer) -> None:
                 for cp, disks in r.unusable_plans.items():
                     for disk, why in disks.items():
                         typer.echo(f"  plan since {cp} on {disk}: full backup needed ({why})")
+                if any(f.kind == SNAPSHOT_MISMATCH for f in r.findings):
+                    typer.echo("  run `ckpt-ledger rebuild` to replace the snapshot")
                 if r.recorded:
                     typer.echo(f"  recorded {r.recorded} observation(s) in the ledger")
         if not all(r.ok for r in reports):

@@ -544,7 +544,7 @@ def test_verify_answers_from_the_events_not_from_a_forged_snapshot(
         count = lg.event_count()
         (report,) = lg.verify(record=True)
         assert [f.kind for f in report.findings] == ["snapshot-mismatch"], report.findings
-        assert "ckpt-ledger rebuild" in report.findings[0].detail and not report.ok
+        assert "a rebuild replaces the snapshot" in report.findings[0].detail and not report.ok
         assert lg.event_count() == count and report.recorded == 0  # not drift: not recorded
     with Ledger.open(reopen(), hv, snapshot_every=0) as lg:
         rebuild(lg.store)
