@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -80,6 +81,7 @@ import msgpack
 from ledger.domain.errors import LedgerError
 from ledger.log.chain import GENESIS, record_hash
 from ledger.log.files import fsync_dir, replacing
+from ledger.log.intents import INTENT_PREFIX
 from ledger.log.records import NewRecord, StoredRecord
 from ledger.log.store import ANY, ExpectedVersion, ScanRow
 from ledger.log.urls import path_of, scheme_of
@@ -530,10 +532,31 @@ class MsgpackLogStore:
         self._writable()
         return file_lock(self.lock_path, self.lock_timeout)
 
+    def _side_path(self, key: str) -> str:
+        """The file of a small per-domain key (an intent): one file each, so savers of
+        different keys never overwrite each other and the snapshot is never rewritten."""
+        return os.path.join(self.path + ".intents", hashlib.sha256(key.encode()).hexdigest())
+
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Replace ``key``'s entry in ``<log>.snapshot`` (written to a temporary file,
-        fsynced, renamed over it); concurrent savers: the last rename wins."""
+        fsynced, renamed over it); concurrent savers: the last rename wins. Intent keys
+        (``intent:...``) have a file each in ``<log>.intents/``; empty data removes it."""
         self._writable()
+        if key.startswith(INTENT_PREFIX):
+            side = self._side_path(key)
+            try:
+                if not data:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(side)
+                    with contextlib.suppress(OSError):  # not empty: another domain's is open
+                        os.rmdir(os.path.dirname(side))
+                    return
+                os.makedirs(os.path.dirname(side), exist_ok=True)
+                with replacing(side) as f:
+                    f.write(msgpack.packb([int(position), bytes(data)], use_bin_type=True))
+            except OSError as e:
+                raise _err(f"cannot write {side}: {e.strerror or e}") from e
+            return
         with self._mutex:
             snaps = self._read_snapshots()
             snaps[key] = [int(position), bytes(data)]
@@ -549,6 +572,15 @@ class MsgpackLogStore:
     def load_snapshot(self, key: str) -> tuple[int, bytes] | None:
         """``key``'s ``(position, data)`` from ``<log>.snapshot``; None when absent or
         damaged (a snapshot is only a cache)."""
+        if key.startswith(INTENT_PREFIX):
+            try:
+                with open(self._side_path(key), "rb") as f:
+                    position, data = msgpack.unpackb(f.read(1 << 20), raw=False)
+                return int(position), bytes(data)
+            except FileNotFoundError:
+                return None
+            except (OSError, ValueError, TypeError, msgpack.UnpackException):
+                return None  # damaged: the host's state settles the domain anyway
         with self._mutex:
             entry = self._read_snapshots().get(key)
         if entry is None:

@@ -125,6 +125,20 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handles_errors
+    def forget(
+        ctx: typer.Context,
+        domain: str = typer.Argument(...),
+        name: str = typer.Argument(...),
+        reason: str = typer.Option(..., "--reason", help="Why (recorded with who)."),
+    ) -> None:
+        """Record that a checkpoint is gone from the host (another tool deleted it): it is
+        no longer listed or replayed. Refused while the hypervisor still has it."""
+        with _settings(ctx) as lg:
+            lg.forget(domain, name, reason)
+        typer.echo(f"Domain checkpoint {name} forgotten")
+
+    @app.command()
+    @handles_errors
     def redefine(
         ctx: typer.Context,
         domain: str = typer.Argument(...),
@@ -187,7 +201,8 @@ def register(app: typer.Typer) -> None:
             for v in views:
                 typer.echo(v.name)
         else:
-            rows = [(v.name + (" *" if v.current else ""), _when(v.creation_time), v.parent or "-",
+            rows = [(v.name + (" *" if v.current else ""), _when(v.creation_time),
+                     (v.parent or "-") + (" (unknown: orphan)" if v.orphan else ""),
                      ",".join(d.name for d in v.disks if d.checkpoint == "bitmap") or "-")
                     for v in views]
             typer.echo(table(["Name", "Creation Time", "Parent", "Bitmap disks"], rows))

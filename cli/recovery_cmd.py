@@ -31,7 +31,9 @@ def register(app: typer.Typer) -> None:
         domains: list[str] = typer.Argument(None, help="Domains (default: all on the host)."),
         json_out: bool = JSON,
     ) -> None:
-        """Learn every checkpoint the hypervisor has and the ledger does not."""
+        """Bring the ledger up to what the host shows: checkpoints made or changed by other
+        tools are recorded as observed; ones gone with their bitmaps as deleted outside; ones
+        whose bitmaps remain are kept (the host lost its metadata: replay restores them)."""
         with _open(ctx) as lg:
             reports = lg.import_(domains or ())
         if json_out:
@@ -40,10 +42,23 @@ def register(app: typer.Typer) -> None:
         for r in reports:
             typer.echo(f"{r.domain}: {len(r.added)} added, {len(r.changed)} changed outside the "
                        f"ledger, {len(r.unchanged)} already known")
+            for n in r.added:
+                typer.echo(f"  {n}: on the host, not in the ledger (recorded as observed)")
             for n in r.changed:
-                typer.echo(f"  {n}: changed outside the ledger (recorded)")
+                typer.echo(f"  {n}: changed outside the ledger (recorded as observed)")
+            for n in r.replaced:
+                typer.echo(f"  {n}: the name now belongs to another checkpoint (the old one "
+                           "recorded gone, the new one observed)")
+            for n in r.deleted_outside:
+                typer.echo(f"  {n}: deleted outside the ledger, its bitmaps gone too "
+                           "(recorded gone: replay will not restore it)")
+            for n in r.deleted:
+                typer.echo(f"  {n}: deleted by an interrupted delete (recorded gone)")
             for n in r.missing_on_host:
-                typer.echo(f"  {n}: in the ledger but not on the host (replay restores it)")
+                typer.echo(f"  {n}: not on the host, its bitmaps still in the images (host "
+                           "metadata lost: replay restores it)")
+            for s in r.settled:
+                typer.echo(f"  interrupted {s} (recorded)")
 
     @app.command("import-xml")
     @handles_errors

@@ -124,7 +124,8 @@ def test_create_defaults_print_xml_and_description(host: Host) -> None:
     r = host.ok("create", "vm", "c1", "--description", "first")
     assert r.stdout == "Domain checkpoint c1 created\n"
     (view,) = host.ok_json("list", "vm")
-    assert set(view) == {"name", "parent", "creation_time", "description", "current", "disks"}
+    assert set(view) == {"name", "parent", "creation_time", "description", "current", "disks",
+                         "orphan"}
     assert view["description"] == "first" and view["current"] and view["parent"] is None
     assert [(d["name"], d["checkpoint"], d["bitmap"]) for d in view["disks"]] == [
         ("vda", "bitmap", "c1"), ("vdb", "bitmap", "c1"), ("vdc", "no", None)]

@@ -172,20 +172,27 @@ def test_replay_after_host_loss_restores_list_parents_and_current(
     assert {s.action for s in again.steps} == {"skip"} and lg.event_count() == count
 
 
-def test_replay_leaves_conflicts_and_unknown_checkpoints_alone(
+def test_replay_learns_what_other_tools_changed_before_it_redefines(
     lg: Ledger, host: MockHypervisor
 ) -> None:
+    """Another tool redefined chk2.2 and made `stranger`: replay records both as observed
+    (a dry run plans the same, recording nothing) and changes nothing on the host."""
     seed(lg)
     xml = host.checkpoint_xml("vm", "chk2.2").replace(
         "<name>chk2.2</name>", "<name>chk2.2</name>\n  <description>theirs</description>")
     host.redefine_checkpoint("vm", xml)
     host.create_checkpoint("vm", "<domaincheckpoint><name>stranger</name></domaincheckpoint>")
+    count = lg.event_count()
+    dry = lg.replay(["vm"], dry_run=True)[0]
+    assert lg.event_count() == count and dry.unknown_on_host == []
+    assert {s.action for s in dry.steps} == {"skip"}
     report = lg.replay(["vm"])[0]
-    assert [s.action for s in report.steps if s.name == "chk2.2"] == ["conflict"]
-    assert report.unknown_on_host == ["stranger"]
-    assert "stranger" in host.list_checkpoints("vm")
-    lg.replay(["vm"], overwrite=True)
-    assert "<description>" not in host.checkpoint_xml("vm", "chk2.2")
+    assert report.steps == dry.steps and not report.unknown_on_host
+    assert lg.show("vm", "chk2.2").description == "theirs"
+    assert lg.show("vm", "stranger").parent == "chk2.2"
+    types = [e.type for e in lg.log()[count:]]
+    assert types == ["CheckpointObserved", "CheckpointObserved"], types
+    assert "<description>theirs" in host.checkpoint_xml("vm", "chk2.2")
 
 
 def test_replay_into_a_domain_with_another_uuid_is_refused(tmp_path: Path, lg: Ledger) -> None:
@@ -292,6 +299,9 @@ def test_replay_as_of_redefines_the_chain_as_it_stood_then(lg: Ledger,
     lg.delete("vm", "chk2.2")
     lg.create("vm", "later", ["vda"])
     host.forget_checkpoints("vm")
-    lg.replay(["vm"], as_of=then)
-    assert host.list_checkpoints("vm") == ["chk1.1", "chk2.1", "chk1.2", "chk2.2"]
-    assert host.current("vm") == "chk2.2"
+    (report,) = lg.replay(["vm"], as_of=then)
+    # chk2.2 was deleted later with its bitmap: it is not brought back
+    assert host.list_checkpoints("vm") == ["chk1.1", "chk2.1", "chk1.2"]
+    (skip,) = [s for s in report.steps if s.name == "chk2.2"]
+    assert skip.action == "skip" and "gone from the images" in (skip.why or "")
+    assert host.current("vm") == "chk1.2"

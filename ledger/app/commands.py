@@ -11,15 +11,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ledger.app import faults, sync
 from ledger.app.views import CheckpointView, DeleteResult, checkpoint_view
 from ledger.app.writer import Writer
 from ledger.domain import rules
 from ledger.domain.checkpoint_xml import create_request_xml, parse_checkpoint_xml, parse_diskspec
 from ledger.domain.domain_xml import parse_domain_xml
-from ledger.domain.events import Event
+from ledger.domain.errors import LedgerError, no_checkpoint
+from ledger.domain.events import CheckpointGone, Event
 from ledger.domain.hypervisor import PartialDelete
 from ledger.domain.model import CheckpointDef, CheckpointDisk, DomainInfo
 from ledger.domain.state import DomainState
+from ledger.log.intents import Intent, save_intent
 
 
 def create(
@@ -34,13 +37,58 @@ def create(
     """Create a checkpoint (``virsh checkpoint-create-as``) and record what was made."""
     request = _request(name, disks, description)
     with w.correlated(correlation_id), w.locked(domain) as info:
+        sync.reconcile(w, info, "create")
         state, pre = w.enrollment(info)
         rules.decide_create(state, info, request, int(time.time()))
-        xml = w.hypervisor.create_checkpoint(domain, request_xml(request))
+        xml = _applied(w, info, Intent("create", request.name or "", time.time(), w.actor,
+                                       reason or w.reason),
+                       lambda: w.hypervisor.create_checkpoint(domain, request_xml(request)))
         actual = parse_checkpoint_xml(xml, redefine=True)
-        w.record(info, lambda st: rules.created_events(st, actual, xml), reason)
+        w.record(info, lambda st: [*_unknown_parents(w, domain, st, actual.parent, "create"),
+                                   *rules.created_events(st, actual, xml)], reason)
+        _done(w, info)
     assert actual.name is not None
     return checkpoint_view(w.model.state(domain), actual.name)
+
+def _applied(w: Writer, info: DomainInfo, intent: Intent, call: Any) -> Any:
+    """``call()`` (the hypervisor's change) with ``intent`` open around it: saved before,
+    cleared when the hypervisor refuses; the caller clears it once its events are appended
+    (:func:`_done`). Crash points before and after the call (ledger/app/faults.py)."""
+    save_intent(w.model.store, info.uuid, intent)
+    faults.point("before-hypervisor")
+    try:
+        out = call()
+    except LedgerError:
+        save_intent(w.model.store, info.uuid, None)  # refused: nothing to settle
+        raise
+    faults.point("after-hypervisor")
+    return out
+
+
+def _done(w: Writer, info: DomainInfo) -> None:
+    """The operation's events are appended: its intent is closed."""
+    faults.point("after-append")
+    save_intent(w.model.store, info.uuid, None)
+
+
+def _unknown_parents(
+    w: Writer, domain: str, state: DomainState, parent: str | None, source: str
+) -> list[Event]:
+    """Observed events for the ancestors the hypervisor's answer names and the ledger has
+    not recorded (another tool made them meanwhile), oldest first."""
+    chain: list[Event] = []
+    seen: set[str] = set()
+    while parent is not None and parent not in state.checkpoints and parent not in seen:
+        seen.add(parent)
+        try:
+            xml = w.hypervisor.checkpoint_xml(domain, parent)
+        except LedgerError:
+            break  # gone again meanwhile: the checkpoint stays an orphan, shown as one
+        d = parse_checkpoint_xml(xml, redefine=True)
+        chain.append(sync.observed(d, xml, source))
+        parent = d.parent
+    return chain[::-1]
+
 
 def _request(
     name: str | None,
@@ -74,22 +122,37 @@ def redefine(
     correlation_id: str | None = None,
 ) -> CheckpointView:
     """Redefine a checkpoint from its XML (``checkpoint-create --redefine``)."""
+    request = parse_checkpoint_xml(xml, redefine=True)  # bad input: refused before the lock
+    if request.domain_xml is not None:
+        parse_domain_xml(request.domain_xml)
+    with w.correlated(correlation_id), w.locked(domain) as info:
+        sync.reconcile(w, info, "redefine")
+        return redefine_locked(w, info, xml, validate, reason)
+
+
+def redefine_locked(
+    w: Writer, info: DomainInfo, xml: str | bytes, validate: bool, reason: str | None
+) -> CheckpointView:
+    """:func:`redefine` under the domain's lock already taken (``replay`` holds it across
+    many)."""
     request = parse_checkpoint_xml(xml, redefine=True)
     embedded = None
     if request.domain_xml is not None:
         dom = parse_domain_xml(request.domain_xml)
         embedded = (dom.uuid, dom.disks)
-    with w.correlated(correlation_id), w.locked(domain) as info:
-        state, pre = w.enrollment(info)
-        rules.decide_redefine(state, request, embedded)
-        text = xml.decode() if isinstance(xml, bytes) else xml
-        out = w.hypervisor.redefine_checkpoint(domain, text, validate=validate)
-        actual = parse_checkpoint_xml(out, redefine=True)
-        w.record(
-            info, lambda st: rules.redefined_events(st, actual, out, validate), reason
-        )
+    state, pre = w.enrollment(info)
+    rules.decide_redefine(state, request, embedded)
+    text = xml.decode() if isinstance(xml, bytes) else xml
+    assert request.name is not None
+    out = _applied(w, info, Intent("redefine", request.name, time.time(), w.actor,
+                                   reason or w.reason),
+                   lambda: w.hypervisor.redefine_checkpoint(info.name, text, validate=validate))
+    actual = parse_checkpoint_xml(out, redefine=True)
+    w.record(info, lambda st: rules.redefined_events(st, actual, out, validate), reason)
+    _done(w, info)
     assert actual.name is not None
-    return checkpoint_view(w.model.state(domain), actual.name)
+    return checkpoint_view(w.model.state(info.name), actual.name)
+
 
 def delete(
     w: Writer,
@@ -105,17 +168,22 @@ def delete(
     """Delete a checkpoint (``virsh checkpoint-delete``) and record what happened."""
     rules.check_delete_flags(children, children_only)
     with w.correlated(correlation_id), w.locked(domain) as info:
+        sync.reconcile(w, info, "delete")
         state, pre = w.enrollment(info)
         flags: dict[str, Any] = dict(
             children=children, children_only=children_only, metadata_only=metadata_only
         )
         events = rules.decide_delete(state, name, **flags)
         try:
-            w.hypervisor.delete_checkpoint(domain, name, **flags)
+            _applied(w, info, Intent("delete", name, time.time(), w.actor, reason or w.reason,
+                                     flags),
+                     lambda: w.hypervisor.delete_checkpoint(domain, name, **flags))
         except PartialDelete as partial:
             _record_partial(w, info, state, pre, name, partial, reason)
+            save_intent(w.model.store, info.uuid, None)
             raise partial.error from None
         w.record(info, lambda st: rules.decide_delete(st, name, **flags), reason)
+        _done(w, info)
     deleted = events[-1]
     return DeleteResult(
         name=name,
@@ -144,3 +212,27 @@ def _record_partial(
         events.extend(rules.redefined_events(state, moved, xml))
     if len(events) > len(pre):
         w.append(info, events, reason or f"partial delete of {name}: {partial.error}")
+
+
+def forget(w: Writer, domain: str, name: str, reason: str) -> None:
+    """Record by hand that checkpoint ``name`` is gone (a ``CheckpointGone``, why
+    ``forgotten``, with who and ``reason``): the ledger stops showing and replaying it, its
+    children move to its parent. Refused while the hypervisor (when given) still has it."""
+    if not reason or not reason.strip():
+        raise LedgerError("INVALID_ARG", "forgetting a checkpoint needs a reason")
+    state = w.model.state(domain)
+    info = DomainInfo(name=state.name, uuid=state.uuid, running=False, policy=state.policy,
+                      disks=state.disks)
+    with w.model.store.lock(info.uuid):
+        w.model.catch_up()
+        state = w.model.state(domain)
+        cp = state.get(name)
+        if cp is None:
+            raise no_checkpoint(name)
+        if w.has_hypervisor() and name in w.hypervisor.list_checkpoints(domain):
+            raise LedgerError(
+                "OPERATION_INVALID", f"checkpoint {name} is still on {w.hypervisor.uri}",
+                hint=f"`ckpt-ledger delete {domain} {name}` deletes it there and here")
+        w.append(info, [CheckpointGone(name=name, why="forgotten", detail=reason.strip(),
+                                       reparented={c: cp.parent for c in cp.children})],
+                 reason.strip())

@@ -312,6 +312,11 @@ class Ledger:
                                children_only=children_only, metadata_only=metadata_only,
                                reason=reason, correlation_id=correlation_id)
 
+    def forget(self, domain: str, name: str, reason: str) -> None:
+        """Record that checkpoint ``name`` is gone from the host (a hand correction, with who
+        and why): refused while the hypervisor, when given, still has it."""
+        commands.forget(self.writer, domain, name, reason)
+
     # ------------------------------------------------ recovery (ledger/app/recovery.py)
     def import_(self, domains: Sequence[str] = ()) -> builtins.list[ImportReport]:
         """Append what the hypervisor has and the ledger does not (actor ``import``)."""
@@ -346,6 +351,21 @@ class Ledger:
         see :meth:`ReadModel.state_at`."""
         return self.model.state_at(domain, as_of)
 
+    def _state_or_host(self, domain: str, as_of: AsOf) -> DomainState:
+        """:meth:`state_at`; for a domain the ledger never recorded that the hypervisor
+        (when given) has, an empty state, as virsh lists a domain without checkpoints."""
+        try:
+            return self.state_at(domain, as_of)
+        except LedgerError as err:
+            if err.code != "NO_DOMAIN" or as_of is not None or not self.has_hypervisor():
+                raise
+            try:
+                info = self.hypervisor.domain_info(domain)
+            except LedgerError:
+                raise err from None
+            return DomainState(stream_id=info.uuid, name=info.name, uuid=info.uuid,
+                               policy=info.policy, disks=info.disks)
+
     def show(self, domain: str, name: str, *, as_of: AsOf = None) -> CheckpointView:
         """One checkpoint (NO_DOMAIN_CHECKPOINT if it does not exist), now or ``as_of``."""
         state = self.state_at(domain, as_of)
@@ -378,7 +398,7 @@ class Ledger:
         Without ``topological`` the order is by name; with it, parents come first.
         With ``as_of``, the checkpoints as they were then (see :meth:`state_at`).
         """
-        state = self.state_at(domain, as_of)
+        state = self._state_or_host(domain, as_of)
         if from_ is not None:
             if from_ not in state.checkpoints:
                 raise no_checkpoint(from_)
@@ -390,7 +410,7 @@ class Ledger:
         else:
             names = state.topological()
             if roots:
-                names = [n for n in names if state.checkpoints[n].parent is None]
+                names = state.roots()  # orphans are roots of the ledger's tree
         if leaves:
             names = [n for n in names if not state.checkpoints[n].children]
         if no_leaves:
@@ -401,7 +421,7 @@ class Ledger:
 
     def bitmaps(self, domain: str, *, as_of: AsOf = None) -> BitmapsView:
         """Every bitmap the ledger believes each disk holds (now or ``as_of``), oldest first."""
-        state = self.state_at(domain, as_of)
+        state = self._state_or_host(domain, as_of)
         disks = {
             disk: [
                 BitmapView(bitmap=b.name, checkpoint=b.checkpoint, active=b.active)

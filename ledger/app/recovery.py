@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.app import commands
+from ledger.app import commands, sync
+from ledger.app.sync import same_definition
 from ledger.app.views import Finding, ImportReport, ReplayReport, ReplayStep, VerifyReport
 from ledger.app.writer import Writer
 from ledger.domain import rules
@@ -29,14 +30,6 @@ from ledger.log.store import EventStore, ScanRow
 
 MAX_FILES = 100_000
 SNAPSHOT_MISMATCH = "snapshot-mismatch"  # a finding about the ledger itself, never drift
-
-
-def same_definition(a: CheckpointDef, b: CheckpointDef) -> bool:
-    """Whether two definitions agree on everything but the embedded <domain> text."""
-    keys = ("name", "parent", "creation_time", "description")
-    return all(getattr(a, k) == getattr(b, k) for k in keys) and tuple(
-        (d.name, d.checkpoint, d.bitmap) for d in a.disks or ()
-    ) == tuple((d.name, d.checkpoint, d.bitmap) for d in b.disks or ())
 
 
 def _learn(
@@ -58,23 +51,13 @@ def _learn(
 
 
 def import_domains(w: Writer, domains: Sequence[str]) -> list[ImportReport]:
-    """Import every checkpoint of ``domains`` (all the hypervisor's when empty)."""
+    """Bring the ledger up to what the host shows for ``domains`` (all the hypervisor's when
+    empty): :func:`ledger.app.sync.reconcile` comparing every checkpoint's XML."""
     names = list(domains) or w.hypervisor.list_domains()
     reports = []
     for name in names:
         with w.locked(name) as info:
-            state, pre = w.enrollment(info)
-            trial = state.clone()
-            report = ImportReport(domain=name)
-            defs = [(parse_checkpoint_xml(x, redefine=True), x)
-                    for x in w.hypervisor.checkpoint_xmls(name)]
-            events = _learn(trial, defs, report)
-            host = {d.name for d, _ in defs}
-            report.missing_on_host = [n for n in state.topological() if n not in host]
-            if pre or events:
-                w.append(info, [*pre, *events], f"imported from {w.hypervisor.uri}",
-                           actor="import")
-            reports.append(report)
+            reports.append(sync.reconcile(w, info, "import", full=True, actor="import"))
     return reports
 
 
@@ -198,29 +181,42 @@ def replay(
     as_of: Any = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[ReplayReport]:
-    """Redefine the ledger's live checkpoints into the hypervisor, parents first."""
+    """Redefine the ledger's live checkpoints into the hypervisor, parents first.
+
+    First the ledger learns what the host shows (:func:`ledger.app.sync.reconcile`; not on a
+    dry run): a checkpoint deleted outside is recorded gone, not restored. Never redefined:
+    one whose bitmaps are gone from the images, an orphan (its parent unknown), and the
+    descendants of either; each is reported with the reason. A dry run plans from what the
+    ledger would learn, recording nothing."""
     names = list(domains) or w.model.domains()
     reports = []
     for name in names:
-        state = w.model.state_at(name, as_of) if as_of is not None else w.model.state(name)
         info = w.hypervisor.domain_info(name)
-        if info.uuid.lower() != state.uuid.lower():
-            raise LedgerError(
-                "INVALID_ARG", f"domain {name} has uuid {info.uuid} on {w.hypervisor.uri} but "
-                f"{state.uuid} in the ledger: refusing to replay into another domain")
+        _same_domain(w, name, info)
+        if as_of is not None:
+            state = w.model.state_at(name, as_of)
+        elif dry_run:  # what a replay would learn first, without recording it
+            w.model.catch_up()
+            state = sync.learn(w, info, "replay", full=True, record=False)[1]
+        else:
+            with w.locked(name) as info:
+                sync.reconcile(w, info, "replay", full=True)
+            state = w.model.state(name)
         host = {}
         for x in w.hypervisor.checkpoint_xmls(name):
             d = parse_checkpoint_xml(x, redefine=True)
             host[d.name or ""] = d
         report = ReplayReport(domain=name, dry_run=dry_run)
-        order = replay_order(state)
         report.unknown_on_host = sorted(n for n in host if n not in state.checkpoints)
+        blocked = _unrestorable(w, name, state, host)
         todo = []
-        for n in order:
+        for n in replay_order(state):
             mine = state.checkpoints[n].definition()
             theirs = host.get(n)
             if theirs is not None and same_definition(mine, theirs):
                 report.steps.append(ReplayStep(name=n, action="skip", why="already defined"))
+            elif n in blocked:
+                report.steps.append(ReplayStep(name=n, action="skip", why=blocked[n]))
             elif theirs is not None and not overwrite:
                 report.steps.append(ReplayStep(
                     name=n, action="conflict", why="defined differently on the host "
@@ -228,14 +224,59 @@ def replay(
             else:
                 todo.append(n)
                 report.steps.append(ReplayStep(name=n, action="redefine"))
-        if not dry_run:
-            for i, n in enumerate(todo):
-                xml = _replay_xml(state, n, info)
-                commands.redefine(w, name, xml, validate=validate, reason="replay")
-                if progress:
-                    progress(i + 1, len(todo))
+        if not dry_run and todo:
+            with w.locked(name) as info:
+                for i, n in enumerate(todo):
+                    xml = _replay_xml(state, n, info)
+                    commands.redefine_locked(w, info, xml, validate, "replay")
+                    if progress:
+                        progress(i + 1, len(todo))
         reports.append(report)
     return reports
+
+
+def _same_domain(w: Writer, name: str, info: DomainInfo) -> None:
+    state = w.model.state(name)
+    if info.uuid.lower() != state.uuid.lower():
+        raise LedgerError(
+            "INVALID_ARG", f"domain {name} has uuid {info.uuid} on {w.hypervisor.uri} but "
+            f"{state.uuid} in the ledger: refusing to replay into another domain")
+
+
+def _unrestorable(
+    w: Writer, domain: str, state: DomainState, host: dict[str, CheckpointDef]
+) -> dict[str, str]:
+    """The live checkpoints replay must not redefine, each with why: the host lacks it and
+    its bitmaps are gone (from the images, or known gone to the ledger), its parent is
+    unknown, or an ancestor is skipped."""
+    out: dict[str, str] = {}
+    absent = [n for n in state.checkpoints if n not in host]
+    if not absent:
+        return out
+    try:
+        images: dict[str, list[dict[str, Any]]] | None = w.hypervisor.observed_bitmaps(domain)
+    except LedgerError:
+        images = None
+    in_images = {(disk, b["name"]) for disk, bms in (images or {}).items() for b in bms}
+    for n in state.topological():
+        cp = state.checkpoints[n]
+        if n in host:
+            continue
+        if cp.parent is not None and cp.parent in out:
+            out[n] = f"its parent {cp.parent} is skipped"
+            continue
+        if cp.parent is not None and cp.parent not in state.checkpoints:
+            out[n] = f"orphan: its parent {cp.parent} is not known to the ledger"
+            continue
+        owned = [(d.name, b) for d in cp.disks if (b := cp.bitmap_on(d.name))]
+        believed = [(d, b) for d, b in owned if b not in state.bitmaps.get(d, {})]
+        if owned and believed:
+            out[n] = ("bitmaps known gone: "
+                      + ", ".join(f"{d}/{b}" for d, b in believed))
+        elif owned and images is not None and not any(b in in_images for b in owned):
+            out[n] = ("its bitmaps are gone from the images: "
+                      + ", ".join(f"{d}/{b}" for d, b in owned))
+    return out
 
 
 def replay_order(state: DomainState) -> list[str]:
@@ -319,6 +360,10 @@ def _verify_one(w: Writer, name: str, record: bool) -> VerifyReport:
             report.findings.append(Finding(
                 kind="parent-mismatch", checkpoint=n,
                 detail=f"ledger parent {state.checkpoints[n].parent}, host {host[n].parent}"))
+    for n in state.orphans():
+        report.findings.append(Finding(
+            kind="orphan", checkpoint=n,
+            detail=f"its parent {state.checkpoints[n].parent} is not known to the ledger"))
     for n in sorted(set(host) - set(state.checkpoints)):
         report.findings.append(Finding(kind="extra-on-host", checkpoint=n,
                                        detail="in the hypervisor, not in the ledger"))

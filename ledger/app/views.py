@@ -22,6 +22,7 @@ class CheckpointView(BaseModel):
     current: bool
     disks: list[CheckpointDisk]
     children: list[str] = []
+    orphan: bool = False  # its parent is not known to the ledger (``verify`` flags it)
 
 
 class BitmapView(BaseModel):
@@ -94,10 +95,14 @@ class ImportReport(BaseModel):
     """What ``import`` / ``import-xml`` learned for one domain."""
 
     domain: str
-    added: list[str] = []
-    changed: list[str] = []
+    added: list[str] = []  # on the host, not in the ledger: recorded as observed
+    changed: list[str] = []  # redefined on the host: recorded as observed
     unchanged: list[str] = []
-    missing_on_host: list[str] = []
+    missing_on_host: list[str] = []  # metadata gone, bitmaps still there: replay restores
+    deleted_outside: list[str] = []  # metadata and bitmaps gone: recorded as gone
+    replaced: list[str] = []  # the name now belongs to another checkpoint
+    deleted: list[str] = []  # removed by an interrupted delete, settled from the host
+    settled: list[str] = []  # interrupted operations settled ("create c2: done")
 
 
 class ReplayStep(BaseModel):
@@ -153,4 +158,5 @@ def checkpoint_view(state: DomainState, name: str) -> CheckpointView:
         current=state.current == cp.name,
         disks=list(cp.disks),
         children=list(cp.children),
+        orphan=cp.parent is not None and cp.parent not in state.checkpoints,
     )

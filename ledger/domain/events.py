@@ -115,6 +115,54 @@ class DriftObserved(_Event):
     detail: str = ""
 
 
+class CheckpointObserved(_Event):
+    """A checkpoint the hypervisor has and the ledger did not record (made by another tool,
+    or by an operation whose own record was lost), as the hypervisor's XML describes it.
+    ``source`` names what noticed it (a command, ``import``, a settled intent)."""
+
+    type: Literal["CheckpointObserved"] = "CheckpointObserved"
+    name: str
+    parent: str | None
+    creation_time: int
+    description: str | None = None
+    disks: tuple[CheckpointDisk, ...]
+    domain_xml: str | None = None
+    xml: str
+    source: str = ""
+
+
+GoneWhy = Literal["deleted-outside", "replaced", "forgotten", "deleted"]
+
+
+class CheckpointGone(_Event):
+    """A checkpoint the ledger held is no longer live, learned rather than done by the
+    ledger: deleted by another tool (its metadata and bitmaps gone from the host), replaced
+    (the name now belongs to another checkpoint), forgotten by hand, or deleted by an
+    operation whose own record was lost. Its bitmaps are gone with it; each child named in
+    ``reparented`` moves to its new parent."""
+
+    type: Literal["CheckpointGone"] = "CheckpointGone"
+    name: str
+    why: GoneWhy
+    detail: str = ""
+    reparented: dict[str, str | None] = Field(default_factory=dict)
+
+
+class OperationSettled(_Event):
+    """An operation that reached the hypervisor but whose outcome was never recorded (the
+    process died, the store failed), settled from what the hypervisor shows: ``done`` or
+    ``not-done``. Carries who attempted it, when and why."""
+
+    type: Literal["OperationSettled"] = "OperationSettled"
+    op: str
+    checkpoint: str
+    outcome: Literal["done", "not-done"]
+    attempted_at: float
+    attempted_by: str | None = None
+    attempted_reason: str | None = None
+    detail: str = ""
+
+
 Event = Annotated[
     DomainEnrolled
     | CheckpointCreated
@@ -124,7 +172,10 @@ Event = Annotated[
     | BitmapEnabled
     | BitmapMerged
     | BitmapRemoved
-    | DriftObserved,
+    | DriftObserved
+    | CheckpointObserved
+    | CheckpointGone
+    | OperationSettled,
     Field(discriminator="type"),
 ]
 
@@ -140,6 +191,9 @@ EVENT_TYPES: dict[str, type[_Event]] = {
         BitmapMerged,
         BitmapRemoved,
         DriftObserved,
+        CheckpointObserved,
+        CheckpointGone,
+        OperationSettled,
     )
 }
 

@@ -20,10 +20,13 @@ from ledger.domain.events import (
     BitmapRemoved,
     CheckpointCreated,
     CheckpointDeleted,
+    CheckpointGone,
+    CheckpointObserved,
     CheckpointRedefined,
     DomainEnrolled,
     DriftObserved,
     Event,
+    OperationSettled,
 )
 from ledger.domain.model import CheckpointDef, CheckpointDisk, DomainDisk, Policy, shared_disk
 
@@ -230,6 +233,8 @@ class DomainState:
     # the domain XML its newest checkpoint embeds (interned), shared by the next ones
     _domain_xml: str | None = field(default=None, repr=False, compare=False)
     _indented: str | None = field(default=None, repr=False, compare=False)  # indented(it)
+    # parent name -> live checkpoints whose parent is not (yet) known: adopted when it comes
+    _waiting: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ queries
     def get(self, name: str) -> Checkpoint | None:
@@ -237,8 +242,21 @@ class DomainState:
         return self.checkpoints.get(name)
 
     def roots(self) -> list[str]:
-        """Checkpoints without a parent, in creation order."""
-        return [c.name for c in self.checkpoints.values() if c.parent is None]
+        """Checkpoints without a parent, or whose parent the ledger does not know (orphans),
+        in creation order: every live checkpoint is under one of them."""
+        if not self._waiting:
+            return [c.name for c in self.checkpoints.values() if c.parent is None]
+        checkpoints = self.checkpoints
+        return [c.name for c in checkpoints.values()
+                if c.parent is None or c.parent not in checkpoints]
+
+    def orphans(self) -> list[str]:
+        """Live checkpoints whose parent the ledger does not know, in creation order."""
+        if not self._waiting:
+            return []
+        checkpoints = self.checkpoints
+        return [c.name for c in checkpoints.values()
+                if c.parent is not None and c.parent not in checkpoints]
 
     def ancestors(self, name: str | None) -> Iterator[Checkpoint]:
         """``name`` itself, then its parent, grandparent ... up to a root."""
@@ -341,6 +359,17 @@ class DomainState:
     def _nothing(self, event: Any) -> None:
         pass  # a merge changes no bitmap's existence or state
 
+    def _gone(self, ev: CheckpointGone) -> None:
+        """A checkpoint learned gone: it leaves the tree with its bitmaps."""
+        cp = self.checkpoints.get(ev.name)
+        if cp is None:
+            return
+        for d in cp.disks:
+            bitmap = cp.bitmap_on(d.name)
+            if bitmap is not None:
+                self.remove_bitmap(d.name, bitmap)
+        self.delete(ev.name, (ev.name,), ev.reparented)
+
     def _drift(self, ev: DriftObserved) -> None:
         """Observed drift: a bitmap gone or broken makes plans through it full backups."""
         key = drift_key(ev.kind, ev.checkpoint, ev.disk, ev.bitmap)
@@ -384,17 +413,39 @@ class DomainState:
             up = checkpoints.get(parent)
             if up is not None:
                 up.children.append(name)
+            else:
+                self._waiting.setdefault(parent, []).append(name)
+        if self._waiting:
+            self._adopt(name)
 
-    def _insert_event(self, ev: CheckpointRedefined) -> None:
+    def _adopt(self, name: str) -> None:
+        """Link the orphans waiting for ``name`` (now live) under it."""
+        kids = self._waiting.pop(name, None)
+        if kids:
+            cp = self.checkpoints[name]
+            cp.children.extend(k for k in kids if k in self.checkpoints and k not in cp.children)
+
+    def _unwait(self, name: str, parent: str | None) -> None:
+        """``name`` no longer waits for ``parent``."""
+        if parent is not None and parent in self._waiting:
+            kids = self._waiting[parent]
+            if name in kids:
+                kids.remove(name)
+            if not kids:
+                del self._waiting[parent]
+
+    def _insert_event(self, ev: CheckpointRedefined | CheckpointObserved) -> None:
         self._insert(ev.name, ev.parent, ev.creation_time, ev.description,
                      _share_disks(ev.disks), ev.domain_xml, ev.xml)
 
-    def _redefine(self, ev: CheckpointRedefined) -> None:
+    def _redefine(self, ev: CheckpointRedefined | CheckpointObserved) -> None:
         make_current = self.current is None or ev.parent == self.current
         old = self.checkpoints.get(ev.name)
         if old is not None:  # in-place update: keep the children, relink the parent
             if old.parent is not None and old.parent in self.checkpoints:
                 self.checkpoints[old.parent].children.remove(ev.name)
+            else:
+                self._unwait(ev.name, old.parent)
             children = old.children
             self._insert_event(ev)
             self.checkpoints[ev.name].children = children
@@ -430,19 +481,30 @@ class DomainState:
         """Fold a CheckpointDeleted given by its fields (KeyError if ``name`` is unknown)."""
         checkpoints = self.checkpoints
         target = checkpoints[name]
+        waiting = self._waiting
         for child, new_parent in reparented.items():
             cp = checkpoints.get(child)
             if cp is None:
                 continue
+            if waiting:
+                self._unwait(child, cp.parent)
             cp.parent = new_parent
             if new_parent is not None and new_parent in checkpoints:
                 checkpoints[new_parent].children.append(child)
+            elif new_parent is not None and new_parent not in deleted:
+                waiting.setdefault(new_parent, []).append(child)
         for gone_name in deleted:
             cp = checkpoints.pop(gone_name, None)
             if cp is not None and cp.parent is not None and cp.parent in checkpoints:
                 siblings = checkpoints[cp.parent].children
                 if gone_name in siblings:
                     siblings.remove(gone_name)
+            elif cp is not None and waiting:
+                self._unwait(gone_name, cp.parent)
+            if cp is not None:  # children it still had (not reparented) wait for it again
+                for kid in cp.children:
+                    if kid in checkpoints and checkpoints[kid].parent == gone_name:
+                        waiting.setdefault(gone_name, []).append(kid)
         if self.current in deleted:
             self.current = name if name not in deleted else target.parent
             if self.current is not None and self.current not in checkpoints:
@@ -514,6 +576,9 @@ class DomainState:
             )
         for disk, rows in data["bitmaps"].items():
             st.bitmaps[disk] = {r[0]: Bitmap(r[0], r[1], bool(r[2]), r[3]) for r in rows}
+        for cp in st.checkpoints.values():
+            if cp.parent is not None and cp.parent not in st.checkpoints:
+                st._waiting.setdefault(cp.parent, []).append(cp.name)
         return st
 
 
@@ -528,7 +593,10 @@ _CHAIN: tuple[tuple[type, Any], ...] = (
     (BitmapDisabled, DomainState._bitmap_disabled),
     (BitmapRemoved, DomainState._bitmap_removed),
     (DriftObserved, DomainState._drift),
+    (CheckpointObserved, DomainState._redefine),
+    (CheckpointGone, DomainState._gone),
     (BitmapMerged, DomainState._nothing),
+    (OperationSettled, DomainState._nothing),
 )
 _APPLY: dict[type, Any] = dict(_CHAIN)
 

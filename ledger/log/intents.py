@@ -1,0 +1,71 @@
+"""Write-ahead intents: what an operation is about to ask the hypervisor, kept next to the log.
+
+Before a command changes the hypervisor it saves an :class:`Intent` for the domain (under
+:func:`intent_key`, in the store's keyed blob slot, ``EventStore.save_snapshot``); once its
+events are appended it clears it. An intent still there when the next command takes the
+domain's lock means the operation may have reached the hypervisor without its events being
+recorded: the next command settles it from what the hypervisor shows
+(:mod:`ledger.app.sync`), and records how (an ``OperationSettled`` event).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+
+from ledger.log.store import EventStore
+
+INTENT_PREFIX = "intent:"
+_VERSION = 1
+
+
+def intent_key(stream_id: str) -> str:
+    """The slot key of a domain's intent."""
+    return INTENT_PREFIX + stream_id
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An operation about to reach the hypervisor: ``op`` (create, redefine, delete) on
+    ``checkpoint``, when, by whom and why, with the flags that shape its outcome."""
+
+    op: str
+    checkpoint: str
+    at: float
+    actor: str | None = None
+    reason: str | None = None
+    flags: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """The intent as stored."""
+        return bytes(msgpack.packb({"v": _VERSION, **asdict(self)}, use_bin_type=True))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Intent | None:
+        """The intent ``data`` holds; None when empty (cleared) or not an intent this code
+        wrote (the host's state settles the domain anyway)."""
+        if not data:
+            return None
+        try:
+            obj = msgpack.unpackb(data, raw=False)
+            if not isinstance(obj, dict) or obj.pop("v", None) != _VERSION:
+                return None
+            intent = cls(**obj)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        if not isinstance(intent.op, str) or not isinstance(intent.checkpoint, str):
+            return None
+        return intent
+
+
+def load_intent(store: EventStore, stream_id: str) -> Intent | None:
+    """The domain's open intent, if any."""
+    saved = store.load_snapshot(intent_key(stream_id))
+    return None if saved is None else Intent.decode(saved[1])
+
+
+def save_intent(store: EventStore, stream_id: str, intent: Intent | None) -> None:
+    """Open ``intent`` for the domain (None: clear it)."""
+    store.save_snapshot(intent_key(stream_id), 0, b"" if intent is None else intent.encode())
