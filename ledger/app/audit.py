@@ -28,7 +28,7 @@ from ledger.log.records import Provenance, StoredRecord, decode_record
 Point = int | datetime
 
 BITMAP_TYPES = ("BitmapDisabled", "BitmapEnabled", "BitmapMerged", "BitmapRemoved")
-CHECKPOINT_TYPES = ("CheckpointCreated", "CheckpointRedefined")
+CHECKPOINT_TYPES = ("CheckpointCreated", "CheckpointRedefined", "CheckpointObserved")
 
 
 def parse_point(
@@ -208,6 +208,11 @@ def touches_checkpoint(type_: str, data: dict[str, Any], name: str) -> bool:
         )
     if type_ == "DriftObserved":
         return name in (data.get("checkpoint"), data.get("bitmap"))
+    if type_ == "CheckpointGone":
+        reparented = data.get("reparented") or {}
+        return data.get("name") == name or name in reparented or name in reparented.values()
+    if type_ == "OperationSettled":
+        return data.get("checkpoint") == name
     return False
 
 
@@ -225,6 +230,10 @@ def summary(type_: str, data: dict[str, Any]) -> str:
         return f"{data['name']} {data['policy']}"
     if type_ == "DriftObserved":
         return f"{data.get('kind', '')} {data.get('detail', '')}".strip()
+    if type_ == "CheckpointGone":
+        return f"{data.get('name', '')} ({data.get('why', '')})"
+    if type_ == "OperationSettled":
+        return f"{data.get('op', '')} {data.get('checkpoint', '')}: {data.get('outcome', '')}"
     name = str(data.get("name", ""))
     parent = data.get("parent")
     return f"{name} <- {parent}" if parent else name

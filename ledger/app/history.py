@@ -38,7 +38,8 @@ def history(events: Iterable[EventView], name: str) -> list[HistoryEntry]:
             fresh = not existed or t == "CheckpointCreated"
             owned = set(bitmaps) if fresh else owned | set(bitmaps)
             existed, parent = True, d.get("parent")
-            what = "created" if t == "CheckpointCreated" else "redefined"
+            what = {"CheckpointCreated": "created", "CheckpointObserved": "observed"}.get(
+                t, "redefined")
             extra = " (update)" if d.get("update") else ""
             extra += " (bitmaps validated)" if d.get("validate_bitmaps") else ""
             bms = ", ".join(f"{k}/{b}" for k, b in bitmaps) or "none"
@@ -60,6 +61,16 @@ def history(events: Iterable[EventView], name: str) -> list[HistoryEntry]:
                  f"{d['disk']}/{d['into']}")
         elif t == "CheckpointDeleted" and existed:
             parent = _deleted_facts(ev, name, parent, fact)
+        elif t == "CheckpointGone" and existed and d.get("name") == name:
+            fact(ev, "gone", f"{d.get('why', '')}: {d.get('detail', '')}".strip(": "))
+        elif t == "CheckpointGone" and existed and name in (d.get("reparented") or {}):
+            new = d["reparented"][name]
+            fact(ev, "reparented",
+                 f"parent {parent or '(none)'} -> {new or '(none)'} ({d['name']} gone)")
+            parent = new
+        elif t == "OperationSettled" and d.get("checkpoint") == name:
+            fact(ev, "settled", f"an interrupted {d.get('op')} by {d.get('attempted_by')}: "
+                 f"{d.get('outcome')} ({d.get('detail', '')})")
         elif t == "DriftObserved" and (d.get("checkpoint") == name or (
                 (d.get("disk"), d.get("bitmap")) in owned)):
             fact(ev, "drift observed", f"{d.get('kind', '')}: {d.get('detail', '')}".strip(": "))

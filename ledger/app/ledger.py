@@ -368,7 +368,7 @@ class Ledger:
 
     def show(self, domain: str, name: str, *, as_of: AsOf = None) -> CheckpointView:
         """One checkpoint (NO_DOMAIN_CHECKPOINT if it does not exist), now or ``as_of``."""
-        state = self.state_at(domain, as_of)
+        state = self._state_or_host(domain, as_of)
         if name not in state.checkpoints:
             raise no_checkpoint(name)
         return checkpoint_view(state, name)

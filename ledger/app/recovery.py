@@ -197,10 +197,10 @@ def replay(
             state = w.model.state_at(name, as_of)
         elif dry_run:  # what a replay would learn first, without recording it
             w.model.catch_up()
-            state = sync.learn(w, info, "replay", full=True, record=False)[1]
+            learned, state = sync.learn(w, info, "replay", full=True, record=False)
         else:
             with w.locked(name) as info:
-                sync.reconcile(w, info, "replay", full=True)
+                learned = sync.reconcile(w, info, "replay", full=True)
             state = w.model.state(name)
         host = {}
         for x in w.hypervisor.checkpoint_xmls(name):
@@ -224,6 +224,11 @@ def replay(
             else:
                 todo.append(n)
                 report.steps.append(ReplayStep(name=n, action="redefine"))
+        if as_of is None:
+            for n in learned.deleted_outside:
+                report.steps.append(ReplayStep(
+                    name=n, action="skip", why="deleted outside the ledger, its bitmaps gone "
+                    "from the images: recorded gone, not restored"))
         if not dry_run and todo:
             with w.locked(name) as info:
                 for i, n in enumerate(todo):

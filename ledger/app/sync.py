@@ -224,7 +224,7 @@ def _settle(
         done = bool(n) and n in on_host
     elif intent.op == "delete":
         targets = _intended_deletes(intent, before)
-        if not targets - set(after.checkpoints) and targets:
+        if targets and not targets & set(after.checkpoints):
             done = True
         elif n not in before.checkpoints:
             return None

@@ -75,8 +75,11 @@ def build(events: Sequence[EventView]) -> Model:
     open_bars: dict[tuple[str, str], tuple[Bar, int]] = {}
     for col, ev in enumerate(events):
         data = ev.data
-        if ev.type == "CheckpointDeleted":
-            for name in data.get("deleted", ()):
+        new_line = (ev.type in ("CheckpointCreated", "CheckpointRedefined", "CheckpointObserved")
+                    and not data.get("update") and data.get("name") not in state.checkpoints)
+        if ev.type in ("CheckpointDeleted", "CheckpointGone"):
+            gone = data.get("deleted", ()) if ev.type == "CheckpointDeleted" else [data["name"]]
+            for name in gone:
                 for ln in m.lines:
                     if ln.name == name and ln.deleted_at is None:
                         ln.deleted_at = col
@@ -90,7 +93,7 @@ def build(events: Sequence[EventView]) -> Model:
         for disk in (d.name for d in state.disks):
             if disk not in m.disks:
                 m.disks.append(disk)
-        if ev.type in ("CheckpointCreated", "CheckpointRedefined") and not data.get("update"):
+        if new_line:
             m.lines.append(Line(data["name"], col, data.get("parent")))
             _link(m, data.get("parent"), data["name"], "parent", col)
         seen = set()
@@ -316,6 +319,9 @@ def _deletion(col: int, ev: EventView, x: XFn, bottom: float) -> str:
     flags = [f for f in ("children", "children_only", "metadata_only") if d.get(f)]
     tip = (f"delete {d['name']} (removed {', '.join(d.get('deleted', ())) or 'nothing'}"
            + (f"; {', '.join(flags)}" if flags else "") + f"): {_tip(ev)}")
+    if ev.type == "CheckpointGone":
+        tip = f"{d['name']} gone ({d.get('why')}: {d.get('detail', '')}): {_tip(ev)}"
+        d = {**d, "deleted": [d["name"]]}
     return (f'<g class="deletion" {_a(data_name=d["name"], data_position=ev.position)} '
             f'{_a(data_deleted=",".join(d.get("deleted", ())))}><title>{escape(tip)}</title>'
             f'<line {_a(x1=dx, y1=TOP - 4, x2=dx, y2=bottom)} stroke="#c00000" '
