@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Host, assert_one_error_line
 
 from adapters.mock import MockHypervisor
 from backends.memory import MemoryStore
 from backends.msgpack_log import MsgpackLogStore
 from backends.sqlite import SqliteStore
-from helpers import Host, assert_one_error_line
 from ledger import Ledger, LedgerError
 from ledger.app import faults
 from ledger.domain import rules
