@@ -712,6 +712,40 @@ class StoreContract:
         finally:
             store.close()
 
+    def test_write_ahead_intents_per_domain(self, store_factory: StoreFactory) -> None:
+        """A domain's intent (ledger/log/intents.py) is saved, read back (by a second handle
+        too), cleared, and independent of other domains' and of the projection snapshot;
+        saving one never touches the events."""
+        from ledger.log.intents import Intent, load_intent, save_intent
+
+        store = store_factory()
+        try:
+            store.append(recs("a", 2))
+            store.save_snapshot("p", 2, b"snapshot")
+            mine = Intent("create", "c3", 1.5, "alice", "nightly", {"children": False})
+            theirs = Intent("delete", "c1", 2.5, None, None, {"children": True})
+            assert load_intent(store, "a") is None
+            save_intent(store, "a", mine)
+            save_intent(store, "b", theirs)
+            assert load_intent(store, "a") == mine and load_intent(store, "b") == theirs
+            other = store_factory.another(store)
+            try:
+                assert load_intent(other, "a") == mine
+                save_intent(other, "b", None)
+            finally:
+                if other is not store:
+                    other.close()
+            assert load_intent(store, "b") is None and load_intent(store, "a") == mine
+            if store_factory.durable:
+                store = store_factory.reopen(store)
+                assert load_intent(store, "a") == mine
+            save_intent(store, "a", None)
+            assert load_intent(store, "a") is None
+            assert store.load_snapshot("p") == (2, b"snapshot")
+            assert [r.position for r in store.read_all()] == [1, 2]
+        finally:
+            store.close()
+
     # --- a long-lived Ledger on the store ------------------------------------------------
 
     def test_a_long_lived_ledger_answers_with_what_others_appended(
