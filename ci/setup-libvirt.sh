@@ -7,6 +7,7 @@ set -euo pipefail
 PACKAGES=(
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
     qemu-system-x86 qemu-utils libnbd-bin
+    virtnbdbackup  # a real backup tool against the guest (tests/e2e/test_virtnbdbackup.py)
     chromium  # headless screenshots of `ckpt-ledger timeline` pages (tests/test_timeline.py)
 )
 
