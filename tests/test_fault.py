@@ -270,7 +270,7 @@ def test_reads_answer_on_a_full_disk(backend: str, tmpfs: Path, tmp_path: Path) 
     for name in ("c1", "c2"):
         assert host.main("create", "vm", name).code == 0
     ballast = _fill_disk(tmpfs)
-    before = {p.name: p.read_bytes() for p in tmpfs.iterdir() if p != ballast}
+    before = {str(p): p.read_bytes() for p in tmpfs.rglob("*") if p.is_file() and p != ballast}
     env = host.env(CKPT_LEDGER_SNAPSHOT_EVERY="1")
     runs = {" ".join(argv): host.main(*argv, env=env) for argv in (
         ["list", "vm", "--json"], ["log", "--json"], ["show", "vm", "c1", "--json"],
@@ -282,4 +282,5 @@ def test_reads_answer_on_a_full_disk(backend: str, tmpfs: Path, tmp_path: Path) 
     assert [e["position"] for e in events] == list(range(1, len(events) + 1))
     assert runs["verify-log"].stdout.startswith(f"ok: {len(events)} events")
     assert runs["head"].stdout.startswith(f"{len(events)}:")
-    assert {p.name: p.read_bytes() for p in tmpfs.iterdir() if p != ballast} == before
+    assert {str(p): p.read_bytes() for p in tmpfs.rglob("*")
+            if p.is_file() and p != ballast} == before

@@ -7,9 +7,9 @@ import shlex
 from pathlib import Path
 
 import typer.main
+from helpers import Host
 
 from cli.app import app
-from helpers import Host
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

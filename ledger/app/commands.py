@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ledger.app import faults, sync
@@ -51,9 +52,12 @@ def create(
     return checkpoint_view(w.model.state(domain), actual.name)
 
 def _applied(w: Writer, info: DomainInfo, intent: Intent, call: Any) -> Any:
-    """``call()`` (the hypervisor's change) with ``intent`` open around it: saved before,
-    cleared when the hypervisor refuses; the caller clears it once its events are appended
-    (:func:`_done`). Crash points before and after the call (ledger/app/faults.py)."""
+    """``call()`` (the hypervisor's change) with ``intent`` open around it: saved before
+    (at the domain's stream version: the append of the operation's events closes it),
+    cleared when the hypervisor refuses. Crash points before and after the call
+    (ledger/app/faults.py)."""
+    state = w.model.states.get(info.uuid)
+    intent = replace(intent, version=state.version if state is not None else 0)
     save_intent(w.model.store, info.uuid, intent)
     faults.point("before-hypervisor")
     try:
@@ -66,9 +70,8 @@ def _applied(w: Writer, info: DomainInfo, intent: Intent, call: Any) -> Any:
 
 
 def _done(w: Writer, info: DomainInfo) -> None:
-    """The operation's events are appended: its intent is closed."""
+    """The operation's events are appended (which closed its intent)."""
     faults.point("after-append")
-    save_intent(w.model.store, info.uuid, None)
 
 
 def _unknown_parents(

@@ -87,8 +87,8 @@ def learn(
     with ``record`` False nothing is appended nor settled (a dry run)."""
     hv, store = w.hypervisor, w.model.store
     report = ImportReport(domain=info.name)
-    intent = load_intent(store, info.uuid)
     state = w.model.states.get(info.uuid) or DomainState(stream_id=info.uuid)
+    intent = load_intent(store, info.uuid, state.version)
     names = hv.list_checkpoints(info.name)
     on_host = set(names)
     missing = [n for n in state.checkpoints if n not in on_host]
@@ -140,9 +140,9 @@ def learn(
             add(settled)
     if not record:
         return report, trial
-    if pre or events:
+    if pre or events:  # (an open intent is closed by the append)
         w.append(info, [*pre, *events], f"observed on {hv.uri} by {source}", actor=actor)
-    if intent is not None:
+    elif intent is not None:
         save_intent(store, info.uuid, None)
     return report, trial
 

@@ -1,11 +1,12 @@
 """Write-ahead intents: what an operation is about to ask the hypervisor, kept next to the log.
 
 Before a command changes the hypervisor it saves an :class:`Intent` for the domain (under
-:func:`intent_key`, in the store's keyed blob slot, ``EventStore.save_snapshot``); once its
-events are appended it clears it. An intent still there when the next command takes the
-domain's lock means the operation may have reached the hypervisor without its events being
-recorded: the next command settles it from what the hypervisor shows
-(:mod:`ledger.app.sync`), and records how (an ``OperationSettled`` event).
+:func:`intent_key`, in the store's keyed blob slot, ``EventStore.save_snapshot``), holding the
+domain's stream version at that moment. Appending the operation's events moves the stream past
+that version, which closes the intent without another write. An intent whose version is still
+the stream's when the next command takes the domain's lock means the operation may have reached
+the hypervisor without its events being recorded: that command settles it from what the
+hypervisor shows (:mod:`ledger.app.sync`), and records how (an ``OperationSettled`` event).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Intent:
     actor: str | None = None
     reason: str | None = None
     flags: dict[str, Any] = field(default_factory=dict)
+    version: int = 0  # the domain's stream version before the operation's events
 
     def encode(self) -> bytes:
         """The intent as stored."""
@@ -55,15 +57,20 @@ class Intent:
             intent = cls(**obj)
         except (ValueError, TypeError, msgpack.UnpackException):
             return None
-        if not isinstance(intent.op, str) or not isinstance(intent.checkpoint, str):
+        if (not isinstance(intent.op, str) or not isinstance(intent.checkpoint, str)
+                or type(intent.version) is not int):
             return None
         return intent
 
 
-def load_intent(store: EventStore, stream_id: str) -> Intent | None:
-    """The domain's open intent, if any."""
+def load_intent(store: EventStore, stream_id: str, version: int | None = None) -> Intent | None:
+    """The domain's intent, if any; with the stream's current ``version``, only one still
+    open (no event appended since it was saved)."""
     saved = store.load_snapshot(intent_key(stream_id))
-    return None if saved is None else Intent.decode(saved[1])
+    intent = None if saved is None else Intent.decode(saved[1])
+    if intent is not None and version is not None and intent.version != version:
+        return None
+    return intent
 
 
 def save_intent(store: EventStore, stream_id: str, intent: Intent | None) -> None:
