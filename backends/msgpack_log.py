@@ -552,7 +552,7 @@ class MsgpackLogStore:
                         os.rmdir(os.path.dirname(side))
                     return
                 os.makedirs(os.path.dirname(side), exist_ok=True)
-                with replacing(side) as f:
+                with replacing(side, durable=False) as f:  # see ledger/log/intents.py
                     f.write(msgpack.packb([int(position), bytes(data)], use_bin_type=True))
             except OSError as e:
                 raise _err(f"cannot write {side}: {e.strerror or e}") from e

@@ -46,6 +46,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ledger.domain.errors import LedgerError
 from ledger.log import locks
 from ledger.log.chain import GENESIS
+from ledger.log.intents import INTENT_PREFIX
 from ledger.log.records import NewRecord, StoredRecord
 from ledger.log.store import ANY, ExpectedVersion, ScanRow
 
@@ -468,14 +469,18 @@ class PostgresStore:
         return f"PostgreSQL backend {pid} ({app or 'no application_name'}, {where}) since {when}"
 
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
-        """Upsert ``key``'s row in ``snapshots`` (one statement, so atomic)."""
+        """Upsert ``key``'s row in ``snapshots`` (one statement, so atomic; an intent's with
+        ``synchronous_commit`` off, see ledger/log/intents.py)."""
         self._writable()
         with self._mutex:
             try:
-                self._conn.execute(self._sql(
-                    "INSERT INTO {s}.snapshots (key, position, data) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (key) DO UPDATE SET position = EXCLUDED.position, "
-                    "data = EXCLUDED.data"), [key, int(position), bytes(data)])
+                with self._conn.transaction():
+                    if key.startswith(INTENT_PREFIX):
+                        self._conn.execute("SET LOCAL synchronous_commit TO OFF")
+                    self._conn.execute(self._sql(
+                        "INSERT INTO {s}.snapshots (key, position, data) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (key) DO UPDATE SET position = EXCLUDED.position, "
+                        "data = EXCLUDED.data"), [key, int(position), bytes(data)])
             except psycopg.Error as e:
                 raise self._err("cannot write a snapshot to store", e) from e
 

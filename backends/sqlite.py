@@ -49,6 +49,7 @@ import sqlite_utils
 
 from ledger.domain.errors import LedgerError
 from ledger.log.chain import GENESIS
+from ledger.log.intents import INTENT_PREFIX
 from ledger.log.records import NewRecord, StoredRecord
 from ledger.log.store import ANY, ExpectedVersion, ScanRow
 from ledger.log.urls import path_of, scheme_of
@@ -397,13 +398,21 @@ class SqliteStore:
         return file_lock(self.lock_path, self.lock_timeout)
 
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
-        """Replace the ``snapshots`` row of ``key`` in one transaction."""
+        """Replace the ``snapshots`` row of ``key`` in one transaction (an intent's without
+        waiting for the disk: ``synchronous = NORMAL`` for it, see ledger/log/intents.py)."""
         self._writable()
+        relaxed = key.startswith(INTENT_PREFIX)
         with self._mutex:
             try:
-                with self._write():
-                    self.db.execute("INSERT OR REPLACE INTO snapshots (key, position, data) "
-                                    "VALUES (?, ?, ?)", [key, int(position), bytes(data)])
+                if relaxed:
+                    self.db.execute("PRAGMA synchronous = NORMAL")
+                try:
+                    with self._write():
+                        self.db.execute("INSERT OR REPLACE INTO snapshots (key, position, data) "
+                                        "VALUES (?, ?, ?)", [key, int(position), bytes(data)])
+                finally:
+                    if relaxed:
+                        self.db.execute("PRAGMA synchronous = FULL")
             except sqlite3.Error as e:
                 raise err(f"cannot write a snapshot to store {self.path}: {e}") from e
 

@@ -34,20 +34,25 @@ def cannot_write(path: str | Path, err: OSError) -> LedgerError:
 
 
 @contextmanager
-def replacing(path: str | Path, mode: Literal["wb", "w"] = "wb") -> Iterator[IO[Any]]:
+def replacing(
+    path: str | Path, mode: Literal["wb", "w"] = "wb", durable: bool = True
+) -> Iterator[IO[Any]]:
     """``with replacing(path) as f: f.write(...)``: ``path`` gets what was written once the
-    block ends, atomically and durably (mode 0644); if the block raises, ``path`` is left as
-    it was and the temporary file is removed."""
+    block ends, atomically and (unless ``durable`` is False: no fsync, so it survives a
+    killed process but maybe not a power loss) durably (mode 0644); if the block raises,
+    ``path`` is left as it was and the temporary file is removed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)

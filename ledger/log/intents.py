@@ -7,6 +7,10 @@ that version, which closes the intent without another write. An intent whose ver
 the stream's when the next command takes the domain's lock means the operation may have reached
 the hypervisor without its events being recorded: that command settles it from what the
 hypervisor shows (:mod:`ledger.app.sync`), and records how (an ``OperationSettled`` event).
+
+Backends write an intent without waiting for the disk (no fsync): it survives a killed
+process, the case it is for. Lost to a power failure, nothing is hidden: the next command still
+records what the host shows, as observed, only without the attempt's who and why.
 """
 
 from __future__ import annotations
