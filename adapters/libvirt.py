@@ -24,7 +24,7 @@ from typing import Any
 from ledger.domain.domain_xml import parse_domain_xml, safe_fromstring
 from ledger.domain.errors import ErrorCode, LedgerError
 from ledger.domain.hypervisor import PartialDelete
-from ledger.domain.model import DomainInfo, Policy
+from ledger.domain.model import DomainInfo, HostJob, Policy
 
 from . import qemu_img
 
@@ -264,6 +264,12 @@ class LibvirtHypervisor:
         dom = self._domain(domain)
         cps = self._call(dom.listAllCheckpoints, self._lv.VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL)
         return [str(c.getName()) for c in cps]
+
+    def backup_jobs(self, domain: str) -> list[HostJob]:
+        """None: libvirt keeps only the last job's statistics, without an identity; its job
+        events are what records a backup (``ckpt-ledger watch``)."""
+        self._domain(domain)
+        return []
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

@@ -16,12 +16,14 @@ The journal's operations (``op``): ``define`` (a domain), ``run`` (started or st
 events of ledger/domain/events.py, applied to the domain's DomainState and its bitmaps, as the
 ledger applies them; a checkpoint's ``xml`` is left out, being derived, and its
 ``domain_xml``, when it is the domain's own definition, is the marker ``@domain``),
-``remove-bitmap``, ``recording`` (a bitmap enabled or disabled behind the metadata's back)
-and ``forget`` (the metadata lost).
+``remove-bitmap``, ``recording`` (a bitmap enabled or disabled behind the metadata's back),
+``forget`` (the metadata lost) and ``job`` (a backup job that ended, with the events of the
+checkpoint it created).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid as uuidlib
@@ -43,8 +45,9 @@ from ledger.domain.events import (
     parse_event,
 )
 from ledger.domain.hypervisor import PartialDelete
-from ledger.domain.model import DomainDisk, DomainInfo, Policy
-from ledger.domain.names import check_disk_name
+from ledger.domain.model import BackupDisk, DomainDisk, DomainInfo, HostJob, Policy
+from ledger.domain.names import check_checkpoint_name, check_disk_name
+from ledger.domain.policies import plan
 from ledger.domain.state import DomainState
 from ledger.log.urls import path_of
 
@@ -123,6 +126,8 @@ class _Domain:
     xml: str  # its definition (what a checkpoint embeds)
     meta: DomainState  # its checkpoint metadata: tree, current, bitmap beliefs
     bitmaps: dict[str, dict[str, _Bitmap]]  # disk -> bitmap name -> bitmap
+    written: dict[str, set[int]] = field(default_factory=dict)  # disk -> clusters with data
+    jobs: list[HostJob] = field(default_factory=list)  # finished backup jobs, oldest first
 
 
 @dataclass(slots=True)
@@ -166,6 +171,13 @@ def _fold(host: _Host, rec: dict[str, Any]) -> None:
         for bm in dom.bitmaps[rec["disk"]].values():
             if bm.enabled:
                 bm.dirty.update(range(first, last + 1))
+        dom.written.setdefault(rec["disk"], set()).update(range(first, last + 1))
+    elif op == "job":  # a backup job; with the events of the checkpoint it created
+        for data in rec.get("events", ()):
+            if data.get("domain_xml") == SAME_DOMAIN:
+                data = {**data, "domain_xml": dom.xml}
+            _apply(dom, parse_event(data))
+        dom.jobs.append(HostJob.model_validate(rec["job"]))
     elif op == "events":
         for data in rec["events"]:
             if data.get("domain_xml") == SAME_DOMAIN:
@@ -332,6 +344,77 @@ class MockHypervisor:
             else:
                 out.append((c * CLUSTER, CLUSTER))
         return out
+
+    def backup(
+        self,
+        name: str,
+        folder: str,
+        *,
+        incremental: str | None = None,
+        checkpoint: str | None = None,
+        disks: list[str] | None = None,
+    ) -> HostJob:
+        """A push-mode backup job, as ``virDomainBackupBegin`` runs one, to its end: each
+        disk's data (full, or since checkpoint ``incremental``: the clusters its bitmaps
+        hold) goes to ``folder/<disk>.<job>.json``; checkpoint ``checkpoint`` is created
+        atomically with the job's start. The job is kept (:meth:`backup_jobs`); one whose
+        folder is missing fails, creates nothing, and is kept as failed."""
+        with self._journal.writing() as tx:
+            dom = self._dom(tx.state, name)
+            if not dom.running:
+                raise LedgerError("OPERATION_INVALID", "domain is not running")
+            targets = disks or [d.name for d in dom.disks if not d.readonly and not d.empty]
+            for t in targets:
+                self._disk(dom, t)
+            if incremental is not None and incremental not in dom.meta.checkpoints:
+                raise no_checkpoint(incremental)
+            plans = plan(dom.meta, incremental) if incremental is not None else {}
+            job_id = str(len(dom.jobs) + 1)
+            now = time.time()
+            out: list[BackupDisk] = []
+            data: dict[str, list[int]] = {}
+            for t in targets:
+                p = plans.get(t)
+                since = None
+                clusters = dom.written.get(t, set())
+                if p is not None and p.mode != "full":
+                    since = incremental
+                    clusters = set().union(*(dom.bitmaps[t][b].dirty for b in p.bitmaps
+                                             if b in dom.bitmaps.get(t, {})))
+                data[t] = sorted(clusters)
+                out.append(BackupDisk(name=t, incremental=since,
+                                      target=os.path.join(folder, f"{t}.{job_id}.json")))
+            job = HostJob(job=job_id, disks=tuple(out), checkpoint=checkpoint, started=now,
+                          ended=now, outcome="completed",
+                          bytes=sum(len(c) for c in data.values()) * CLUSTER)
+            if not os.path.isdir(folder):
+                job = job.model_copy(update={
+                    "checkpoint": None, "outcome": "failed", "bytes": 0,
+                    "error": f"Cannot open backup target directory '{folder}': "
+                    "No such file or directory"})
+                tx.append({"op": "job", "dom": name, "job": job.model_dump(mode="json")})
+                return job
+            rec: dict[str, Any] = {"op": "job", "dom": name, "job": job.model_dump(mode="json")}
+            if checkpoint is not None:
+                check_checkpoint_name(checkpoint)
+                request = parse_checkpoint_xml(
+                    f"<domaincheckpoint><name>{checkpoint}</name></domaincheckpoint>")
+                definition = rules.decide_create(dom.meta, self._info(dom), request, int(now),
+                                                 qemu_rules=True)
+                made = format_checkpoint_xml(definition)
+                created = rules.created_events(dom.meta, definition, made)
+                rec["events"] = _events_op(dom, created)["events"]
+            for d in out:
+                with open(os.path.join(folder, f"{d.name}.{job_id}.json"), "w") as f:
+                    json.dump({"disk": d.name, "job": job_id, "since": d.incremental,
+                               "clusters": data[d.name]}, f)
+            tx.append(rec)
+            return job
+
+    def backup_jobs(self, domain: str) -> list[HostJob]:
+        """Every backup job the mock ran for ``domain``, oldest first."""
+        with self._journal.reading() as host:
+            return list(self._dom(host, domain).jobs)
 
     def remove_bitmap(self, name: str, disk: str, bitmap: str) -> None:
         """Remove a bitmap behind the metadata's back (like ``qemu-img bitmap --remove``)."""

@@ -17,6 +17,7 @@ from ledger.app import defaults
 
 from . import (
     audit_cmd,
+    backups_cmd,
     commands,
     demo,
     integrity_cmd,
@@ -92,6 +93,7 @@ def root(
 commands.register(app)
 audit_cmd.register(app)
 recovery_cmd.register(app)
+backups_cmd.register(app)
 ops_cmd.register(app)
 integrity_cmd.register(app)
 app.add_typer(mock_cmd.app, name="mock")

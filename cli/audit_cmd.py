@@ -14,9 +14,8 @@ from ledger.app.audit import LogFilter, summary
 from ledger.present.timeline import render_html, render_svg
 from ledger.present.timeline import write as write_page
 
-from .output import handles_errors, print_json, table
+from .output import JSON, handles_errors, print_json, table
 
-JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
 LOG_KEYS = {"position", "stream_version", "domain", "type", "recorded_at", "actor", "host",
             "reason", "correlation_id", "data"}
 POINT_HELP = "An event POSITION or a time (ISO 8601, e.g. 2026-11-29T18:00:00Z; naive = UTC)."

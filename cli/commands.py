@@ -12,9 +12,8 @@ import typer
 
 from ledger import CheckpointView, Ledger, LedgerError
 
-from .output import handles_errors, print_json, table
+from .output import JSON, handles_errors, print_json, table
 
-JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
 AS_OF = typer.Option(
     None, "--as-of", metavar="POS|TIME",
     help="Answer as the ledger stood then: after event POSITION, or at a time (ISO 8601, "

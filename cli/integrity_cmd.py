@@ -26,9 +26,7 @@ from ledger.app.integrity import (
 from ledger.app.plugins import open_store
 from ledger.app.rebuild import rebuild
 
-from .output import fail, handles_errors, print_json
-
-JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+from .output import JSON, fail, handles_errors, print_json
 
 
 @contextmanager

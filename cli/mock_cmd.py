@@ -126,6 +126,33 @@ def lose_metadata(ctx: typer.Context, domain: str = typer.Argument(...)) -> None
     typer.echo(f"Checkpoint metadata of {domain} forgotten; bitmaps kept")
 
 
+@app.command("backup")
+@handles_errors
+def backup(
+    ctx: typer.Context,
+    domain: str = typer.Argument(...),
+    folder: str = typer.Argument(..., help="Where the job writes each disk's data."),
+    incremental: str | None = typer.Option(None, "--incremental", metavar="CHECKPOINT",
+                                           help="Only what was written since it."),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", metavar="NAME",
+                                          help="Create this checkpoint with the job."),
+    disk: list[str] = typer.Option([], "--disk", help="Disks to back up (default: all)."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """A push-mode backup job run to its end, as a backup tool starts one with libvirt's
+    virDomainBackupBegin (the ledger learns of it at the next import)."""
+    job = _mock(ctx).backup(domain, folder, incremental=incremental, checkpoint=checkpoint,
+                            disks=disk or None)
+    if json_out:
+        print_json(job)
+        return
+    if job.outcome != "completed":
+        raise LedgerError("OPERATION_FAILED", f"backup job {job.job} failed: {job.error}")
+    kind = f"incremental since {incremental}" if incremental else "full"
+    made = f", checkpoint {checkpoint} created" if checkpoint else ""
+    typer.echo(f"Backup job {job.job} of {domain} completed ({kind}, {job.bytes} bytes{made})")
+
+
 @app.command("checkpoints")
 @handles_errors
 def checkpoints(ctx: typer.Context, domain: str = typer.Argument(...),

@@ -50,6 +50,9 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
+
+
 def print_json(value: Any) -> None:
     """Only JSON on stdout."""
     sys.stdout.write(json.dumps(to_plain(value), indent=2, ensure_ascii=False) + "\n")

@@ -10,9 +10,8 @@ import typer
 from ledger import Ledger
 from ledger.app.recovery import SNAPSHOT_MISMATCH
 
-from .output import handles_errors, print_json, table
+from .output import JSON, handles_errors, print_json, table
 
-JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
 DRIFT_EXIT = 3
 
 
@@ -59,6 +58,9 @@ def register(app: typer.Typer) -> None:
                            "metadata lost: replay restores it)")
             for s in r.settled:
                 typer.echo(f"  interrupted {s} (recorded)")
+            if r.backups:
+                typer.echo(f"  {len(r.backups)} backup job(s) the host ran, recorded as "
+                           "observed (ckpt-ledger backups)")
 
     @app.command("import-xml")
     @handles_errors

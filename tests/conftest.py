@@ -11,9 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
+from backends.memory import MemoryStore
+from backends.msgpack_log import MsgpackLogStore
+from backends.sqlite import SqliteStore
+from ledger.log.store import EventStore
 
 REAL_MARKERS = ("libvirt", "qemu", "postgres")
 PG_URL = os.environ.get("CKPT_LEDGER_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -62,3 +68,24 @@ def pg_url() -> Iterator[str]:
         with contextlib.suppress(Exception):
             admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "msgpack",
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
+def same_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], EventStore]]:
+    """A function opening the same (initially empty) store of one backend, again and again."""
+    if request.param == "memory":
+        mem = MemoryStore()
+        mem.close = lambda: None  # type: ignore[method-assign]  # kept across "reopens"
+        yield lambda: mem
+    elif request.param == "sqlite":
+        yield lambda: SqliteStore(str(tmp_path / "l.db"))
+    elif request.param == "msgpack":
+        yield lambda: MsgpackLogStore(str(tmp_path / "l.log"))
+    else:
+        url = request.getfixturevalue("pg_url")
+        from backends.postgres import PostgresStore
+
+        yield lambda: PostgresStore(url)

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,6 @@ from helpers import Host, assert_one_error_line
 
 from adapters.mock import MockHypervisor
 from backends.memory import MemoryStore
-from backends.msgpack_log import MsgpackLogStore
-from backends.sqlite import SqliteStore
 from ledger import Ledger, LedgerError
 from ledger.app import faults
 from ledger.domain import rules
@@ -37,25 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class Crash(BaseException):
     """Raised at a crash point in place of ending the process."""
-
-
-@pytest.fixture(params=["memory", "sqlite", "msgpack",
-                        pytest.param("postgres", marks=pytest.mark.postgres)])
-def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], EventStore]]:
-    """A function opening the same (initially empty) store of one backend, again and again."""
-    if request.param == "memory":
-        mem = MemoryStore()
-        mem.close = lambda: None  # type: ignore[method-assign]  # kept across "reopens"
-        yield lambda: mem
-    elif request.param == "sqlite":
-        yield lambda: SqliteStore(str(tmp_path / "l.db"))
-    elif request.param == "msgpack":
-        yield lambda: MsgpackLogStore(str(tmp_path / "l.log"))
-    else:
-        url = request.getfixturevalue("pg_url")
-        from backends.postgres import PostgresStore
-
-        yield lambda: PostgresStore(url)
 
 
 @pytest.fixture
@@ -114,13 +93,13 @@ def types_after(lg: Ledger, count: int) -> list[str]:
 
 # ------------------------------------------------------------------ two tools, one host
 def test_checkpoints_made_by_another_tool_are_observed_never_hidden(
-    reopen: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
+    same_store: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
     clock: Callable[[], None]
 ) -> None:
     """A creates c1, B (another ledger) c2, A c3: the host gives c3 the parent c2, so A
     records c2 as observed before its create, and lists, shows and replays all three."""
     host_uri = f"mock:///{tmp_path / 'host.json'}"
-    a = Ledger.open(reopen(), host_uri, actor="tool-a")
+    a = Ledger.open(same_store(), host_uri, actor="tool-a")
     b = Ledger.open(f"sqlite:///{tmp_path / 'b.db'}", host_uri, actor="tool-b")
     with a, b:
         clock()
@@ -144,12 +123,12 @@ def test_checkpoints_made_by_another_tool_are_observed_never_hidden(
 
 
 def test_a_parent_made_between_reconcile_and_create_is_observed_in_the_same_append(
-    reopen: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
+    same_store: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
     clock: Callable[[], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another tool creates x just before the hypervisor call: the hypervisor's answer names
     a parent the ledger never saw, recorded as observed in the create's own append."""
-    with Ledger.open(reopen(), f"mock:///{tmp_path / 'host.json'}") as lg:
+    with Ledger.open(same_store(), f"mock:///{tmp_path / 'host.json'}") as lg:
         clock()
         lg.create("vm", "c1")
         real = MockHypervisor.create_checkpoint
@@ -177,7 +156,7 @@ def test_a_parent_made_between_reconcile_and_create_is_observed_in_the_same_appe
 @pytest.mark.parametrize("point", faults.POINTS)
 @pytest.mark.parametrize("op", ["create", "delete"])
 def test_an_interrupted_operation_is_settled_by_the_next_command(
-    reopen: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
+    same_store: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
     clock: Callable[[], None], monkeypatch: pytest.MonkeyPatch, point: str, op: str
 ) -> None:
     """The process dies before the hypervisor call, after it, or after the append: the next
@@ -189,7 +168,7 @@ def test_an_interrupted_operation_is_settled_by_the_next_command(
         raise Crash(where)
 
     monkeypatch.setattr(faults, "crash", stop)
-    with Ledger.open(reopen(), host_uri, actor="alice", reason="nightly") as lg:
+    with Ledger.open(same_store(), host_uri, actor="alice", reason="nightly") as lg:
         for n in ("c1", "c2"):
             clock()
             lg.create("vm", n)
@@ -202,7 +181,7 @@ def test_an_interrupted_operation_is_settled_by_the_next_command(
             else:
                 lg.delete("vm", "c2")
         monkeypatch.delenv("CKPT_LEDGER_CRASH_AT")
-    with Ledger.open(reopen(), host_uri, actor="bob") as lg:  # the next process
+    with Ledger.open(same_store(), host_uri, actor="bob") as lg:  # the next process
         clock()
         lg.create("vm", "c4")
         agrees(lg, hv)
@@ -231,10 +210,10 @@ def test_an_interrupted_operation_is_settled_by_the_next_command(
 
 
 def test_a_refused_operation_leaves_nothing_to_settle(
-    reopen: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
+    same_store: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
     clock: Callable[[], None]
 ) -> None:
-    with Ledger.open(reopen(), f"mock:///{tmp_path / 'host.json'}") as lg:
+    with Ledger.open(same_store(), f"mock:///{tmp_path / 'host.json'}") as lg:
         clock()
         lg.create("vm", "c1")
         hv.set_running("vm", False)
@@ -292,14 +271,14 @@ def test_sigkill_anywhere_in_a_create_loop_loses_no_acknowledged_checkpoint(
 
 # ---------------------------------------------------- outside deletes, host loss, replay
 def test_a_new_chain_made_outside_is_recorded_and_the_old_one_never_replayed(
-    reopen: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
+    same_store: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
     clock: Callable[[], None]
 ) -> None:
     """virtnbdbackup's pattern: a chain .0 .1 .2; a new full backup deletes them all (bitmaps
     too) and starts again at .0. import records .1 and .2 deleted outside and .0 replaced;
     after host loss, replay restores the new chain only, and the tool's next checkpoint
     (.2 again) can be made."""
-    with Ledger.open(reopen(), f"mock:///{tmp_path / 'host.json'}") as lg:
+    with Ledger.open(same_store(), f"mock:///{tmp_path / 'host.json'}") as lg:
         for n in ("vnb.0", "vnb.1", "vnb.2"):
             tool_create(hv, n, clock)
         assert lg.import_(["vm"])[0].added == ["vnb.0", "vnb.1", "vnb.2"]
@@ -335,12 +314,12 @@ def test_a_new_chain_made_outside_is_recorded_and_the_old_one_never_replayed(
 
 
 def test_host_loss_is_not_deletion(
-    reopen: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
+    same_store: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
     clock: Callable[[], None]
 ) -> None:
     """Metadata gone, bitmaps still in the images: nothing is recorded, replay restores.
     Metadata and bitmaps gone: recorded as deleted outside, replay skips it."""
-    with Ledger.open(reopen(), f"mock:///{tmp_path / 'host.json'}") as lg:
+    with Ledger.open(same_store(), f"mock:///{tmp_path / 'host.json'}") as lg:
         for n in ("c1", "c2", "c3"):
             clock()
             lg.create("vm", n)
@@ -386,14 +365,14 @@ def test_replay_skips_a_checkpoint_whose_bitmaps_are_gone_and_says_why(
 
 # --------------------------------------------------------------------------- orphans
 def test_an_orphan_is_listed_flagged_by_verify_and_not_replayed(
-    reopen: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
+    same_store: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
     clock: Callable[[], None]
 ) -> None:
     """A store written before the ledger observed outside checkpoints holds c3 whose parent
     c2 it never recorded: c3 is listed (as a root, flagged orphan), `verify` reports it, and
     replay skips it with the reason rather than fail."""
     host_uri = f"mock:///{tmp_path / 'host.json'}"
-    with Ledger.open(reopen(), host_uri) as lg:
+    with Ledger.open(same_store(), host_uri) as lg:
         clock()
         lg.create("vm", "c1")
         tool_create(hv, "c2", clock)

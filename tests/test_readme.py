@@ -6,6 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 import typer.main
 from helpers import Host
 
@@ -50,10 +51,11 @@ def test_every_command_is_in_the_cli_reference_and_nothing_else() -> None:
     assert documented == _commands()
 
 
-def test_the_other_tools_session_prints_what_the_readme_shows(tmp_path: Path) -> None:
-    """The console session under "When other tools change the host", run again: the same
-    output, up to times, UUIDs, paths and column widths."""
-    section = README.split("## When other tools change the host", 1)[1].split("\n## ", 1)[0]
+@pytest.mark.parametrize("title", ["When other tools change the host", "Backup history"])
+def test_the_console_sessions_print_what_the_readme_shows(tmp_path: Path, title: str) -> None:
+    """The console session under each of these sections, run again: the same output, up to
+    times, UUIDs, job ids, paths and column widths."""
+    section = README.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     block = section.split("```console\n", 1)[1].split("```", 1)[0]
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():
@@ -65,13 +67,15 @@ def test_the_other_tools_session_prints_what_the_readme_shows(tmp_path: Path) ->
     env = {"CKPT_LEDGER_STORE": f"sqlite:///{walk}/ledger.db",
            "CKPT_LEDGER_HYPERVISOR": f"mock:///{walk}/host.json", "CKPT_LEDGER_ACTOR": None}
     host = Host(tmp_path)
+    (tmp_path / "backups").mkdir()
     for command_line, expected in steps:
         if command_line.startswith("export "):
             continue
         args = shlex.split(command_line.replace("/tmp/walk", walk))
         assert args[0] == "ckpt-ledger", command_line
         run = host.cli(*args[1:], env=env)
-        got = run.stdout.splitlines() + ([f"(exit {run.code})"] if run.code else [])
+        got = (run.stdout.splitlines() + run.stderr.splitlines()
+               + ([f"(exit {run.code})"] if run.code else []))
         want = [ln for ln in expected if not ln.startswith("# ")]
         assert _normal(got) == _normal(want), (command_line, run.stderr)
 
@@ -82,6 +86,8 @@ def _normal(lines: list[str]) -> list[str]:
         line = re.sub(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d( \+0000|Z)?", "TIME", line)
         line = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "UUID", line)
         line = re.sub(r"mock:///\S+", "HOST", line)
+        line = re.sub(r"@\d{10}", "@TIME", line)
+        line = re.sub(r"'/tmp/[^']*'", "PATH", line)
         line = re.sub(r"-{3,}", "---", line)
         out.append(" ".join(line.split()))
     return [ln for ln in out if ln]

@@ -213,6 +213,9 @@ def touches_checkpoint(type_: str, data: dict[str, Any], name: str) -> bool:
         return data.get("name") == name or name in reparented or name in reparented.values()
     if type_ == "OperationSettled":
         return data.get("checkpoint") == name
+    if type_ == "BackupStarted":
+        return data.get("checkpoint") == name or any(
+            d.get("incremental") == name for d in data.get("disks", ()))
     return False
 
 
@@ -234,6 +237,15 @@ def summary(type_: str, data: dict[str, Any]) -> str:
         return f"{data.get('name', '')} ({data.get('why', '')})"
     if type_ == "OperationSettled":
         return f"{data.get('op', '')} {data.get('checkpoint', '')}: {data.get('outcome', '')}"
+    if type_ == "BackupStarted":
+        since = sorted({str(d["incremental"]) for d in data.get("disks", ())
+                        if d.get("incremental")})
+        kind = f"incremental since {', '.join(since)}" if since else "full"
+        made = f", creates {data['checkpoint']}" if data.get("checkpoint") else ""
+        return f"job {data.get('job', '')}: {kind}{made}"
+    if type_ == "BackupEnded":
+        error = f" ({data['error']})" if data.get("error") else ""
+        return f"job {data.get('job', '')}: {data.get('outcome', '')}{error}"
     name = str(data.get("name", ""))
     parent = data.get("parent")
     return f"{name} <- {parent}" if parent else name

@@ -22,8 +22,9 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
+from ledger.app import backups as backup_jobs
 from ledger.app import commands, read_model, recovery
 from ledger.app.audit import LogFilter, event_view
 from ledger.app.defaults import default_store_url
@@ -31,6 +32,7 @@ from ledger.app.history import history as checkpoint_history
 from ledger.app.plugins import open_store
 from ledger.app.read_model import ReadModel
 from ledger.app.views import (
+    BackupView,
     BitmapsView,
     BitmapView,
     CheckpointView,
@@ -49,7 +51,7 @@ from ledger.domain.checkpoint_xml import (
 )
 from ledger.domain.errors import LedgerError, no_checkpoint
 from ledger.domain.hypervisor import Hypervisor
-from ledger.domain.model import CheckpointDisk
+from ledger.domain.model import BackupDisk, CheckpointDisk
 from ledger.domain.policies import plan as plan_disks
 from ledger.domain.state import DomainState
 from ledger.log.locks import check_timeout
@@ -316,6 +318,55 @@ class Ledger:
         """Record that checkpoint ``name`` is gone from the host (a hand correction, with who
         and why): refused while the hypervisor, when given, still has it."""
         commands.forget(self.writer, domain, name, reason)
+
+    # ------------------------------------------------ backups (ledger/app/backups.py)
+    def record_backup(
+        self,
+        domain: str,
+        job: str,
+        *,
+        mode: Literal["push", "pull"] = "push",
+        disks: Sequence[BackupDisk] = (),
+        checkpoint: str | None = None,
+        tool: str | None = None,
+        target: str | None = None,
+        outcome: Literal["completed", "failed", "aborted"] | None = None,
+        size: int | None = None,
+        seconds: float | None = None,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> BackupView:
+        """Record a backup job a tool ran (its start; its end too when ``outcome`` is
+        given; a job already started is only ended)."""
+        return backup_jobs.record_backup(
+            self.writer, domain, job, mode=mode, disks=disks, checkpoint=checkpoint, tool=tool,
+            target=target, outcome=outcome, size=size, seconds=seconds, error=error,
+            reason=reason)
+
+    def backups(self, domain: str) -> builtins.list[BackupView]:
+        """The domain's backup jobs, numbered from 1 in the order they started."""
+        if not self._known(domain):
+            return []
+        return backup_jobs.backups(self.log(domain))
+
+    def between_backups(self, domain: str, first: int, last: int) -> builtins.list[EventView]:
+        """Every event from backup ``first``'s start to backup ``last``'s end."""
+        return backup_jobs.between(self.log(domain), first, last)
+
+    def _known(self, domain: str) -> bool:
+        """Whether the ledger has the domain; NO_DOMAIN unless the hypervisor (when given)
+        has it."""
+        try:
+            self.state(domain)
+            return True
+        except LedgerError as err:
+            if err.code != "NO_DOMAIN" or not self.has_hypervisor():
+                raise
+            try:
+                self.hypervisor.domain_info(domain)
+            except LedgerError:
+                raise err from None
+            return False
 
     # ------------------------------------------------ recovery (ledger/app/recovery.py)
     def import_(self, domains: Sequence[str] = ()) -> builtins.list[ImportReport]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.app import commands, sync
+from ledger.app import backups, commands, sync
 from ledger.app.sync import same_definition
 from ledger.app.views import Finding, ImportReport, ReplayReport, ReplayStep, VerifyReport
 from ledger.app.writer import Writer
@@ -21,7 +21,7 @@ from ledger.domain import rules
 from ledger.domain.checkpoint_xml import format_checkpoint_xml, parse_checkpoint_xml
 from ledger.domain.domain_xml import parse_domain_xml
 from ledger.domain.errors import LedgerError
-from ledger.domain.events import Event
+from ledger.domain.events import BackupStarted, Event
 from ledger.domain.model import CheckpointDef, DomainInfo
 from ledger.domain.policies import plan as plan_disks
 from ledger.domain.state import DomainState, drift_key
@@ -57,7 +57,12 @@ def import_domains(w: Writer, domains: Sequence[str]) -> list[ImportReport]:
     reports = []
     for name in names:
         with w.locked(name) as info:
-            reports.append(sync.reconcile(w, info, "import", full=True, actor="import"))
+            report = sync.reconcile(w, info, "import", full=True, actor="import")
+            jobs = backups.observed_jobs(w, info)
+            if jobs:
+                w.append(info, jobs, f"observed on {w.hypervisor.uri} by import", actor="import")
+                report.backups = [ev.job for ev in jobs if isinstance(ev, BackupStarted)]
+            reports.append(report)
     return reports
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from ledger.domain.events import DriftObserved
-from ledger.domain.model import CheckpointDisk, Policy
+from ledger.domain.model import BackupDisk, CheckpointDisk, Policy
 from ledger.domain.policies import DiskPlan
 from ledger.domain.state import DomainState
 
@@ -68,6 +68,33 @@ class EventView(BaseModel):
     data: dict[str, Any]
 
 
+class BackupView(BaseModel):
+    """One backup job (``backups``): number, what it backed up and from where, who ran it,
+    what it created, and how it ended (``running`` until it has)."""
+
+    number: int
+    job: str
+    mode: Literal["push", "pull"]
+    kind: Literal["full", "incremental", "mixed"]  # mixed: some disks full, some incremental
+    since: list[str]  # the checkpoints it is incremental from
+    checkpoint: str | None  # the checkpoint the job created
+    disks: list[BackupDisk]
+    tool: str | None
+    target: str | None
+    source: Literal["recorded", "observed"]
+    started_at: str  # ISO 8601, UTC
+    actor: str
+    host: str
+    reason: str | None = None
+    outcome: Literal["running", "completed", "failed", "aborted"] = "running"
+    ended_at: str | None = None
+    bytes: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+    started_position: int
+    ended_position: int | None = None
+
+
 class HistoryEntry(BaseModel):
     """One fact in a checkpoint's life (``history``), with who recorded it and why."""
 
@@ -103,6 +130,7 @@ class ImportReport(BaseModel):
     replaced: list[str] = []  # the name now belongs to another checkpoint
     deleted: list[str] = []  # removed by an interrupted delete, settled from the host
     settled: list[str] = []  # interrupted operations settled ("create c2: done")
+    backups: list[str] = []  # backup jobs the host remembers, recorded as observed
 
 
 class ReplayStep(BaseModel):

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from ledger.domain.model import CheckpointDisk, DomainDisk, Policy
+from ledger.domain.model import BackupDisk, CheckpointDisk, DomainDisk, Policy
 
 # 1: the payload's provenance ("meta") is a msgpack map; 2: it is a msgpack bin holding that
 # map (ledger/log/records.py). Readers take both; a reader refuses a version newer than its own.
@@ -163,6 +163,37 @@ class OperationSettled(_Event):
     detail: str = ""
 
 
+class BackupStarted(_Event):
+    """A backup job began (push mode: the hypervisor writes the data; pull: a client reads it
+    over NBD). Each disk is full or incremental since a checkpoint; ``checkpoint`` is the one
+    the job created, if any. ``job`` names the job within the domain (the tool's id, or one
+    derived from what was observed); ``source`` says whether the tool recorded it or the
+    ledger observed it on the host."""
+
+    type: Literal["BackupStarted"] = "BackupStarted"
+    job: str
+    mode: Literal["push", "pull"] = "push"
+    disks: tuple[BackupDisk, ...] = ()
+    checkpoint: str | None = None
+    tool: str | None = None
+    target: str | None = None
+    source: Literal["recorded", "observed"] = "recorded"
+    at: float | None = None  # when it started (epoch seconds) if not when recorded
+
+
+class BackupEnded(_Event):
+    """A backup job ended: completed, failed (with the hypervisor's or tool's error) or
+    aborted; how many bytes it moved and how long it ran, when known."""
+
+    type: Literal["BackupEnded"] = "BackupEnded"
+    job: str
+    outcome: Literal["completed", "failed", "aborted"]
+    bytes: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+    at: float | None = None  # when it ended (epoch seconds) if not when recorded
+
+
 Event = Annotated[
     DomainEnrolled
     | CheckpointCreated
@@ -175,7 +206,9 @@ Event = Annotated[
     | DriftObserved
     | CheckpointObserved
     | CheckpointGone
-    | OperationSettled,
+    | OperationSettled
+    | BackupStarted
+    | BackupEnded,
     Field(discriminator="type"),
 ]
 
@@ -194,6 +227,8 @@ EVENT_TYPES: dict[str, type[_Event]] = {
         CheckpointObserved,
         CheckpointGone,
         OperationSettled,
+        BackupStarted,
+        BackupEnded,
     )
 }
 

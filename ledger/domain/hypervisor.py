@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ledger.domain.model import DomainInfo
+from ledger.domain.model import DomainInfo, HostJob
 
 
 class Hypervisor(Protocol):
@@ -63,6 +63,11 @@ class Hypervisor(Protocol):
         Each is ``{"name", "recording", "inconsistent", "in_use", "count"}``; ``in_use``
         is only true for an image that is not open but was not closed cleanly.
         """
+        ...
+
+    def backup_jobs(self, domain: str) -> list[HostJob]:
+        """The backup jobs of ``domain`` the hypervisor still remembers, ended, oldest first
+        (the mock keeps every one; libvirt's job events are followed by ``watch`` instead)."""
         ...
 
     def close(self) -> None:

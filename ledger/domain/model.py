@@ -101,3 +101,27 @@ class DomainInfo(Frozen):
                 return d
         matches = [d for d in self.disks if d.source is not None and d.source == name]
         return matches[0] if len(matches) == 1 else None
+
+
+class BackupDisk(Frozen):
+    """One disk of a backup job: incremental since ``incremental`` (a checkpoint name), or
+    full when None; ``target`` is where its data went (a file, an NBD export), if known."""
+
+    name: str
+    incremental: str | None = None
+    target: str | None = None
+
+
+class HostJob(Frozen):
+    """A backup job as the hypervisor remembers it once it ended: ``job`` identifies it on
+    that host and domain; times are epoch seconds."""
+
+    job: str
+    mode: Literal["push", "pull"] = "push"
+    disks: tuple[BackupDisk, ...] = ()
+    checkpoint: str | None = None
+    started: float
+    ended: float
+    outcome: Literal["completed", "failed", "aborted"]
+    bytes: int | None = None
+    error: str | None = None

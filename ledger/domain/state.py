@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.domain.events import (
+    BackupEnded,
+    BackupStarted,
     BitmapDisabled,
     BitmapEnabled,
     BitmapMerged,
@@ -597,6 +599,8 @@ _CHAIN: tuple[tuple[type, Any], ...] = (
     (CheckpointGone, DomainState._gone),
     (BitmapMerged, DomainState._nothing),
     (OperationSettled, DomainState._nothing),
+    (BackupStarted, DomainState._nothing),  # backups are history, not state (app/backups.py)
+    (BackupEnded, DomainState._nothing),
 )
 _APPLY: dict[type, Any] = dict(_CHAIN)
 
