@@ -18,13 +18,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import threading
+import time
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from ledger.domain.domain_xml import parse_domain_xml, safe_fromstring
 from ledger.domain.errors import ErrorCode, LedgerError
 from ledger.domain.hypervisor import PartialDelete
-from ledger.domain.model import DomainInfo, HostJob, Policy
+from ledger.domain.model import BackupDisk, DomainInfo, HostJob, JobResult, Policy
 
 from . import qemu_img
 
@@ -41,6 +44,37 @@ _LEVEL_NAMES = {"VIR_ERR_NONE", "VIR_ERR_WARNING", "VIR_ERR_ERROR"}
 
 _libvirt: ModuleType | None = None
 _code_names: dict[int, str] = {}
+
+
+_LOOPS: set[int] = set()  # libvirt modules whose default event loop runs in a thread
+
+
+def _event_loop(lv: ModuleType) -> None:
+    """libvirt's default event implementation, registered once and run by a daemon thread
+    (events reach only connections opened after it)."""
+    if id(lv) in _LOOPS:
+        return
+    lv.virEventRegisterDefaultImpl()
+
+    def run() -> None:
+        while True:
+            lv.virEventRunDefaultImpl()
+
+    threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+    _LOOPS.add(id(lv))
+
+
+def _result(stats: dict[str, Any]) -> JobResult | None:
+    """A backup's result from job statistics (None for another operation or no job)."""
+    if stats.get("operation") != 9:  # VIR_DOMAIN_JOB_OPERATION_BACKUP
+        return None
+    kind = stats.get("type")  # 3 completed, 4 cancelled, 5 failed (absent in an event)
+    outcome: Literal["completed", "failed", "aborted"] = (
+        "aborted" if kind == 4 else "completed" if stats.get("success", kind == 3) else "failed")
+    processed, elapsed = stats.get("disk_processed"), stats.get("time_elapsed")
+    return JobResult(outcome=outcome, bytes=processed if isinstance(processed, int) else None,
+                     elapsed_ms=elapsed if isinstance(elapsed, int) else None,
+                     error=stats.get("errmsg"))
 
 
 def _ignore_error(_ctx: object, _err: object) -> None:
@@ -270,6 +304,68 @@ class LibvirtHypervisor:
         events are what records a backup (``ckpt-ledger watch``)."""
         self._domain(domain)
         return []
+
+    def active_backup(self, domain: str) -> HostJob | None:
+        """The backup job running now, from ``virDomainBackupGetXMLDesc``: mode, and per disk
+        full or incremental (since which checkpoint) and its target or NBD export; it began
+        ``time elapsed`` ago (``virDomainGetJobInfo``)."""
+        dom = self._domain(domain)
+        try:
+            info = dom.jobInfo()
+            if not info or info[0] == self._lv.VIR_DOMAIN_JOB_NONE:
+                return None
+            xml = dom.backupGetXMLDesc(0)
+        except self._lv.libvirtError:
+            return None  # no backup job (another kind, or it just ended)
+        root = safe_fromstring(xml)
+        mode: Literal["push", "pull"] = "pull" if root.get("mode") == "pull" else "push"
+        disks = []
+        for d in root.findall("disks/disk"):
+            if d.get("backup") == "no":
+                continue
+            since = d.get("incremental") or root.findtext("incremental")
+            if d.get("backupmode") == "full":
+                since = None
+            target = d.find("target")
+            where = target.get("file") if target is not None else d.get("exportname")
+            disks.append(BackupDisk(name=str(d.get("name")), incremental=since, target=where))
+        started = time.time() - info[1] / 1000.0
+        return HostJob(job=f"libvirt@{started:.0f}", mode=mode, disks=tuple(disks),
+                       started=started)
+
+    def last_backup_result(self, domain: str) -> JobResult | None:
+        """The completed job's statistics (``virDomainGetJobStats(COMPLETED)``) when the last
+        job was a backup."""
+        dom = self._domain(domain)
+        try:
+            stats = dom.jobStats(self._lv.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except self._lv.libvirtError:
+            return None
+        return _result(stats)
+
+    def subscribe(self, wake: Callable[[str, JobResult | None], None]) -> Callable[[], None]:
+        """libvirt's events on a connection of their own, run by a daemon thread: a job
+        completed (a backup's result), a domain defined, undefined, started or stopped."""
+        lv = self._lv
+        _event_loop(lv)
+        conn = lv.openReadOnly(self.uri)
+        ids = [
+            conn.domainEventRegisterAny(
+                None, lv.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
+                lambda _c, dom, params, _o: wake(dom.name(), _result(params)), None),
+            conn.domainEventRegisterAny(
+                None, lv.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                lambda _c, dom, _event, _detail, _o: wake(dom.name(), None), None),
+        ]
+
+        def stop() -> None:
+            for i in ids:
+                with contextlib.suppress(lv.libvirtError):
+                    conn.domainEventDeregisterAny(i)
+            with contextlib.suppress(lv.libvirtError):
+                conn.close()
+
+        return stop
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

@@ -27,6 +27,7 @@ import json
 import os
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,7 @@ from ledger.domain.events import (
     parse_event,
 )
 from ledger.domain.hypervisor import PartialDelete
-from ledger.domain.model import BackupDisk, DomainDisk, DomainInfo, HostJob, Policy
+from ledger.domain.model import BackupDisk, DomainDisk, DomainInfo, HostJob, JobResult, Policy
 from ledger.domain.names import check_checkpoint_name, check_disk_name
 from ledger.domain.policies import plan
 from ledger.domain.state import DomainState
@@ -415,6 +416,22 @@ class MockHypervisor:
         """Every backup job the mock ran for ``domain``, oldest first."""
         with self._journal.reading() as host:
             return list(self._dom(host, domain).jobs)
+
+    def active_backup(self, domain: str) -> HostJob | None:
+        """None: the mock runs a backup job to its end at once."""
+        with self._journal.reading() as host:
+            self._dom(host, domain)
+        return None
+
+    def last_backup_result(self, domain: str) -> JobResult | None:
+        """None: every job the mock ran, with its result, is in :meth:`backup_jobs`."""
+        with self._journal.reading() as host:
+            self._dom(host, domain)
+        return None
+
+    def subscribe(self, wake: Callable[[str, JobResult | None], None]) -> Callable[[], None]:
+        """No events: a recorder polls the state file."""
+        return lambda: None
 
     def remove_bitmap(self, name: str, disk: str, bitmap: str) -> None:
         """Remove a bitmap behind the metadata's back (like ``qemu-img bitmap --remove``)."""

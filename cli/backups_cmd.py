@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Literal
 
 import typer
@@ -81,6 +83,30 @@ def register(app: typer.Typer) -> None:
                  j.outcome + (f": {j.error}" if j.error else "")] for j in jobs]
         typer.echo(table(["#", "Started", "Who", "Kind", "Created", "Bytes", "Took", "Outcome"],
                          rows))
+
+    @app.command()
+    @handles_errors
+    def watch(
+        ctx: typer.Context,
+        domains: list[str] = typer.Argument(None, help="Domains (default: every one)."),
+        interval: float = typer.Option(10.0, "--interval", metavar="SECONDS",
+                                       help="Poll at least this often (libvirt's job and "
+                                       "lifecycle events wake it at once)."),
+        once: bool = typer.Option(False, "--once", help="One poll, then exit."),
+    ) -> None:
+        """Record what other tools do on the host as they do it: checkpoints created,
+        redefined or deleted, and backup jobs (started, ended, how), all as observed.
+        Runs until SIGTERM or Ctrl-C; reconnects when libvirtd restarts."""
+        if not 0.05 <= interval <= 86400:
+            raise LedgerError("INVALID_ARG", "--interval must be 0.05 to 86400 seconds")
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        lg: Ledger = ctx.obj.open()
+        with lg:
+            recorded = lg.watch(domains or (), interval=interval, stop=stop, once=once,
+                                say=lambda line: typer.echo(line, err=True))
+        typer.echo(f"watch stopped: {recorded} event(s) recorded", err=True)
 
     @app.command("record-backup")
     @handles_errors

@@ -6,11 +6,15 @@ happened between backup N and M".
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import Host, assert_one_error_line
+from helpers import SCRIPT, Host, assert_one_error_line
 
 from adapters.mock import MockHypervisor
 from ledger import Ledger, LedgerError
@@ -150,3 +154,47 @@ def test_the_library_records_and_lists_backups_on_every_backend(
     with Ledger.open(same_store()) as lg:  # reads need no hypervisor
         (job,) = lg.backups("vm")
         assert job.job == "j1" and job.actor == "lib" and job.tool == "t"
+
+
+def test_watch_once_records_jobs_and_checkpoints_once(host: Host) -> None:
+    target = str(host.folder / "target")
+    host.ok("create", "vm", "c0")
+    host.ok("mock", "write", "vm", "vda", "0", "64k")
+    host.ok("mock", "backup", "vm", target, "--checkpoint", "vnb.0")
+    run = host.cli("watch", "--once")
+    assert run.code == 0 and "vm: recorded 3 event(s)" in run.stderr, run
+    assert "watch stopped: 3 event(s) recorded" in run.stderr
+    count = host.event_count()
+    assert host.cli("watch", "--once").code == 0 and host.event_count() == count
+    (job,) = host.ok_json("backups", "vm")
+    assert (job["checkpoint"], job["kind"], job["outcome"]) == ("vnb.0", "full", "completed")
+    assert host.names("vm") == ["c0", "vnb.0"]
+    assert {e["reason"] for e in host.ok_json("log")[-3:]} == {
+        f"observed on {host.hv} by watch"}
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "1e400", "x"])
+def test_watch_refuses_a_bad_interval(host: Host, interval: str) -> None:
+    run = host.cli("watch", "--interval", interval)
+    assert run.code in (1, 2) and run.stdout == ""
+    if run.code == 1:
+        assert_one_error_line(run, "INVALID_ARG")
+
+
+def test_watch_runs_until_sigterm_and_records_as_tools_work(host: Host) -> None:
+    """The recorder in its own process: a job made while it runs is recorded within a few
+    polls; SIGTERM stops it cleanly (exit 0)."""
+    env = {**os.environ, **{k: v for k, v in host.env().items() if v is not None}}
+    proc = subprocess.Popen([str(SCRIPT), "watch", "--interval", "0.1"], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        host.ok("mock", "backup", "vm", str(host.folder / "target"), "--checkpoint", "c1")
+        deadline = time.monotonic() + 30
+        while not (host.db.exists() and host.ok_json("backups", "vm")):
+            assert time.monotonic() < deadline, "the job was never recorded"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    assert code == 0 and proc.stderr is not None
+    assert "watch stopped: 4 event(s) recorded" in proc.stderr.read()

@@ -33,8 +33,8 @@ def backups(events: Iterable[EventView]) -> list[BackupView]:
         if ev.type == "BackupStarted" and d["job"] not in jobs:
             disks = [BackupDisk.model_validate(x) for x in d.get("disks", ())]
             since = sorted({x.incremental for x in disks if x.incremental})
-            kind: Literal["full", "incremental", "mixed"] = (
-                "full" if not since else
+            kind: Literal["full", "incremental", "mixed", "unknown"] = (
+                "unknown" if not disks else "full" if not since else
                 "incremental" if all(x.incremental for x in disks) else "mixed")
             jobs[d["job"]] = BackupView(
                 number=len(jobs) + 1, job=d["job"], mode=d.get("mode", "push"), kind=kind,
@@ -156,22 +156,3 @@ def record_backup(
 
 def _events(w: Writer, info: DomainInfo) -> list[EventView]:
     return [event_view(r) for r in w.model.store.read_stream(info.uuid)]
-
-
-def observed_jobs(w: Writer, info: DomainInfo) -> list[Event]:
-    """Events for the backup jobs the hypervisor remembers and the ledger has not recorded
-    (each keyed by the host's job id and start time, so it is recorded once)."""
-    jobs = w.hypervisor.backup_jobs(info.name)
-    if not jobs:
-        return []
-    seen = {b.job for b in backups(_events(w, info))}
-    out: list[Event] = []
-    for j in jobs:
-        key = f"{j.job}@{int(j.started)}"
-        if key in seen:
-            continue
-        out.append(BackupStarted(job=key, mode=j.mode, disks=j.disks, checkpoint=j.checkpoint,
-                                 source="observed", at=j.started))
-        out.append(BackupEnded(job=key, outcome=j.outcome, bytes=j.bytes,
-                               seconds=max(0.0, j.ended - j.started), error=j.error, at=j.ended))
-    return out

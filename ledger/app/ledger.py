@@ -17,8 +17,9 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +46,7 @@ from ledger.app.views import (
     VerifyReport,
     checkpoint_view,
 )
+from ledger.app.watch import Watcher
 from ledger.app.writer import Writer
 from ledger.domain.checkpoint_xml import (
     format_checkpoint_xml,
@@ -352,6 +354,22 @@ class Ledger:
     def between_backups(self, domain: str, first: int, last: int) -> builtins.list[EventView]:
         """Every event from backup ``first``'s start to backup ``last``'s end."""
         return backup_jobs.between(self.log(domain), first, last)
+
+    def watch(
+        self,
+        domains: Sequence[str] = (),
+        *,
+        interval: float = 10.0,
+        stop: threading.Event | None = None,
+        once: bool = False,
+        say: Callable[[str], None] = lambda _line: None,
+    ) -> int:
+        """Record what happens on the host until ``stop`` is set (``once``: one poll): other
+        tools' checkpoints and backup jobs, as observed (ledger/app/watch.py). Returns the
+        number of events recorded."""
+        watcher = Watcher(self.writer, domains, interval, say)
+        watcher.run(stop or threading.Event(), once=once)
+        return watcher.recorded
 
     def _known(self, domain: str) -> bool:
         """Whether the ledger has the domain; NO_DOMAIN unless the hypervisor (when given)

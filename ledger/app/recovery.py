@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.app import backups, commands, sync
+from ledger.app import commands, sync
 from ledger.app.sync import same_definition
 from ledger.app.views import Finding, ImportReport, ReplayReport, ReplayStep, VerifyReport
+from ledger.app.watch import Watcher
 from ledger.app.writer import Writer
 from ledger.domain import rules
 from ledger.domain.checkpoint_xml import format_checkpoint_xml, parse_checkpoint_xml
@@ -58,7 +59,7 @@ def import_domains(w: Writer, domains: Sequence[str]) -> list[ImportReport]:
     for name in names:
         with w.locked(name) as info:
             report = sync.reconcile(w, info, "import", full=True, actor="import")
-            jobs = backups.observed_jobs(w, info)
+            jobs = Watcher(w).job_events(info, None, report.added)
             if jobs:
                 w.append(info, jobs, f"observed on {w.hypervisor.uri} by import", actor="import")
                 report.backups = [ev.job for ev in jobs if isinstance(ev, BackupStarted)]

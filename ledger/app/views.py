@@ -75,7 +75,9 @@ class BackupView(BaseModel):
     number: int
     job: str
     mode: Literal["push", "pull"]
-    kind: Literal["full", "incremental", "mixed"]  # mixed: some disks full, some incremental
+    # mixed: some disks full, some incremental; unknown: a job seen only once it had ended
+    # (libvirt's job events do not say what it backed up)
+    kind: Literal["full", "incremental", "mixed", "unknown"]
     since: list[str]  # the checkpoints it is incremental from
     checkpoint: str | None  # the checkpoint the job created
     disks: list[BackupDisk]

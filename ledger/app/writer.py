@@ -7,6 +7,7 @@ on a conflict it refolds and re-derives the events (:meth:`Writer.record`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,16 @@ class Writer:
             self._hypervisor = open_hypervisor(self._hypervisor)
         assert not isinstance(self._hypervisor, str)
         return self._hypervisor
+
+    def reconnect(self) -> None:
+        """Close the hypervisor's connection; the next use opens it again (when it was
+        given as a URI)."""
+        hv = self._hypervisor
+        if hv is not None and not isinstance(hv, str):
+            uri = hv.uri
+            with contextlib.suppress(Exception):
+                hv.close()
+            self._hypervisor = uri
 
     def has_hypervisor(self) -> bool:
         """Whether a hypervisor was given."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
-from ledger.domain.model import DomainInfo, HostJob
+from ledger.domain.model import DomainInfo, HostJob, JobResult
 
 
 class Hypervisor(Protocol):
@@ -67,7 +68,23 @@ class Hypervisor(Protocol):
 
     def backup_jobs(self, domain: str) -> list[HostJob]:
         """The backup jobs of ``domain`` the hypervisor still remembers, ended, oldest first
-        (the mock keeps every one; libvirt's job events are followed by ``watch`` instead)."""
+        (the mock keeps every one; libvirt none: ``watch`` follows its jobs instead)."""
+        ...
+
+    def active_backup(self, domain: str) -> HostJob | None:
+        """The backup job running on ``domain`` now, if any (libvirt: its backup XML)."""
+        ...
+
+    def last_backup_result(self, domain: str) -> JobResult | None:
+        """How the last backup job of ``domain`` ended, if the hypervisor still says
+        (libvirt: the completed job's statistics)."""
+        ...
+
+    def subscribe(self, wake: Callable[[str, JobResult | None], None]) -> Callable[[], None]:
+        """Call ``wake(domain, result)`` when something happens that a recorder should look
+        at (a job ended: with its result; a domain defined, started, stopped: None), from
+        another thread; returns the function that stops it. A hypervisor without events
+        returns a function that does nothing."""
         ...
 
     def close(self) -> None:

@@ -113,15 +113,25 @@ class BackupDisk(Frozen):
 
 
 class HostJob(Frozen):
-    """A backup job as the hypervisor remembers it once it ended: ``job`` identifies it on
-    that host and domain; times are epoch seconds."""
+    """A backup job as the hypervisor shows it: running (``ended`` None) or ended; ``job``
+    identifies it on that host and domain; times are epoch seconds."""
 
     job: str
     mode: Literal["push", "pull"] = "push"
     disks: tuple[BackupDisk, ...] = ()
     checkpoint: str | None = None
     started: float
-    ended: float
+    ended: float | None = None
+    outcome: Literal["running", "completed", "failed", "aborted"] = "running"
+    bytes: int | None = None
+    error: str | None = None
+
+
+class JobResult(Frozen):
+    """How the hypervisor says a backup job ended (libvirt's completed-job statistics):
+    completed, failed or aborted, bytes processed, milliseconds it ran; ``error`` if known."""
+
     outcome: Literal["completed", "failed", "aborted"]
     bytes: int | None = None
+    elapsed_ms: int | None = None
     error: str | None = None
