@@ -7,6 +7,7 @@ happened between backup N and M".
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -198,3 +199,22 @@ def test_watch_runs_until_sigterm_and_records_as_tools_work(host: Host) -> None:
         code = proc.wait(timeout=30)
     assert code == 0 and proc.stderr is not None
     assert "watch stopped: 4 event(s) recorded" in proc.stderr.read()
+
+
+def test_the_timeline_marks_each_backup_job_on_its_disks(host: Host) -> None:
+    host.ok("create", "vm", "c1")
+    host.ok("record-backup", "vm", "full-1", "--disk", "vda", "--disk", "vdb", "--outcome",
+            "completed")
+    host.ok("record-backup", "vm", "inc-2", "--disk", "vda,incremental=c1", "--outcome",
+            "failed", "--error", "target full")
+    host.ok("record-backup", "vm", "inc-3", "--disk", "vdb,incremental=c1")
+    out = host.folder / "t.svg"
+    host.ok("timeline", "vm", "--out", str(out))
+    svg = out.read_text()
+    marks = re.findall(r'<g class="backup" data-job="([^"]+)" data-outcome="([^"]+)" '
+                       r'data-kind="([^"]+)"><title>([^<]*)</title>((?:<path [^>]*/>)+)</g>',
+                       svg)
+    assert [(j, o, k, paths.count("<path")) for j, o, k, _, paths in marks] == [
+        ("full-1", "completed", "full", 2), ("inc-2", "failed", "incremental", 1),
+        ("inc-3", "running", "incremental", 1)]
+    assert "target full" in marks[1][3] and 'fill="#c00000"' in marks[1][4]

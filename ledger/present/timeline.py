@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from ledger.app.views import EventView
 from ledger.domain.events import parse_event
@@ -65,6 +66,8 @@ class Model:
     links: list[tuple[int, int, str, int]] = field(default_factory=list)  # parent, child, kind, col
     merges: list[tuple[int, str, str, str]] = field(default_factory=list)  # col, disk, from, into
     deletions: list[tuple[int, EventView]] = field(default_factory=list)
+    backups: list[tuple[int, dict[str, Any], dict[str, Any] | None]] = field(
+        default_factory=list)  # column, the job's start data, its end data (None: running)
     policy: str = ""
 
 
@@ -88,6 +91,12 @@ def build(events: Sequence[EventView]) -> Model:
             m.deletions.append((col, ev))
         elif ev.type == "BitmapMerged":
             m.merges.append((col, data["disk"], data["bitmap"], data["into"]))
+        elif ev.type == "BackupStarted":
+            m.backups.append((col, data, None))
+        elif ev.type == "BackupEnded":
+            for i, (c, start, end) in enumerate(m.backups):
+                if start.get("job") == data.get("job") and end is None:
+                    m.backups[i] = (col, start, data)
         state.apply(parse_event({"type": ev.type, **data}), ev.stream_version, ev.position)
         m.policy = state.policy
         for disk in (d.name for d in state.disks):
@@ -180,7 +189,7 @@ def render_svg(events: Sequence[EventView], domain: str) -> str:
         lane_y[disk] = y
         y += rows[disk] * ROW + 2 * PAD
     bottom = y
-    width = x(n) + RIGHT
+    width = max(x(n) + RIGHT, LEFT + 1080.0)  # the legend fits
     height = bottom + 92
     bar_y = {id(b): lane_y[b.disk] + PAD + b.row * ROW + (ROW - BAR) / 2 for b in m.bars}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" {_a(width=width, height=height)} '
@@ -219,6 +228,8 @@ def render_svg(events: Sequence[EventView], domain: str) -> str:
         out.append(_merge(m, col, disk, src, into, x, step, bar_y, events[col]))
     for col, ev in m.deletions:
         out.append(_deletion(col, ev, x, bottom))
+    for col, start, end in m.backups:
+        out.append(_backup(col, start, end, x, lane_y, rows, m.disks))
     out.append(_legend(bottom + 38))
     out.append("</svg>")
     return "\n".join(out) + "\n"
@@ -328,6 +339,35 @@ def _deletion(col: int, ev: EventView, x: XFn, bottom: float) -> str:
             f'stroke-width="1.5" stroke-dasharray="3 3"/><text {_a(x=dx, y=TOP - 2)} '
             f'text-anchor="middle" fill="#c00000" font-weight="bold" {HALO}>'
             f'\u2715 {escape(d["name"])}</text></g>')
+
+
+BACKUP_COLORS = {"full": "#2ca02c", "incremental": "#17becf", "failed": "#c00000",
+                 "running": "#999999"}
+
+
+def _backup(col: int, start: dict[str, Any], end: dict[str, Any] | None, x: XFn,
+            lane_y: dict[str, float], rows: dict[str, int], disks: list[str]) -> str:
+    """A backup job: a triangle on each disk lane it covered (every lane when not known),
+    green for a full, teal for an incremental, red when it failed or was aborted."""
+    since = sorted({str(d["incremental"]) for d in start.get("disks", ())
+                    if d.get("incremental")})
+    kind = "incremental" if since else "full"
+    outcome = end.get("outcome", "running") if end else "running"
+    color = BACKUP_COLORS["failed" if outcome in ("failed", "aborted") else
+                          "running" if outcome == "running" else kind]
+    covered = [d["name"] for d in start.get("disks", ()) if d.get("name") in lane_y] or disks
+    tip = (f"backup job {start.get('job')}: {kind}"
+           + (f" since {', '.join(since)}" if since else "")
+           + (f", created {start['checkpoint']}" if start.get("checkpoint") else "")
+           + f"; {outcome}" + (f" ({end['error']})" if end and end.get("error") else ""))
+    cx = x(col)
+    marks = []
+    for disk in covered:
+        top = lane_y[disk] + 2
+        marks.append(f'<path d="M{cx - 6},{top} L{cx + 6},{top} L{cx},{top + 10} z" '
+                     f'fill="{color}" stroke="#222" stroke-width="0.6"/>')
+    return (f'<g class="backup" {_a(data_job=start.get("job"), data_outcome=outcome)} '
+            f'{_a(data_kind=kind)}><title>{escape(tip)}</title>{"".join(marks)}</g>')
 
 
 def _legend(y: float) -> str:
