@@ -94,7 +94,7 @@ def build(events: Sequence[EventView]) -> Model:
         elif ev.type == "BackupStarted":
             m.backups.append((col, data, None))
         elif ev.type == "BackupEnded":
-            for i, (c, start, end) in enumerate(m.backups):
+            for i, (_col, start, end) in enumerate(m.backups):
                 if start.get("job") == data.get("job") and end is None:
                     m.backups[i] = (col, start, data)
         state.apply(parse_event({"type": ev.type, **data}), ev.stream_version, ev.position)
