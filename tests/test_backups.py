@@ -6,6 +6,7 @@ happened between backup N and M".
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -218,3 +219,53 @@ def test_the_timeline_marks_each_backup_job_on_its_disks(host: Host) -> None:
         ("full-1", "completed", "full", 2), ("inc-2", "failed", "incremental", 1),
         ("inc-3", "running", "incremental", 1)]
     assert "target full" in marks[1][3] and 'fill="#c00000"' in marks[1][4]
+
+
+@pytest.mark.postgres
+def test_a_fleet_of_recorders_into_one_postgresql_ledger(tmp_path: Path, pg_url: str) -> None:
+    """Two hosts (two mock state files), each with its own `watch` process, record into one
+    PostgreSQL ledger; `follow` shows both hosts' events live, in one gapless order."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CKPT_LEDGER_")}
+    env["CKPT_LEDGER_STORE"] = pg_url
+    hosts = []
+    for n in (1, 2):
+        folder = tmp_path / f"host{n}"
+        folder.mkdir()
+        (folder / "target").mkdir()
+        hv = MockHypervisor(str(folder / "host.json"))
+        hv.define(f"vm{n}", ["vda"])
+        hosts.append((n, folder, hv))
+    Ledger.open(pg_url).close()  # the schema exists before the processes race to it
+    follow = subprocess.Popen([str(SCRIPT), "follow", "--after", "0", "--jsonl", "--timeout",
+                               "6"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    watchers = [subprocess.Popen(
+        [str(SCRIPT), "--actor", f"recorder@host{n}", "--hypervisor",
+         f"mock:///{folder / 'host.json'}", "watch", "--interval", "0.1"],
+        env=env, stderr=subprocess.PIPE, text=True) for n, folder, _ in hosts]
+    try:
+        for n, folder, hv in hosts:
+            hv.write(f"vm{n}", "vda", 0, 65536)
+            hv.backup(f"vm{n}", str(folder / "target"), checkpoint=f"nightly{n}")
+        deadline = time.monotonic() + 30
+        while not _recorded(pg_url, [f"vm{n}" for n, _, _ in hosts]):
+            assert time.monotonic() < deadline, "a host's job was never recorded"
+            time.sleep(0.2)
+    finally:
+        for p in watchers:
+            p.send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=30) for p in watchers]
+    out, err = follow.communicate(timeout=60)
+    assert codes == [0, 0], [p.stderr.read() if p.stderr else "" for p in watchers]
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["position"] for e in events] == list(range(1, len(events) + 1)), err
+    by_domain = {(e["domain"], e["type"], e["actor"]) for e in events}
+    for n in (1, 2):
+        assert (f"vm{n}", "CheckpointObserved", f"recorder@host{n}") in by_domain
+        assert (f"vm{n}", "BackupEnded", f"recorder@host{n}") in by_domain
+
+
+def _recorded(url: str, domains: list[str]) -> bool:
+    """Whether every domain has a backup job in the ledger at ``url``."""
+    with Ledger.open(url) as lg:
+        return all(d in lg.domains() and lg.backups(d) for d in domains)

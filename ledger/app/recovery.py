@@ -59,7 +59,7 @@ def import_domains(w: Writer, domains: Sequence[str]) -> list[ImportReport]:
     for name in names:
         with w.locked(name) as info:
             report = sync.reconcile(w, info, "import", full=True, actor="import")
-            jobs = Watcher(w).job_events(info, None, report.added)
+            jobs = Watcher(w).job_events(info, None, [*report.added, *report.replaced])
             if jobs:
                 w.append(info, jobs, f"observed on {w.hypervisor.uri} by import", actor="import")
                 report.backups = [ev.job for ev in jobs if isinstance(ev, BackupStarted)]

@@ -125,7 +125,7 @@ class Watcher:
             report = sync.reconcile(w, info, "watch")
             with self._mutex:
                 result = self._results.pop(name, None)
-            events = self.job_events(info, result, report.added)
+            events = self.job_events(info, result, [*report.added, *report.replaced])
             if events:
                 w.append(info, events, f"observed on {w.hypervisor.uri} by watch")
                 self._remember(info, events)

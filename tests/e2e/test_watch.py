@@ -82,15 +82,23 @@ def wait_no_job(guest: QemuGuest) -> None:
     until("the job to end", lambda: guest.dom.jobInfo()[0] == 0)
 
 
-def push(guest: QemuGuest, target: Path, checkpoint: str, since: str | None = None) -> None:
+def push(guest: QemuGuest, target: Path, checkpoint: str, since: str | None = None,
+         code: int = 0) -> str:
+    """``virsh backup-begin DOMAIN backup.xml checkpoint.xml`` (push mode, vda only), waited
+    for; virsh's stderr."""
     inc = f"<incremental>{since}</incremental>" if since else ""
-    xml = (f"<domainbackup mode='push'>{inc}<disks><disk name='vda' type='file'>"
-           f"<target file='{target}'/><driver type='qcow2'/></disk>"
-           "<disk name='vdb' backup='no'/><disk name='vdc' backup='no'/></disks>"
-           "</domainbackup>")
-    guest.dom.backupBegin(xml, f"<domaincheckpoint><name>{checkpoint}</name>"
-                          "</domaincheckpoint>", 0)
+    backup = guest.workdir / f"backup-{checkpoint}.xml"
+    backup.write_text(f"<domainbackup mode='push'>{inc}<disks><disk name='vda' type='file'>"
+                      f"<target file='{target}'/><driver type='qcow2'/></disk>"
+                      "<disk name='vdb' backup='no'/><disk name='vdc' backup='no'/></disks>"
+                      "</domainbackup>")
+    cp = guest.workdir / f"checkpoint-{checkpoint}.xml"
+    cp.write_text(f"<domaincheckpoint><name>{checkpoint}</name></domaincheckpoint>")
+    run = subprocess.run(["virsh", "-c", SYSTEM_URI, "backup-begin", guest.name, str(backup),
+                          str(cp)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == code, run.stderr
     wait_no_job(guest)
+    return run.stderr
 
 
 def restart_libvirtd(guest: QemuGuest) -> None:
@@ -138,22 +146,29 @@ def test_watch_records_every_backup_job_once(guest: QemuGuest) -> None:
         until("the pull job to be seen running",
               lambda: len(rec.jobs()) == 3 and rec.jobs()[2]["outcome"] == "running")
         rec.kill()
-        guest.dom.abortJob()
+        subprocess.run(["virsh", "-c", SYSTEM_URI, "domjobabort", guest.name], check=True,
+                       capture_output=True, timeout=60)
         wait_no_job(guest)
         rec.start()
         until("the pull job to be ended", lambda: rec.jobs()[2]["outcome"] != "running")
+
+        # a job libvirt refuses at its start (no target directory) never runs: nothing to record
+        failed = push(guest, work / "missing" / "x.qcow2", "never", code=1)
+        assert "No such file or directory" in failed
+        time.sleep(1.5)  # three polls
+        assert len(rec.jobs()) == 3 and "never" not in guest.checkpoint_names()
 
         # virtnbdbackup refuses foreign checkpoints: they go first, through the ledger
         for cp in ("b3", "b2", "b1"):
             subprocess.run([str(SCRIPT), "delete", guest.name, cp], env=rec.env, check=True,
                            capture_output=True)
         if shutil.which("virtnbdbackup"):
-            for level in ("full", "inc"):
+            for count, (level, folder) in enumerate(
+                    [("full", "vnb"), ("inc", "vnb"), ("full", "vnb-new-chain")], start=4):
                 run = subprocess.run(["virtnbdbackup", "-U", SYSTEM_URI, "-d", guest.name,
-                                      "-l", level, "-o", str(work / "vnb"), "-n"],
+                                      "-l", level, "-o", str(work / folder), "-n"],
                                      capture_output=True, text=True, timeout=300)
                 assert run.returncode == 0, run.stderr[-2000:]
-                count = 4 if level == "full" else 5
                 until(f"virtnbdbackup's {level}",
                       lambda c=count: len(rec.jobs()) == c  # type: ignore[misc]
                       and rec.jobs()[-1]["outcome"] != "running",
@@ -182,7 +197,8 @@ def test_watch_records_every_backup_job_once(guest: QemuGuest) -> None:
     if shutil.which("virtnbdbackup"):
         expected += [("pull", "full", [], "virtnbdbackup.0", "completed"),
                      ("pull", "incremental", ["virtnbdbackup.0"], "virtnbdbackup.1",
-                      "completed")]
+                      "completed"),
+                     ("pull", "full", [], "virtnbdbackup.0", "completed")]  # a new chain
     expected.append(("push", "unknown", [], "b9", "completed"))
     assert summary == expected, summary
     assert all(j["source"] == "observed" for j in jobs)
@@ -194,3 +210,7 @@ def test_watch_records_every_backup_job_once(guest: QemuGuest) -> None:
     assert len(ended) == len(set(ended)) == len(jobs)
     names = [c["name"] for c in rec.cli("list", guest.name, "--topological")]
     assert names == guest.checkpoint_names()
+    if shutil.which("virtnbdbackup"):
+        gone = {e["data"]["name"]: e["data"]["why"] for e in log
+                if e["type"] == "CheckpointGone"}
+        assert gone == {"virtnbdbackup.0": "replaced", "virtnbdbackup.1": "deleted-outside"}
