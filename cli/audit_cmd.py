@@ -14,7 +14,7 @@ from ledger.app.audit import LogFilter, summary
 from ledger.present.timeline import render_html, render_svg
 from ledger.present.timeline import write as write_page
 
-from .output import JSON, handles_errors, print_json, table
+from .output import JSON, handles_errors, print_json, shown, table
 
 LOG_KEYS = {"position", "stream_version", "domain", "type", "recorded_at", "actor", "host",
             "reason", "correlation_id", "data"}
@@ -103,8 +103,8 @@ def register(app: typer.Typer) -> None:
             return
         for f in facts:
             why = f" ({f.reason})" if f.reason else ""
-            typer.echo(f"#{f.position:<4} {f.recorded_at}  {f.what:<18} {f.detail}  "
-                       f"[{f.actor} on {f.host}, {f.tool}]{why}")
+            typer.echo(shown(f"#{f.position:<4} {f.recorded_at}  {f.what:<18} {f.detail}  "
+                             f"[{f.actor} on {f.host}, {f.tool}]{why}"))
 
     @app.command()
     @handles_errors

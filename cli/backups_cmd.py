@@ -12,7 +12,7 @@ from ledger import Ledger, LedgerError
 from ledger.app.audit import summary
 from ledger.app.views import BackupDisk, BackupView
 
-from .output import JSON, handles_errors, print_json, table
+from .output import JSON, handles_errors, print_json, shown, table
 
 Outcome = Literal["completed", "failed", "aborted"]
 
@@ -147,5 +147,5 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(view)
         else:
-            typer.echo(f"Backup {view.number} of {domain} ({view.job}) recorded: "
-                       f"{view.outcome}")
+            typer.echo(shown(f"Backup {view.number} of {domain} ({view.job}) recorded: "
+                             f"{view.outcome}"))

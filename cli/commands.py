@@ -12,7 +12,7 @@ import typer
 
 from ledger import CheckpointView, Ledger, LedgerError
 
-from .output import JSON, handles_errors, print_json, table
+from .output import JSON, handles_errors, print_json, shown, table
 
 AS_OF = typer.Option(
     None, "--as-of", metavar="POS|TIME",
@@ -233,7 +233,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"Current:        {'yes' if view.current else 'no'}")
         typer.echo(f"Children:       {len(view.children)}")
         if view.description:
-            typer.echo(f"Description:    {view.description}")
+            typer.echo(f"Description:    {shown(view.description)}")
         for d in view.disks:
             extra = f" bitmap={d.bitmap}" if d.bitmap else ""
             typer.echo(f"Disk:           {d.name} checkpoint={d.checkpoint}{extra}")

@@ -31,7 +31,7 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except LedgerError as err:
-            raise fail(f"{err.one_line()} [{err.code}]") from None
+            raise fail(f"{shown(err.one_line())} [{err.code}]") from None
         except ValidationError as err:
             first = err.errors()[0]
             raise fail(f"invalid value: {first.get('msg')} [INVALID_ARG]") from None
@@ -58,9 +58,27 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(to_plain(value), indent=2, ensure_ascii=False) + "\n")
 
 
+_CONTROL = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shown(text: object) -> str:
+    """``text`` for a line of text output: control and format characters (newlines, escape
+    sequences, bidirectional overrides) written as escapes, so recorded free text (an actor,
+    a reason, a description) can never forge lines or restyle the terminal. JSON output is
+    left exact."""
+    out = str(text)
+    if out.isprintable():
+        return out
+    return "".join(
+        c if c.isprintable() or c == " " else
+        _CONTROL.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        for c in out)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A virsh-style table: a header, a dashed rule, left-aligned columns."""
-    cells = [[str(c) for c in r] for r in rows]
+    """A virsh-style table: a header, a dashed rule, left-aligned columns (every cell
+    :func:`shown`)."""
+    cells = [[shown(c) for c in r] for r in rows]
     widths = [len(h) for h in headers]
     for r in cells:
         for i, c in enumerate(r):

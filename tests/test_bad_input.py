@@ -338,3 +338,34 @@ def test_real_entry_point_usage_error(host: Host) -> None:
     run = host.proc("create", "vm", "x", "--bogus")
     assert run.code == 2
     assert_one_error_line(run)
+
+
+FORGERIES = ["alice\nfake line", "x\x1b[31mred", "rtl\u202eevil", "tab\there", "cr\rreturn"]
+
+
+@pytest.mark.parametrize("text", FORGERIES)
+def test_recorded_text_never_forges_lines_or_escapes(host: Host, text: str) -> None:
+    """An actor, a reason, a description, a tool with control or format characters is
+    recorded exactly (JSON shows it as given) and shown escaped in every text output: one
+    line per row, no raw control character."""
+    xml_ok = "\x1b" not in text  # XML 1.0 has no place for ESC: libvirt refuses it too
+    description = ["--description", text] if xml_ok else []
+    run = host.cli("--actor", text, "create", "vm", "forged", "--disk", "vda", *description,
+                   "--reason", text)
+    assert run.code == 0, run
+    host.ok("record-backup", "vm", "j1", "--tool", text, "--outcome", "failed", "--error", text)
+    (event,) = [e for e in host.ok_json("log") if e["data"].get("name") == "forged"
+                and e["type"] == "CheckpointCreated"]
+    assert event["actor"] == text and event["reason"] == text
+    # (XML turns a carriage return into a newline, as libvirt's parser does)
+    assert host.ok_json("show", "vm", "forged")["description"] == (
+        text.replace("\r", "\n") if xml_ok else None)
+    for argv, rows in ((["log"], len(host.ok_json("log"))), (["backups", "vm"], 1)):
+        out = host.ok(*argv).stdout
+        assert len(out.splitlines()) == 2 + rows, (argv, out)
+        assert all(c.isprintable() for c in out.replace("\n", "")), (argv, out)
+    for argv in (["show", "vm", "forged"], ["history", "vm", "forged"]):
+        out = host.ok(*argv).stdout
+        assert all(c.isprintable() for c in out.replace("\n", "")), (argv, out)
+    assert len(host.ok("history", "vm", "forged").stdout.splitlines()) == len(
+        host.ok_json("history", "vm", "forged"))
