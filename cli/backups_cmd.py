@@ -124,7 +124,8 @@ def register(app: typer.Typer) -> None:
         target: str | None = typer.Option(None, "--target", help="Where the backup went."),
         outcome: str | None = typer.Option(
             None, "--outcome", help="completed, failed or aborted: the job ended."),
-        size: int | None = typer.Option(None, "--bytes", help="Bytes it moved."),
+        size: int | None = typer.Option(None, "--bytes", min=0, max=(1 << 63) - 1,
+                                        help="Bytes it moved."),
         seconds: float | None = typer.Option(None, "--seconds", help="How long it ran."),
         error: str | None = typer.Option(None, "--error", help="Why it failed."),
         reason: str | None = typer.Option(None, "--reason"),

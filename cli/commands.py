@@ -28,7 +28,11 @@ def _settings(ctx: typer.Context, readonly: bool = False) -> Ledger:
 
 
 def _when(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
+    """libvirt's creationTime as virsh shows it; the bare number when no date can show it."""
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
+    except (ValueError, OverflowError, OSError):
+        return str(ts)
 
 
 def _read_xml_file(path: Path) -> bytes:

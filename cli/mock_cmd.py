@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import typer
 
 from adapters.mock import MockHypervisor
@@ -32,8 +34,9 @@ def _size(text: str, what: str) -> int:
     mult = 1
     if t and t[-1] in units:
         mult, t = units[t[-1]], t[:-1]
-    if not t.isdigit():
-        raise LedgerError("INVALID_ARG", f"{what} must be a number of bytes (e.g. 65536, 64k, 1M)")
+    if not re.fullmatch(r"[0-9]{1,19}", t, re.ASCII):
+        raise LedgerError("INVALID_ARG", f"{what} must be a number of bytes (e.g. 65536, 64k, "
+                          "1M) below 2^63")
     return int(t) * mult
 
 

@@ -23,6 +23,9 @@ FOLLOW_COLUMNS = (("Position", 8), ("Recorded at", 20), ("Domain", 16), ("Type",
                   ("Version", 7), ("Actor", 0))
 
 
+MAX_POSITION = (1 << 63) - 1  # the stores' position type: a signed 64-bit integer
+
+
 def _open_for_copy(url: str, role: str) -> EventStore:
     """The store at ``url`` (the source read-only); memory:// is refused (it lives and dies
     in one process)."""
@@ -110,7 +113,7 @@ def register(app: typer.Typer) -> None:
     def follow_cmd(
         ctx: typer.Context,
         after: int | None = typer.Option(
-            None, "--after", metavar="POSITION", min=0,
+            None, "--after", metavar="POSITION", min=0, max=MAX_POSITION,
             help="Start after this position (default: the current end, so only new "
             "events; 0 for every event)."),
         domain: str | None = typer.Option(None, "--domain", "-d",

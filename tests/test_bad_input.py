@@ -119,6 +119,17 @@ CREATE_CASES = [
     ("write-shut-off", ["mock", "write", "off", "vda", "0", "10"], "OPERATION_INVALID", None),
     ("extents-unknown-bitmap", ["mock", "extents", "vm", "vda", "zz"],
      "CHECKPOINT_INCONSISTENT", None),
+    # numbers beyond every limit, and digits that are not ASCII (issue 11 items 9, 10)
+    ("write-superscript", ["mock", "write", "vm", "vda", "\u00b2", "10"], "INVALID_ARG", None),
+    ("write-5000-digits", ["mock", "write", "vm", "vda", "9" * 5000, "10"], "INVALID_ARG",
+     "below 2^63"),
+    ("as-of-double-dash", ["list", "vm", "--as-of=--5"], "INVALID_ARG", "neither"),
+    ("as-of-superscript", ["list", "vm", "--as-of", "\u00b2"], "INVALID_ARG", "neither"),
+    ("as-of-2^63", ["list", "vm", "--as-of", str(1 << 63)], "INVALID_ARG", "at most"),
+    ("as-of-5000-digits", ["show", "vm", "c1", "--as-of", "9" * 5000], "INVALID_ARG",
+     "at most"),
+    ("since-23-digits", ["log", "--since", "9" * 23], "INVALID_ARG", "at most"),
+    ("until-superscript", ["log", "--until", "\u00b2"], "INVALID_ARG", None),
 ]
 
 
@@ -132,10 +143,14 @@ def test_refused_command(host: Host, argv: list[str], code: str, fragment: str |
 
 @pytest.mark.parametrize("argv", [
     ["mock", "write", "vm", "vda", "-5", "10"],  # a negative offset parses as an option
+    ["follow", "--after", "9" * 23],
+    ["follow", "--after", "\u00b2"],
+    ["record-backup", "vm", "j", "--outcome", "completed", "--bytes", "9" * 5000],
     ["create", "vm", "x", "--bogus"],
     ["list"],
     [],
-], ids=["negative-offset", "unknown-option", "missing-argument", "no-arguments"])
+], ids=["negative-offset", "follow-after-23-digits", "follow-after-superscript",
+        "backup-bytes-5000-digits", "unknown-option", "missing-argument", "no-arguments"])
 def test_usage_error_is_one_line_exit_2(host: Host, argv: list[str]) -> None:
     """Usage errors print one line `error: ...` and exit 2 (cli/app.py's contract)."""
     events, state = host.event_count(), host.state_digest()
@@ -175,6 +190,14 @@ REDEFINE_CASES = [
                for i in range(1, 10))
      + ']>\n<domaincheckpoint><name>r1</name><description>&lol9;</description>'
      "<creationTime>5</creationTime></domaincheckpoint>", "XML_ERROR", None),
+    ("year-10000", "<domaincheckpoint><name>r1</name><creationTime>253402300800"
+     "</creationTime></domaincheckpoint>", "INVALID_ARG", "after the year 9999"),
+    ("creation-time-5000-digits", "<domaincheckpoint><name>r1</name><creationTime>"
+     + "9" * 5000 + "</creationTime></domaincheckpoint>", "XML_INVALID_SCHEMA",
+     "(5000 characters)"),
+    ("disk-size-5000-digits", "<domaincheckpoint><name>r1</name><creationTime>5</creationTime>"
+     "<disks><disk name='vda' size='" + "9" * 5000 + "'/></disks></domaincheckpoint>",
+     "XML_INVALID_SCHEMA", "(5000 characters)"),
     ("wrong-uuid", "<domaincheckpoint><name>r1</name><creationTime>5</creationTime>"
      "<domain type='kvm'><name>vm</name><uuid>00000000-0000-0000-0000-000000000001</uuid>"
      "</domain></domaincheckpoint>", "INVALID_ARG", "must use uuid"),
@@ -369,3 +392,21 @@ def test_recorded_text_never_forges_lines_or_escapes(host: Host, text: str) -> N
         assert all(c.isprintable() for c in out.replace("\n", "")), (argv, out)
     assert len(host.ok("history", "vm", "forged").stdout.splitlines()) == len(
         host.ok_json("history", "vm", "forged"))
+
+
+def test_a_time_no_date_can_show_is_shown_as_its_number(host: Host) -> None:
+    """A store written by another tool may hold a creationTime after the year 9999: list,
+    show and log still answer, showing the number (issue 11 item 6)."""
+    from adapters.mock import MockHypervisor
+    from ledger import Ledger
+    from ledger.domain.events import CheckpointRedefined
+
+    hv = MockHypervisor(str(host.state))
+    with Ledger.open(host.store, hv) as lg:
+        info = hv.domain_info("vm")
+        far = 10**12
+        lg.writer.append(info, [CheckpointRedefined(
+            name="far", parent=None, creation_time=far, disks=(), xml="<x/>")], "forged")
+    assert str(far) in host.ok("list", "vm").stdout
+    assert str(far) in host.ok("show", "vm", "far").stdout
+    assert host.ok("log").stdout.count("\n") > 3

@@ -12,6 +12,7 @@ covers the whole day.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -45,13 +46,18 @@ def parse_point(
     if isinstance(value, int):
         if value < 0:
             raise LedgerError("INVALID_ARG", f"{what} position must be >= 0, not {value}")
+        if value > MAX_POSITION:
+            raise LedgerError("INVALID_ARG", f"{what} position must be at most {MAX_POSITION}")
         return value
     if isinstance(value, datetime):
         return _utc(value)
     if not isinstance(value, str):
         raise LedgerError("INVALID_ARG", f"{what} must be a position or a time, not {value!r}")
     text = value.strip()
-    if text.lstrip("+-").isdigit():
+    number = _INTEGER.match(text)
+    if number:
+        if len(number.group(2)) > 19:  # more than a store's positions can hold
+            raise LedgerError("INVALID_ARG", f"{what} position must be at most {MAX_POSITION}")
         return parse_point(int(text), what=what)
     try:
         if len(text) == 10:  # a bare date: YYYY-MM-DD
@@ -65,6 +71,10 @@ def parse_point(
             f"{what} '{value}' is neither an event position nor an ISO 8601 time "
             "(e.g. 42, 2026-11-29T18:00:00Z, '2026-11-29 18:00', 2026-11-29)",
         ) from None
+
+
+MAX_POSITION = (1 << 63) - 1  # positions are signed 64-bit integers in every store
+_INTEGER = re.compile(r"([+-]?)0*([0-9]+)\Z", re.ASCII)  # ASCII digits only (not "²")
 
 
 def _utc(dt: datetime) -> datetime:
@@ -254,8 +264,13 @@ def summary(type_: str, data: dict[str, Any]) -> str:
 
 
 def iso(ts: float) -> str:
-    """Epoch seconds as ISO 8601 UTC to the second (``2026-11-29T18:00:00Z``)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """Epoch seconds as ISO 8601 UTC to the second (``2026-11-29T18:00:00Z``); the number
+    itself when no date can show it."""
+    try:
+        return (datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+                .replace("+00:00", "Z"))
+    except (ValueError, OverflowError, OSError):
+        return str(ts)
 
 
 def decoded(rec: StoredRecord) -> tuple[Event, Provenance]:

@@ -25,6 +25,7 @@ _XML_SPACE = " \t\r\n"
 _UNSIGNED_LONG = re.compile(r"\+?[0-9]+\Z")
 _ULONG_MAX = (1 << 64) - 1
 _LLONG_MAX = (1 << 63) - 1
+LAST_SHOWN_TIME = 253402300799  # 9999-12-31T23:59:59Z: the last creationTime a date can show
 # virBufferEscapeString drops these control characters silently (virbuffer.c).
 _DROPPED = {c: None for c in [*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x1A)]}
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;"})
@@ -169,8 +170,10 @@ def _element_only(node: _Node, allowed: Sequence[str]) -> None:
 
 def _unsigned_long(value: str, what: str) -> int:
     v = value.strip(_XML_SPACE)
-    if not _UNSIGNED_LONG.match(v) or int(v) > _ULONG_MAX:
-        raise _schema(f"invalid {what} {value!r}: expected an unsigned integer")
+    if (not _UNSIGNED_LONG.match(v) or len(v.lstrip("+").lstrip("0")) > 20
+            or int(v) > _ULONG_MAX):
+        shown = repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value)} characters)"
+        raise _schema(f"invalid {what} {shown}: expected an unsigned integer")
     return int(v)
 
 
@@ -246,8 +249,12 @@ def _dedent(raw: bytes, start: int, end: int) -> str:
 def _creation_time(node: _Node | None) -> int:
     """libvirt's virXPathLongLong on ``creationTime`` (strtoll: no trailing junk, fits int64)."""
     text = _text(node) if node is not None else ""
-    if not text or text != text.rstrip(_XML_SPACE) or int(text) > _LLONG_MAX:
+    if (not text or text != text.rstrip(_XML_SPACE) or len(text.lstrip(_XML_SPACE + "+0")) > 19
+            or int(text) > _LLONG_MAX):
         raise LedgerError("INTERNAL_ERROR", "missing creationTime from existing checkpoint")
+    if int(text) > LAST_SHOWN_TIME:
+        raise LedgerError("INVALID_ARG", f"creationTime {int(text)} is after the year 9999, "
+                          "which no date can show")
     return int(text)
 
 
