@@ -305,3 +305,46 @@ def test_replay_as_of_redefines_the_chain_as_it_stood_then(lg: Ledger,
     (skip,) = [s for s in report.steps if s.name == "chk2.2"]
     assert skip.action == "skip" and "gone from the images" in (skip.why or "")
     assert host.current("vm") == "chk1.2"
+
+
+def test_import_xml_reads_no_more_than_the_cap_of_a_huge_file(tmp_path: Path, lg: Ledger) -> None:
+    """A sparse 256 MiB file is refused after reading 1 MiB + 1 byte, naming it (issue 11
+    item 12): the process does not grow by the file's size."""
+    import resource
+
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    with open(folder / "big.xml", "wb") as f:
+        f.truncate(256 << 20)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(LedgerError) as err:
+        lg.import_xml("vm", folder)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # KiB
+    assert err.value.code == "XML_ERROR" and "big.xml" in str(err.value)
+    assert "larger than 1048576 bytes" in str(err.value)
+    assert grown < 64 * 1024, f"grew by {grown} KiB"
+
+
+def test_import_xml_of_ten_thousand_files_is_linear(tmp_path: Path, lg: Ledger) -> None:
+    """A 10,000-checkpoint chain, files named against the chain: imported parents first
+    (issue 11 item 18: ordering once rescanned the set per checkpoint). The time is printed,
+    not asserted."""
+    import time as clock
+
+    from ledger.domain.checkpoint_xml import format_checkpoint_xml
+    from ledger.domain.model import CheckpointDef
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    n = 10_000
+    for i in range(n):
+        d = CheckpointDef(name=f"c{i:05d}", parent=f"c{i - 1:05d}" if i else None,
+                          creation_time=1_700_000_000 + i, disks=())
+        (folder / f"{n - i:05d}.xml").write_text(format_checkpoint_xml(d))
+    start = clock.perf_counter()
+    report = lg.import_xml("vm", folder)
+    took = clock.perf_counter() - start
+    print(f"import-xml of {n} files: {took:.1f} s")
+    assert len(report.added) == n
+    assert [v.name for v in lg.list("vm", topological=True)][:3] == ["c00000", "c00001",
+                                                                      "c00002"]

@@ -19,7 +19,11 @@ from ledger.app.views import Finding, ImportReport, ReplayReport, ReplayStep, Ve
 from ledger.app.watch import Watcher
 from ledger.app.writer import Writer
 from ledger.domain import rules
-from ledger.domain.checkpoint_xml import format_checkpoint_xml, parse_checkpoint_xml
+from ledger.domain.checkpoint_xml import (
+    MAX_XML_BYTES,
+    format_checkpoint_xml,
+    parse_checkpoint_xml,
+)
 from ledger.domain.domain_xml import parse_domain_xml
 from ledger.domain.errors import LedgerError
 from ledger.domain.events import BackupStarted, Event
@@ -77,10 +81,14 @@ def _read_dir(folder: Path) -> list[tuple[Path, CheckpointDef, str]]:
         raise LedgerError("INVALID_ARG", f"more than {MAX_FILES} files in {folder}")
     out = []
     for f in files:
-        try:
-            raw = f.read_bytes()
+        try:  # never more than the cap is read: a huge (or sparse) file costs nothing
+            with open(f, "rb") as fh:
+                raw = fh.read(MAX_XML_BYTES + 1)
         except OSError as err:
             raise LedgerError("INVALID_ARG", f"cannot read {f}: {err.strerror}") from None
+        if len(raw) > MAX_XML_BYTES:
+            raise LedgerError("XML_ERROR", f"{f.name}: document is larger than "
+                              f"{MAX_XML_BYTES} bytes", prefixed=False)
         try:
             d = parse_checkpoint_xml(raw, redefine=True)
         except LedgerError as err:
@@ -93,7 +101,9 @@ def _read_dir(folder: Path) -> list[tuple[Path, CheckpointDef, str]]:
 def order_by_parents(
     items: list[tuple[Path, CheckpointDef, str]], known: set[str]
 ) -> list[tuple[Path, CheckpointDef, str]]:
-    """Parents before children, by the parent links (never by file name or time)."""
+    """Parents before children, by the parent links (never by file name or time): in rounds,
+    each the checkpoints whose parent came in an earlier round (or is in the ledger, or none),
+    sorted by (creation time, name). Linear in the number of files (plus the sorts)."""
     by_name: dict[str, tuple[Path, CheckpointDef, str]] = {}
     for item in items:
         name = item[1].name or ""
@@ -103,28 +113,36 @@ def order_by_parents(
                 f"checkpoint {name} is defined twice: {by_name[name][0].name} and {item[0].name}",
             )
         by_name[name] = item
+    children: dict[str, list[str]] = {}
+    ready: list[str] = []
+    for n, (_, d, _) in by_name.items():
+        if d.parent is None or (d.parent in known and d.parent not in by_name):
+            ready.append(n)
+        else:
+            children.setdefault(d.parent, []).append(n)
+
+    def when(n: str) -> tuple[int, str]:
+        return (by_name[n][1].creation_time or 0, n)
+
     ordered: list[tuple[Path, CheckpointDef, str]] = []
-    placed: set[str] = set()
-    while len(ordered) < len(items):
-        ready = [n for n, it in by_name.items() if n not in placed and (
-            it[1].parent is None or it[1].parent in placed or
-            (it[1].parent in known and it[1].parent not in by_name))]
-        if not ready:
-            waiting = sorted(n for n in by_name if n not in placed)
-            missing = sorted({by_name[n][1].parent or "" for n in waiting} - set(by_name) - known)
-            if missing:
-                raise LedgerError(
-                    "INVALID_ARG",
-                    f"parent {missing[0]} of checkpoint "
-                    f"{next(n for n in waiting if by_name[n][1].parent == missing[0])} "
-                    "is neither in the directory nor in the ledger",
-                )
+    while ready:
+        ready.sort(key=when)
+        ordered.extend(by_name[n] for n in ready)
+        ready = [k for n in ready for k in children.pop(n, ())]
+    if len(ordered) < len(items):
+        placed = {d.name for _, d, _ in ordered}
+        waiting = sorted(n for n in by_name if n not in placed)
+        missing = sorted({by_name[n][1].parent or "" for n in waiting} - set(by_name) - known)
+        if missing:
             raise LedgerError(
-                "INVALID_ARG", f"the parent links of {', '.join(waiting)} form a cycle"
+                "INVALID_ARG",
+                f"parent {missing[0]} of checkpoint "
+                f"{next(n for n in waiting if by_name[n][1].parent == missing[0])} "
+                "is neither in the directory nor in the ledger",
             )
-        for n in sorted(ready, key=lambda n: (by_name[n][1].creation_time or 0, n)):
-            placed.add(n)
-            ordered.append(by_name[n])
+        raise LedgerError(
+            "INVALID_ARG", f"the parent links of {', '.join(waiting)} form a cycle"
+        )
     return ordered
 
 
