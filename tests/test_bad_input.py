@@ -410,3 +410,31 @@ def test_a_time_no_date_can_show_is_shown_as_its_number(host: Host) -> None:
     assert str(far) in host.ok("list", "vm").stdout
     assert str(far) in host.ok("show", "vm", "far").stdout
     assert host.ok("log").stdout.count("\n") > 3
+
+
+NUMBERS = ["0", "-1", str(1 << 63), "1" + "0" * 5000]
+NUMERIC_OPTIONS = [
+    ["list", "vm", "--as-of=V"], ["show", "vm", "c1", "--as-of=V"], ["bitmaps", "vm", "--as-of=V"],
+    ["plan", "vm", "--since", "c1", "--as-of=V"], ["log", "--since=V"], ["log", "--until=V"],
+    ["follow", "--after=V", "--timeout", "0.1"], ["--lock-timeout=V", "list", "vm"],
+    ["verify-log", "--anchor", "V:" + "0" * 64], ["mock", "write", "vm", "vda", "V", "64k"],
+    ["mock", "write", "vm", "vda", "0", "V"],
+    ["record-backup", "vm", "j", "--outcome", "completed", "--bytes=V"],
+    ["record-backup", "vm", "j", "--outcome", "completed", "--seconds=V"],
+    ["watch", "--once", "--interval=V"], ["backups", "vm", "--between", "V", "V"],
+]
+
+
+@pytest.mark.parametrize("value", NUMBERS, ids=["0", "-1", "2^63", "10^5000"])
+@pytest.mark.parametrize("argv", NUMERIC_OPTIONS, ids=[" ".join(a) for a in NUMERIC_OPTIONS])
+def test_every_numeric_option_at_its_limits(host: Host, argv: list[str], value: str) -> None:
+    """0, -1, 2^63 and 10^5000 in every numeric option: an answer, or one line and a
+    non-zero exit; never a traceback, never half a change (issue 11's "whole class")."""
+    args = [a.replace("V", value) for a in argv]
+    count = host.event_count()
+    run = host.main(*args)  # the console script's entry point (usage errors on one line)
+    assert "Traceback" not in run.stderr, run.stderr[-2000:]
+    if run.code != 0:
+        assert run.code in (1, 2), run
+        assert_one_error_line(run)
+        assert host.event_count() == count, args
