@@ -177,6 +177,13 @@ class QemuGuest:
         import libvirt
 
         try:
+            try:
+                self.dom.isActive()
+            except libvirt.libvirtError:  # libvirtd restarted under the connection
+                with contextlib.suppress(libvirt.libvirtError):
+                    self.conn.close()
+                self.conn = libvirt.open(SYSTEM_URI)
+                self.dom = self.conn.lookupByName(self.name)
             if self.running:
                 self.dom.destroy()
             self.dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
