@@ -56,18 +56,17 @@ def tree_lines(views: list[CheckpointView], start: str | None = None) -> list[st
         parent = v.parent if v.parent in names else None
         by_parent.setdefault(parent, []).append(v.name)
     lines: list[str] = []
-
-    def walk(name: str, indent: str) -> None:
-        kids = by_parent.get(name, [])
-        for i, kid in enumerate(kids):
-            last = i == len(kids) - 1
-            lines.append(f"{indent}  |")
-            lines.append(f"{indent}  +- {kid}")
-            walk(kid, indent + ("    " if last else "  | "))
-
     for root in by_parent.get(None, []) if start is None else [start]:
         lines.append(root)
-        walk(root, "")
+        stack = [(k, "", i == len(by_parent.get(root, [])) - 1)
+                 for i, k in enumerate(by_parent.get(root, []))][::-1]
+        while stack:  # depth first without recursion: any chain length
+            kid, indent, last = stack.pop()
+            lines.append(f"{indent}  |")
+            lines.append(f"{indent}  +- {kid}")
+            deeper = indent + ("    " if last else "  | ")
+            kids = by_parent.get(kid, [])
+            stack.extend([(k, deeper, i == len(kids) - 1) for i, k in enumerate(kids)][::-1])
         lines.append("")
     return lines
 

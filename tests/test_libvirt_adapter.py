@@ -9,6 +9,7 @@ every test starts and ends by deleting each root checkpoint with CHILDREN.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 import pytest
 from hypervisor_contract import HypervisorContract, cp_xml, parsed, redef_xml
 
+from backends.memory import MemoryStore
+from cli.commands import tree_lines
+from ledger import Ledger
 from ledger.domain.errors import LedgerError
 from ledger.domain.hypervisor import Hypervisor, PartialDelete
 
@@ -282,3 +286,33 @@ def test_partial_delete_detection(adapter: Any, reparent_then_fail: bool) -> Non
         with pytest.raises(LedgerError) as ei:
             hv.delete_checkpoint("vm", "b")
         assert ei.value.code == "INTERNAL_ERROR" and not isinstance(ei.value, PartialDelete)
+
+
+@pytest.mark.parametrize("n", [
+    1_100,  # beyond Python's recursion limit, which a 1,000-deep walk once hit
+    pytest.param(10_000, marks=pytest.mark.skipif(
+        not os.environ.get("CI"), reason="~5 minutes in the test driver (CI runs it)")),
+])
+def test_a_long_chain_replays_into_libvirt(adapter: Any, tmp_path: Any, n: int) -> None:
+    """Years of daily backups: a chain of thousands of checkpoints, imported from XML files,
+    replays into the test driver parents first, current last, and `list --tree` draws it (no
+    recursion on any chain walk). Not timed: it must just work (the test driver spends
+    ~30 ms in each REDEFINE)."""
+    folder = tmp_path / "chain"
+    folder.mkdir()
+    for i in range(n):
+        parent = f"<parent><name>c{i - 1:05d}</name></parent>" if i else ""
+        (folder / f"c{i:05d}.xml").write_text(
+            f"<domaincheckpoint><name>c{i:05d}</name>{parent}<creationTime>{1_000 + i}"
+            "</creationTime><disks><disk name='vda' checkpoint='bitmap'/></disks>"
+            "</domaincheckpoint>")
+    with Ledger.open(MemoryStore(), URI) as lg:  # its own connection to the same driver
+        assert len(lg.import_xml("test", folder).added) == n
+        (report,) = lg.replay(["test"])
+        assert [s.action for s in report.steps] == ["redefine"] * n
+        names = adapter.list_checkpoints("test")
+        assert len(names) == n and names[0] == "c00000" and names[-1] == f"c{n - 1:05d}"
+        assert lg.show("test", f"c{n - 1:05d}").current
+        drawn = tree_lines(lg.list("test"))
+        assert drawn[0] == "c00000" and drawn[-2].endswith(f"+- c{n - 1:05d}")
+        assert len(drawn) == 2 * n

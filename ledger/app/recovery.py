@@ -315,16 +315,16 @@ def replay_order(state: DomainState) -> list[str]:
     none), so walking the current's branch first leaves it current at the end.
     """
     on_path = {cp.name for cp in state.ancestors(state.current)}
+
+    def first(names: list[str]) -> list[str]:
+        return sorted(names, key=lambda k: (k not in on_path, k))
+
     out: list[str] = []
-
-    def visit(n: str) -> None:
+    stack = first(state.roots())[::-1]  # pre-order without recursion: any chain length
+    while stack:
+        n = stack.pop()
         out.append(n)
-        kids = sorted(state.checkpoints[n].children, key=lambda k: (k not in on_path, k))
-        for k in kids:
-            visit(k)
-
-    for root in sorted(state.roots(), key=lambda k: (k not in on_path, k)):
-        visit(root)
+        stack.extend(first(state.checkpoints[n].children)[::-1])
     return out
 
 
