@@ -14,6 +14,7 @@ import typer
 
 from ledger import Ledger, LedgerError
 from ledger.app import defaults
+from ledger.app.defaults import require_events
 
 from . import (
     audit_cmd,
@@ -47,8 +48,13 @@ class Settings:
     correlation_id: str | None = None
     lock_timeout: float | None = None
 
-    def open(self, readonly: bool = False) -> Ledger:
-        """Open the ledger these options name (``readonly``: for a read command)."""
+    def open(self, readonly: bool = False, existing: bool = False) -> Ledger:
+        """Open the ledger these options name (``readonly``: for a read command;
+        ``existing``: refuse a store that does not exist or holds no events, as a recovery
+        or verify command must, so a mistyped URL is never a silent success)."""
+        if existing:
+            with Ledger.open(store=self.store, readonly=True) as probe:
+                require_events(probe.store)
         return Ledger.open(store=self.store, hypervisor=self.hypervisor, actor=self.actor,
                            correlation_id=self.correlation_id or None,
                            lock_timeout=self.lock_timeout, readonly=readonly)

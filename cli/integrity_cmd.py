@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from ledger import EventStore, Ledger, LedgerError
-from ledger.app.defaults import default_store_url
+from ledger.app.defaults import default_store_url, require_events
 from ledger.app.integrity import (
     ExportFormat,
     export_log,
@@ -30,10 +30,15 @@ from .output import JSON, fail, handles_errors, print_json
 
 
 @contextmanager
-def _store(ctx: typer.Context, readonly: bool = False) -> Iterator[EventStore]:
+def _store(
+    ctx: typer.Context, readonly: bool = False, existing: bool = False
+) -> Iterator[EventStore]:
+    """The store the options name (``existing``: refused when it holds no events)."""
     url = ctx.obj.store or default_store_url(create=not readonly)
     store: EventStore = open_store(url, readonly=readonly)
     try:
+        if existing:
+            require_events(store)
         yield store
     finally:
         store.close()
@@ -59,7 +64,7 @@ def register(app: typer.Typer) -> None:
         snapshot's position and the first domain that differs) otherwise. Writes nothing.
         """
         pinned = parse_anchor(anchor) if anchor is not None else None
-        with _store(ctx, readonly=True) as store:
+        with _store(ctx, readonly=True, existing=True) as store:
             report = verify_store(store, pinned)
         if json_out:
             print_json(report.to_dict())
@@ -72,7 +77,7 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def head_cmd(ctx: typer.Context, json_out: bool = JSON) -> None:
         """The newest event's position and hash, as POSITION:HASH (an anchor for verify-log)."""
-        with _store(ctx, readonly=True) as store:
+        with _store(ctx, readonly=True, existing=True) as store:
             position, digest = head(store)
         if json_out:
             print_json({"position": position, "hash": digest})

@@ -15,8 +15,8 @@ from .output import JSON, handles_errors, print_json, table
 DRIFT_EXIT = 3
 
 
-def _open(ctx: typer.Context, readonly: bool = False) -> Ledger:
-    lg: Ledger = ctx.obj.open(readonly=readonly)
+def _open(ctx: typer.Context, readonly: bool = False, existing: bool = False) -> Ledger:
+    lg: Ledger = ctx.obj.open(readonly=readonly, existing=existing)
     return lg
 
 
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Redefine the ledger's checkpoints into the hypervisor after a host loss."""
-        with _open(ctx) as lg:
+        with _open(ctx, existing=True) as lg:
             bar = None
             progress = None
             if sys.stdout.isatty() and not json_out and not dry_run:
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
 
         Exit status 0 when all agree, 3 when they do not.
         """
-        with _open(ctx, readonly=not record) as lg:
+        with _open(ctx, readonly=not record, existing=True) as lg:
             reports = lg.verify(domains or (), record=record)
         if json_out:
             print_json(reports)

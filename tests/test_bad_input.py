@@ -438,3 +438,21 @@ def test_every_numeric_option_at_its_limits(host: Host, argv: list[str], value: 
         assert run.code in (1, 2), run
         assert_one_error_line(run)
         assert host.event_count() == count, args
+
+
+@pytest.mark.parametrize("argv", [["replay"], ["replay", "vm", "--dry-run"], ["verify"],
+                                  ["verify", "--record"], ["verify-log"], ["head"]])
+def test_recovery_and_verify_refuse_a_wrong_ledger(host: Host, tmp_path: Path,
+                                                    argv: list[str]) -> None:
+    """A mistyped store URL is never a silent success (issue 13, safety first): a store that
+    does not exist is not created, and an empty one is named, one line each, exit 1."""
+    from ledger import Ledger
+
+    typo = tmp_path / "typo.db"
+    run = host.main("--store", f"sqlite:///{typo}", *argv)
+    assert "does not exist" in assert_one_error_line(run, "STORE_ERROR")
+    assert not typo.exists()
+    empty = tmp_path / "empty.db"
+    Ledger.open(f"sqlite:///{empty}").close()
+    run = host.main("--store", f"sqlite:///{empty}", *argv)
+    assert "holds no events: is it the right ledger?" in assert_one_error_line(run, "STORE_ERROR")

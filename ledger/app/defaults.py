@@ -10,6 +10,7 @@ from ledger.domain.errors import LedgerError
 from ledger.log.locks import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from ledger.log.locks import ENV as LOCK_TIMEOUT_ENV
 from ledger.log.locks import check_timeout as check_lock_timeout
+from ledger.log.store import EventStore
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "LOCK_TIMEOUT_ENV", "check_lock_timeout", "default_store_url"]
 
@@ -49,3 +50,12 @@ def default_store_url(create: bool = True) -> str:
                           f"{origin}): {e.strerror or e}",
                           hint="pass --store URL or set CKPT_LEDGER_STORE") from None
     return "sqlite:///" + str(folder / "ledger.db")
+
+
+def require_events(store: EventStore) -> None:
+    """STORE_ERROR naming ``store`` when it holds no event: a command that recovers or
+    verifies from a ledger must not succeed silently on a wrong (empty) one."""
+    if store.last_position() == 0:
+        raise LedgerError(
+            "STORE_ERROR", f"store {store.url} holds no events: is it the right ledger?",
+            hint="check --store or CKPT_LEDGER_STORE")
