@@ -87,7 +87,7 @@ def write(
 ) -> None:
     """A guest write: dirties every recording bitmap on the disk."""
     n = _mock(ctx).write(domain, disk, _size(offset, "OFFSET"), _size(length, "LENGTH"))
-    typer.echo(f"Wrote {length} bytes at {offset} on {disk} ({n} clusters)")
+    typer.echo(f"Wrote {length} bytes at {offset} on {disk} ({n} cluster{'' if n == 1 else 's'})")
 
 
 @app.command()

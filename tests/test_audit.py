@@ -200,7 +200,7 @@ def test_history_of_chk2_1_under_chained(host: Host, clock: list[float]) -> None
     assert after[:3] == before
     facts = [(f["what"], f["detail"]) for f in after[3:]]
     assert facts == [
-        ("bitmap merged into", "vdb/chk2.1 merged into vdb/chk1.1"),
+        ("bitmap merged", "vdb/chk2.1 into vdb/chk1.1"),
         ("bitmap removed", "vdb/chk2.1 removed from the disk"),
         ("bitmap removed", "vdc/chk2.1 removed from the disk"),
         ("child reparented", "chk1.2 moved to chk1.1"),

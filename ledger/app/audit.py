@@ -235,10 +235,15 @@ def summary(type_: str, data: dict[str, Any]) -> str:
         into = f" -> {data['into']}" if "into" in data else ""
         return f"{data['disk']}/{data['bitmap']}{into}"
     if type_ == "CheckpointDeleted":
-        names = ", ".join(str(n) for n in data.get("deleted", ()))
+        gone = [str(n) for n in data.get("deleted", ())]
+        others = [n for n in gone if n != data["name"]]
+        if data.get("children_only"):
+            what = f"children of {data['name']}: {', '.join(gone) or 'none'}"
+        else:
+            what = data["name"] + (f" with {', '.join(others)}" if others else "")
         moves = (data.get("reparented") or {}).items()
-        moved = ", ".join(f"{c}->{p or '(root)'}" for c, p in moves)
-        return f"{data['name']} ({names or 'children'})" + (f" reparent {moved}" if moved else "")
+        moved = ", ".join(f"{c} now under {p or '(no parent)'}" for c, p in moves)
+        return what + (f"; {moved}" if moved else "")
     if type_ == "DomainEnrolled":
         return f"{data['name']} {data['policy']}"
     if type_ == "DriftObserved":

@@ -51,7 +51,7 @@ def history(events: Iterable[EventView], name: str) -> list[HistoryEntry]:
             elif t == "BitmapEnabled":
                 fact(ev, "bitmap enabled", f"{bm} recording again ({cause} deleted)")
             elif t == "BitmapMerged":
-                fact(ev, "bitmap merged into", f"{bm} merged into {d['disk']}/{d['into']}")
+                fact(ev, "bitmap merged", f"{bm} into {d['disk']}/{d['into']}")
             else:
                 owned.discard((d["disk"], d["bitmap"]))
                 fact(ev, "bitmap removed", f"{bm} removed from the disk")
