@@ -6,13 +6,14 @@ Every command is a thin wrapper over one :class:`ledger.Ledger` method.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 
 import click
 import typer
 
-from ledger import Ledger, LedgerError
+from ledger import Ledger, LedgerError, __version__
 from ledger.app import defaults
 from ledger.app.defaults import require_events
 
@@ -60,6 +61,12 @@ class Settings:
                            lock_timeout=self.lock_timeout, readonly=readonly)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ckpt-ledger {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -69,8 +76,10 @@ def root(
         "memory://, postgresql://...; a bare path means SQLite.",
     ),
     hypervisor: str | None = typer.Option(
-        None, "--hypervisor", envvar="CKPT_LEDGER_HYPERVISOR", metavar="URI",
-        help="mock:///path/state.json or a libvirt URI (qemu:///system, test:///default).",
+        None, "--hypervisor", "-c", "--connect", envvar="CKPT_LEDGER_HYPERVISOR",
+        metavar="URI",
+        help="mock:///path/state.json or a libvirt URI (qemu:///system, test:///default); "
+        "-c/--connect as virsh; default $LIBVIRT_DEFAULT_URI.",
     ),
     actor: str | None = typer.Option(
         None, "--actor", envvar="CKPT_LEDGER_ACTOR",
@@ -80,6 +89,9 @@ def root(
         None, "--correlation-id", envvar="CKPT_LEDGER_CORRELATION_ID", metavar="ID",
         help="Stored with every event recorded (ties them to a backup job, a ticket ...).",
     ),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_show_version,
+        help="Print the version and exit."),
     lock_timeout: str | None = typer.Option(
         None, "--lock-timeout", envvar=defaults.LOCK_TIMEOUT_ENV, metavar="SECONDS",
         help="How long to wait for a domain's lock held by another process before failing "
@@ -92,6 +104,8 @@ def root(
             lock_timeout, "--lock-timeout")
     except LedgerError as err:
         raise click.BadParameter(err.detail) from None
+    if hypervisor is None:
+        hypervisor = os.environ.get("LIBVIRT_DEFAULT_URI") or None
     ctx.obj = Settings(store=store, hypervisor=hypervisor, actor=actor,
                        correlation_id=correlation_id, lock_timeout=seconds)
 

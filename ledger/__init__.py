@@ -9,6 +9,7 @@ from ledger.app.ledger import Ledger
 from ledger.app.views import BitmapsView, CheckpointView, DeleteResult, EventView, PlanView
 from ledger.domain.errors import ErrorCode, LedgerError, VersionConflict
 from ledger.domain.model import Policy
+from ledger.log.records import TOOL_VERSION as __version__
 from ledger.log.store import EventStore
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "PlanView",
     "Policy",
     "VersionConflict",
+    "__version__",
 ]
 
