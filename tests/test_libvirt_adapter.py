@@ -290,8 +290,8 @@ def test_partial_delete_detection(adapter: Any, reparent_then_fail: bool) -> Non
 
 @pytest.mark.parametrize("n", [
     1_100,  # beyond Python's recursion limit, which a 1,000-deep walk once hit
-    pytest.param(10_000, marks=pytest.mark.skipif(
-        not os.environ.get("CI"), reason="~5 minutes in the test driver (CI runs it)")),
+    pytest.param(10_000, marks=[pytest.mark.timeout(1800), pytest.mark.skipif(
+        not os.environ.get("CI"), reason="~5 minutes in the test driver (CI runs it)")]),
 ])
 def test_a_long_chain_replays_into_libvirt(adapter: Any, tmp_path: Any, n: int) -> None:
     """Years of daily backups: a chain of thousands of checkpoints, imported from XML files,

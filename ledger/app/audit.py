@@ -269,13 +269,8 @@ def summary(type_: str, data: dict[str, Any]) -> str:
 
 
 def iso(ts: float) -> str:
-    """Epoch seconds as ISO 8601 UTC to the second (``2026-11-29T18:00:00Z``); the number
-    itself when no date can show it."""
-    try:
-        return (datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-                .replace("+00:00", "Z"))
-    except (ValueError, OverflowError, OSError):
-        return str(ts)
+    """Epoch seconds as ISO 8601 UTC to the second (``2026-11-29T18:00:00Z``)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def decoded(rec: StoredRecord) -> tuple[Event, Provenance]:

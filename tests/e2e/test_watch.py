@@ -66,6 +66,9 @@ class Recorder:
         return json.loads(run.stdout)
 
     def jobs(self) -> list[dict[str, Any]]:
+        """The jobs recorded so far (none before the recorder has opened its store)."""
+        if not Path(self.env["CKPT_LEDGER_STORE"].removeprefix("sqlite:///")).exists():
+            return []
         return list(self.cli("backups", self.domain))
 
 
