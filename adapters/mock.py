@@ -203,7 +203,7 @@ def _apply(dom: _Domain, ev: Event) -> None:
     if isinstance(ev, CheckpointCreated):
         for d in ev.disks:
             if d.checkpoint == "bitmap":
-                bitmaps.setdefault(d.name, {})[d.bitmap or ev.name] = _Bitmap(True)
+                bitmaps.setdefault(d.name, {})[d.bitmap_of(ev.name)] = _Bitmap(True)
     elif isinstance(ev, BitmapDisabled | BitmapEnabled):
         bm = bitmaps.get(ev.disk, {}).get(ev.bitmap)
         if bm is not None:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from ledger.app.audit import BITMAP_TYPES, CHECKPOINT_TYPES
 from ledger.app.views import EventView, HistoryEntry
 from ledger.domain.errors import no_checkpoint
+from ledger.domain.model import bitmap_name
 
 Fact = Callable[[EventView, str, str], None]
 
@@ -33,7 +34,7 @@ def history(events: Iterable[EventView], name: str) -> list[HistoryEntry]:
     for ev in events:
         d, t = ev.data, ev.type
         if t in CHECKPOINT_TYPES and d.get("name") == name:
-            bitmaps = [(x["name"], x.get("bitmap") or name) for x in d.get("disks", ())
+            bitmaps = [(x["name"], bitmap_name(x.get("bitmap"), name)) for x in d.get("disks", ())
                        if x.get("checkpoint", "bitmap") == "bitmap"]
             fresh = not existed or t == "CheckpointCreated"
             owned = set(bitmaps) if fresh else owned | set(bitmaps)

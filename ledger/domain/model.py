@@ -25,6 +25,16 @@ class CheckpointDisk(Frozen):
     bitmap: str | None = None
     size: int | None = None
 
+    def bitmap_of(self, checkpoint: str) -> str:
+        """The bitmap's name on this disk for ``checkpoint``: :func:`bitmap_name`."""
+        return bitmap_name(self.bitmap, checkpoint)
+
+
+def bitmap_name(bitmap: str | None, checkpoint: str) -> str:
+    """A disk's bitmap name: the one its ``<disk bitmap=...>`` gives, else the checkpoint's
+    own name (libvirt's rule, libvirt-checkpoints.md section 2.3)."""
+    return bitmap or checkpoint
+
 
 # (name, checkpoint, bitmap, size) -> the one shared instance (see shared_disk)
 SHARED_DISKS: dict[tuple[str, str, str | None, int | None], CheckpointDisk] = {}

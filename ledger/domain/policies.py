@@ -78,7 +78,7 @@ def on_delete(state: DomainState, victims: list[str]) -> list[Event]:
         for disk in cp.disks:
             if disk.checkpoint != "bitmap":
                 continue
-            bitmap = disk.bitmap or victim
+            bitmap = disk.bitmap_of(victim)
             if (disk.name, bitmap) not in active:
                 continue  # the ledger believes it is gone already
             if state.policy == "chained":

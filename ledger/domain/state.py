@@ -185,7 +185,7 @@ class Checkpoint:
         """The bitmap name this checkpoint has on ``disk`` (None for checkpoint='no')."""
         for d in self.disks:
             if d.name == disk and d.checkpoint == "bitmap":
-                return d.bitmap or self.name
+                return d.bitmap_of(self.name)
         return None
 
     def disk(self, name: str) -> CheckpointDisk | None:
@@ -332,7 +332,7 @@ class DomainState:
                 bms = bitmaps.get(d.name)
                 if bms is None:
                     bms = bitmaps[d.name] = {}
-                bitmap = d.bitmap or name
+                bitmap = d.bitmap_of(name)
                 bms[bitmap] = Bitmap(bitmap, name, True)
 
     def _bitmap_disabled(self, event: BitmapDisabled | BitmapEnabled) -> None:
@@ -460,7 +460,7 @@ class DomainState:
         for d in ev.disks:
             if d.checkpoint != "bitmap":
                 continue
-            bitmap = d.bitmap or ev.name
+            bitmap = d.bitmap_of(ev.name)
             if bitmap in self.bitmaps.get(d.name, {}):
                 continue
             if old is not None and old.bitmap_on(d.name) == bitmap:
