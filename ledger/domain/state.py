@@ -2,7 +2,10 @@
 
 :class:`DomainState` holds the checkpoint tree (parents, children in link order, libvirt's
 internal *current* checkpoint) and what the ledger believes each disk's bitmaps are.
-It is only ever changed by :meth:`DomainState.apply`; the rules read it, never write it.
+It changes only by folding events: :meth:`DomainState.apply` one event at a time, or the
+bulk fold (ledger/log/fold.py) through the field-level folds ``add_created``, ``set_active``,
+``remove_bitmap`` and ``delete``, each the fold of one event type. The rules read it, never
+write it.
 """
 
 from __future__ import annotations
@@ -173,7 +176,7 @@ class Checkpoint:
             return NotImplemented
         return self._fields() == other._fields()
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it was
+    __hash__ = None  # type: ignore[assignment]  # mutable: no hash
 
     def __repr__(self) -> str:
         return (f"Checkpoint(name={self.name!r}, parent={self.parent!r}, "
@@ -584,7 +587,7 @@ class DomainState:
         return st
 
 
-# apply's dispatch: event class -> handler (the isinstance chain it replaces is kept, in
+# apply's dispatch: event class -> handler (the isinstance chain below serves, in
 # order, for subclasses of the event classes)
 _CHAIN: tuple[tuple[type, Any], ...] = (
     (DomainEnrolled, DomainState._enrolled),

@@ -83,8 +83,8 @@ _BLOB = (bytes, memoryview)
 
 
 class LazyStates(MutableMapping[str, DomainState]):
-    """Stream id -> DomainState, like the dict it replaces, but each state loaded from a
-    snapshot is decoded from its blob the first time it is looked up."""
+    """Stream id -> DomainState, a mapping whose states loaded from a snapshot are decoded
+    from their blobs the first time each is looked up."""
 
     __slots__ = ("_d",)
 
