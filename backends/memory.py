@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from ledger.domain.errors import LedgerError
 from ledger.log import locks
@@ -152,6 +152,14 @@ class MemoryStore:
         finally:
             self._holders.pop(stream_id, None)
             lk.release()
+
+    @contextmanager
+    def lock_all(self, stream_ids: Sequence[str]) -> Iterator[None]:
+        """Each stream's lock, in sorted order."""
+        with ExitStack() as stack:
+            for stream_id in sorted(set(stream_ids)):
+                stack.enter_context(self.lock(stream_id))
+            yield
 
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Keep ``(position, data)`` under ``key`` (replacing the previous one)."""

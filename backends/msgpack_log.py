@@ -532,6 +532,11 @@ class MsgpackLogStore:
         self._writable()
         return file_lock(self.lock_path, self.lock_timeout)
 
+    def lock_all(self, stream_ids: Sequence[str]) -> AbstractContextManager[None]:
+        """The one file lock, which covers every stream."""
+        self._writable()
+        return file_lock(self.lock_path, self.lock_timeout)
+
     def _side_path(self, key: str) -> str:
         """The file of a small per-domain key (an intent): one file each, so savers of
         different keys never overwrite each other and the snapshot is never rewritten."""

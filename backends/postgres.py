@@ -34,7 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC
 from typing import Any
 from urllib.parse import unquote
@@ -427,14 +427,17 @@ class PostgresStore:
         """The highest position (0 when empty)."""
         return int(self._query("SELECT coalesce(max(position), 0) FROM {s}.events", [])[0][0])
 
-    @contextmanager
-    def lock(self, stream_id: str) -> Iterator[None]:
+    def lock(self, stream_id: str) -> AbstractContextManager[None]:
         """``pg_advisory_lock(hashtext(schema), hashtext(stream_id))`` on its own connection,
         waited for at most ``lock_timeout`` seconds (ledger/log/locks.py). The connection's
         ``application_name`` (unless the URL sets one) says which process holds it."""
+        return self.lock_all([stream_id])
+
+    @contextmanager
+    def lock_all(self, stream_ids: Sequence[str]) -> Iterator[None]:
+        """Each stream's advisory lock, in sorted order, on one connection of its own."""
         self._writable()
         limit = locks.timeout_from_env() if self.lock_timeout is None else self.lock_timeout
-        key = [self.schema, stream_id]
         conn = self._connect()
         try:
             try:
@@ -442,11 +445,14 @@ class PostgresStore:
                     name = f"ckpt-ledger pid {os.getpid()}: {locks.command_line()}"
                     conn.execute("SELECT set_config('application_name', %s, false)",
                                  [name[:63]])
-                locks.wait(
-                    lambda: bool(conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), "
-                                              "hashtext(%s))", key).fetchone()[0]),  # type: ignore[index]
-                    limit, f"the ledger lock of stream {stream_id} in {self.display}",
-                    lambda: self._lock_holder(conn, key))
+                for stream_id in sorted(set(stream_ids)):
+                    key = [self.schema, stream_id]
+                    locks.wait(
+                        lambda k=key: bool(conn.execute(  # type: ignore[misc]
+                            "SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))",
+                            k).fetchone()[0]),  # type: ignore[index]
+                        limit, f"the ledger lock of stream {stream_id} in {self.display}",
+                        lambda k=key: self._lock_holder(conn, k))  # type: ignore[misc]
             except psycopg.Error as e:
                 raise self._err("cannot lock a stream of store", e) from e
             yield

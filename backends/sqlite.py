@@ -397,6 +397,11 @@ class SqliteStore:
         self._writable()
         return file_lock(self.lock_path, self.lock_timeout)
 
+    def lock_all(self, stream_ids: Sequence[str]) -> AbstractContextManager[None]:
+        """The one file lock, which covers every stream."""
+        self._writable()
+        return file_lock(self.lock_path, self.lock_timeout)
+
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Replace the ``snapshots`` row of ``key`` in one transaction (an intent's without
         waiting for the disk: ``synchronous = NORMAL`` for it, see ledger/log/intents.py)."""

@@ -31,6 +31,8 @@ class Scale:
     creates: int  # durable single creates / appends / commits
     chain: int  # checkpoints in the plan domain's chain
     others: tuple[int, int]  # other domains beside the plan domain: few vs many
+    replay_chain: int  # checkpoints in the replayed chain
+    replay_domains: tuple[int, int]  # domains x checkpoints replayed at once
     repeats: int = 3  # trials of each short measurement (median reported)
 
     @property
@@ -41,9 +43,9 @@ class Scale:
 
 EVENTS_PER_DOMAIN = 100
 FULL = Scale("full", domains=10_000, import_events=100_000, creates=1_000, chain=10_000,
-             others=(10, 10_000))
+             others=(10, 10_000), replay_chain=1_000, replay_domains=(20, 100))
 QUICK = Scale("quick", domains=1_000, import_events=10_000, creates=100, chain=1_000,
-              others=(10, 1_000))
+              others=(10, 1_000), replay_chain=100, replay_domains=(10, 20))
 SCALES = {s.name: s for s in (FULL, QUICK)}
 
 

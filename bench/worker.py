@@ -18,6 +18,7 @@ from typing import Any
 import msgpack
 
 from .common import DATA, maxrss_mb, median, timer, warm
+from .on_libvirt import create_libvirt_ours, create_libvirt_raw, replay_ours, replay_raw
 
 RAW_SCHEMA = (  # the store's table, as the raw floors write it with plain sqlite3
     "CREATE TABLE events (position INTEGER PRIMARY KEY, stream_id TEXT NOT NULL, "
@@ -412,7 +413,8 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (generate, generate_es, rebuild_ours, rebuild_raw, rebuild_es, import_ours,
               import_raw, import_es, create_append, create_ledger, raw_commit, plan,
-              snapshot_prepare, open_snapshot)
+              snapshot_prepare, open_snapshot, replay_ours, replay_raw, create_libvirt_ours,
+              create_libvirt_raw)
 }
 
 

@@ -13,6 +13,7 @@ from ledger.app.recovery import SNAPSHOT_MISMATCH
 from .output import JSON, handles_errors, print_json, table
 
 DRIFT_EXIT = 3
+DEFAULT_JOBS = 4  # libvirtd serves domains in parallel; four keep two cores busy
 
 
 def _open(ctx: typer.Context, readonly: bool = False, existing: bool = False) -> Ledger:
@@ -91,14 +92,20 @@ def register(app: typer.Typer) -> None:
                                        help="Replace checkpoints the host defines differently."),
         as_of: str | None = typer.Option(None, "--as-of", metavar="POSITION|TIME",
                                          help="Replay the chain as it stood then."),
+        jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, max=64,
+                                 help="Domains replayed at once (each in order)."),
         json_out: bool = JSON,
     ) -> None:
-        """Redefine the ledger's checkpoints into the hypervisor after a host loss."""
+        """Redefine the ledger's checkpoints into the hypervisor after a host loss.
+
+        Several domains are replayed at once (--jobs); a domain that fails is reported and
+        the others go on; the exit status is 1 when any failed.
+        """
         with _open(ctx, existing=True) as lg:
             bar = None
             progress = None
-            if sys.stdout.isatty() and not json_out and not dry_run:
-                bar = typer.progressbar(length=0, label="Redefining")
+            if sys.stderr.isatty() and not dry_run:
+                bar = typer.progressbar(length=0, label="Redefining", file=sys.stderr)
 
                 def progress(done: int, total: int) -> None:
                     assert bar is not None
@@ -106,13 +113,19 @@ def register(app: typer.Typer) -> None:
                     bar.update(1)
 
             reports = lg.replay(domains or (), dry_run=dry_run, validate=validate,
-                                overwrite=overwrite, as_of=as_of, progress=progress)
+                                overwrite=overwrite, as_of=as_of, progress=progress, jobs=jobs)
             if bar is not None:
                 bar.render_finish()
+        failed = [r for r in reports if r.error]
         if json_out:
             print_json(reports)
+            if failed:
+                raise typer.Exit(1)
             return
         for r in reports:
+            if r.error:
+                typer.echo(f"{r.domain}: failed: {r.error}")
+                continue
             verb = "would redefine" if r.dry_run else "redefined"
             todo = [s.name for s in r.steps if s.action == "redefine"]
             skipped = [s.name for s in r.steps if s.action == "skip"]
@@ -122,6 +135,10 @@ def register(app: typer.Typer) -> None:
                 typer.echo(table(["Checkpoint", "Action", "Why"], rows))
             for n in r.unknown_on_host:
                 typer.echo(f"  {n}: on the host but not in the ledger (left alone)")
+        if failed:
+            typer.echo(f"replay failed for {len(failed)} of {len(reports)} domain(s): "
+                       + ", ".join(r.domain for r in failed), err=True)
+            raise typer.Exit(1)
 
     @app.command()
     @handles_errors

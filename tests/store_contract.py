@@ -424,6 +424,40 @@ class StoreContract:
         assert overlaps == []
 
 
+    def test_lock_all_excludes_each_of_its_streams_and_never_deadlocks(
+            self, store_factory: StoreFactory) -> None:
+        """``lock_all`` holds every stream it names against ``lock`` of any of them from
+        another handle, and two ``lock_all`` of overlapping sets, named in opposite orders,
+        take turns instead of deadlocking."""
+        first = store_factory()
+        second = store_factory.another(first)
+        second.lock_timeout = 0.2  # type: ignore[attr-defined]
+        with first.lock_all(["b", "a", "c"]):
+            for stream in ("a", "c"):
+                with pytest.raises(LedgerError) as ei, second.lock(stream):
+                    pass
+                assert ei.value.code == "OPERATION_TIMEOUT"
+        with second.lock("a"):
+            pass  # released
+        second.lock_timeout = 30  # type: ignore[attr-defined]
+        turns: list[str] = []
+
+        def work(handle: EventStore, order: list[str], tag: str) -> None:
+            for _ in range(5):
+                with handle.lock_all(order):
+                    turns.append(tag)
+                    time.sleep(0.002)
+
+        threads = [threading.Thread(target=work, args=(first, ["a", "b", "c"], "1")),
+                   threading.Thread(target=work, args=(second, ["c", "b", "a"], "2"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(turns) == ["1"] * 5 + ["2"] * 5
+        for h in {id(h): h for h in (first, second)}.values():
+            h.close()
+
     def test_lock_held_elsewhere_times_out_naming_the_holder(
             self, store_factory: StoreFactory) -> None:
         """``lock`` waits at most ``lock_timeout`` seconds (ledger/log/locks.py), then fails with

@@ -209,6 +209,49 @@ def test_an_interrupted_operation_is_settled_by_the_next_command(
         assert [e.type for e in lg.log()].count("OperationSettled") == len(settled)
 
 
+@pytest.mark.parametrize("point", faults.POINTS)
+def test_an_interrupted_replay_is_settled_and_the_next_replay_finishes_it(
+    same_store: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
+    clock: Callable[[], None], monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    """Replay redefines in batches, one intent and one append a batch: a process that dies
+    in the first batch leaves the host with that batch or none of it; the next command
+    records how far it got, and the next replay redefines the rest, current last."""
+    host_uri = f"mock:///{tmp_path / 'host.json'}"
+    monkeypatch.setattr(faults, "crash", lambda where: (_ for _ in ()).throw(Crash(where)))
+    monkeypatch.setattr("ledger.app.commands.REPLAY_BATCH", 2)
+    made = [f"c{i}" for i in range(5)]
+    with Ledger.open(same_store(), host_uri, actor="alice") as lg:
+        for n in made:
+            clock()
+            lg.create("vm", n)
+        hv.forget_checkpoints("vm")  # the host lost its metadata; the bitmaps are there
+        count = lg.event_count()
+        monkeypatch.setenv("CKPT_LEDGER_CRASH_AT", point)
+        with pytest.raises(Crash):
+            lg.replay(["vm"])
+        monkeypatch.delenv("CKPT_LEDGER_CRASH_AT")
+    on_host = [] if point == "before-hypervisor" else ["c0", "c1"]
+    assert hv.list_checkpoints("vm") == on_host
+    with Ledger.open(same_store(), host_uri, actor="bob") as lg:
+        (report,) = lg.replay(["vm"])
+        assert [s.name for s in report.steps if s.action == "redefine"] == made[len(on_host):]
+        agrees(lg, hv)
+        assert names(lg) == made and lg.show("vm", "c4").current
+        new = lg.log()[count:]
+        settled = [e.data for e in new if e.type == "OperationSettled"]
+        redefined = [e.data["name"] for e in new if e.type == "CheckpointRedefined"]
+        if point == "after-append":
+            assert not settled and redefined == made
+        else:
+            (s,) = settled
+            assert (s["op"], s["checkpoint"], s["attempted_by"]) == ("replay", "c0", "alice")
+            assert s["attempted_reason"] == "replay"
+            assert s["outcome"] == ("done" if on_host else "not-done")
+            assert f"{len(on_host)} of the 2 checkpoints" in s["detail"]
+            assert redefined == made[len(on_host):]
+
+
 def test_a_refused_operation_leaves_nothing_to_settle(
     same_store: Callable[[], EventStore], hv: MockHypervisor, tmp_path: Path,
     clock: Callable[[], None]

@@ -316,3 +316,45 @@ def test_a_long_chain_replays_into_libvirt(adapter: Any, tmp_path: Any, n: int) 
         drawn = tree_lines(lg.list("test"))
         assert drawn[0] == "c00000" and drawn[-2].endswith(f"+- c{n - 1:05d}")
         assert len(drawn) == 2 * n
+
+
+def test_several_domains_replay_at_once_into_libvirt(adapter: Any, tmp_path: Any) -> None:
+    """``replay --jobs``: each domain's thread redefines its chain over one shared
+    connection, parents first, and every domain ends with the ledger's checkpoints and
+    current."""
+    import uuid
+
+    lv = _libvirt_or_skip()
+    names = [f"replay-{i}" for i in range(4)]
+    doms = []
+    try:
+        for name in names:
+            doms.append(adapter.connection.createXML(
+                f"<domain type='test'><name>{name}</name><uuid>{uuid.uuid4()}</uuid>"
+                "<memory>65536</memory><os><type arch='x86_64'>hvm</type></os><devices>"
+                "<disk type='file' device='disk'><source file='/tmp/x.qcow2'/><target "
+                "dev='vda'/></disk></devices></domain>", 0))
+            folder = tmp_path / name
+            folder.mkdir()
+            for i in range(30):
+                parent = f"<parent><name>{name}.{i - 1}</name></parent>" if i else ""
+                (folder / f"{i}.xml").write_text(
+                    f"<domaincheckpoint><name>{name}.{i}</name>{parent}<creationTime>"
+                    f"{1_000 + i}</creationTime><disks><disk name='vda' checkpoint='bitmap'/>"
+                    "</disks></domaincheckpoint>")
+        with Ledger.open(MemoryStore(), URI) as lg:
+            for name in names:
+                lg.import_xml(name, tmp_path / name)
+            reports = lg.replay(names, jobs=4)
+            assert [r.error for r in reports] == [None] * 4
+            for name in names:
+                assert adapter.list_checkpoints(name) == [f"{name}.{i}" for i in range(30)]
+                assert lg.show(name, f"{name}.29").current
+                made = parsed(adapter.create_checkpoint(  # libvirt's own current: the parent
+                    name, f"<domaincheckpoint><name>{name}.next</name></domaincheckpoint>"))
+                assert made["parent"] == f"{name}.29"
+    finally:
+        for dom in doms:
+            for root in dom.listAllCheckpoints(lv.VIR_DOMAIN_CHECKPOINT_LIST_ROOTS):
+                root.delete(lv.VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN)
+            dom.destroy()

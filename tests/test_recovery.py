@@ -6,7 +6,11 @@ branch is exercised quickly, including hostile import directories.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ import pytest
 from adapters.mock import MockHypervisor
 from ledger import Ledger, LedgerError
 from ledger.app.recovery import replay_order
+from ledger.log.store import EventStore
 
 SEED = [("chk1.1", ["vda", "vdb"]), ("chk2.1", ["vdb", "vdc"]),
         ("chk1.2", ["vda", "vdb"]), ("chk2.2", ["vdb", "vdc"])]
@@ -193,6 +198,64 @@ def test_replay_learns_what_other_tools_changed_before_it_redefines(
     types = [e.type for e in lg.log()[count:]]
     assert types == ["CheckpointObserved", "CheckpointObserved"], types
     assert "<description>theirs" in host.checkpoint_xml("vm", "chk2.2")
+
+
+def test_replay_of_many_domains_runs_them_at_once_in_order_and_reports_each_failure(
+    same_store: Callable[[], EventStore], tmp_path: Path
+) -> None:
+    """``jobs`` domains replay at once, each parents first with its current last; a domain
+    that fails (here: one the ledger never recorded) is reported with why, the others are
+    restored, and the progress counts every redefinition of every domain."""
+    host = MockHypervisor(str(tmp_path / "host.json"))
+    doms = [f"vm{i}" for i in range(6)]
+    for d in doms:
+        host.define(d, ["vda", "vdb"], "chained" if d == "vm1" else "independent")
+    with Ledger.open(store=same_store(), hypervisor=host) as lg:
+        for d in doms:
+            for n in ("a", "b", "c"):
+                lg.create(d, f"{d}-{n}")
+            lg.delete(d, f"{d}-c", metadata_only=True)
+            lg.redefine(d, host.checkpoint_xml(d, f"{d}-a"))
+            lg.create(d, f"{d}-d")  # a second branch under a; the current
+        before = {d: [c.name for c in lg.list(d, topological=True)] for d in doms}
+        for d in doms:
+            host.forget_checkpoints(d)
+        host.define("stranger", ["vda"])  # the host's, never recorded
+        count = lg.event_count()
+        seen: list[tuple[int, int]] = []
+        reports = lg.replay(["stranger", *doms], jobs=3,
+                            progress=lambda done, total: seen.append((done, total)))
+    assert [r.domain for r in reports] == ["stranger", *doms]
+    (failed,) = [r for r in reports if r.error]
+    assert failed.domain == "stranger"
+    assert "in the ledger (nothing has been recorded for it)" in (failed.error or "")
+    for d in doms:
+        assert host.list_checkpoints(d) == before[d] and host.current(d) == f"{d}-d"
+    assert seen[-1] == (18, 18) and [done for done, _ in seen] == list(range(1, 19))
+    with Ledger.open(store=same_store(), hypervisor=host) as lg:
+        redefined = [(e.domain, e.data["name"]) for e in lg.log()[count:]
+                     if e.type == "CheckpointRedefined"]
+    for d in doms:
+        assert [n for dom, n in redefined if dom == d] == before[d]
+
+
+def test_replay_cli_names_the_domains_that_failed_and_exits_1(tmp_path: Path) -> None:
+    env = {**os.environ, "CKPT_LEDGER_STORE": f"sqlite:///{tmp_path / 'l.db'}",
+           "CKPT_LEDGER_HYPERVISOR": f"mock:///{tmp_path / 'host.json'}"}
+    run = functools.partial(subprocess.run, capture_output=True, text=True, env=env)
+    exe = str(Path(sys.executable).with_name("ckpt-ledger"))
+    for d in ("vm1", "vm2"):
+        assert run([exe, "mock", "define", d, "--disk", "vda"]).returncode == 0
+        assert run([exe, "create", d, f"{d}-a"]).returncode == 0
+        assert run([exe, "mock", "lose-metadata", d]).returncode == 0
+    out = run([exe, "replay", "vm1", "nosuch", "vm2", "--jobs", "2"])
+    assert out.returncode == 1, out
+    assert "nosuch: failed: Domain not found" in out.stdout
+    assert "vm1: redefined 1" in out.stdout and "vm2: redefined 1" in out.stdout
+    assert out.stderr.strip() == "replay failed for 1 of 3 domain(s): nosuch"
+    for bad in ("0", "x"):
+        refused = run([exe, "replay", "--jobs", bad])
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_replay_into_a_domain_with_another_uuid_is_refused(tmp_path: Path, lg: Ledger) -> None:

@@ -8,7 +8,7 @@ hypervisor's answer, then appended through the :class:`~ledger.app.writer.Writer
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +16,12 @@ from ledger.app import faults, sync
 from ledger.app.views import CheckpointView, DeleteResult, checkpoint_view
 from ledger.app.writer import Writer
 from ledger.domain import rules
-from ledger.domain.checkpoint_xml import create_request_xml, parse_checkpoint_xml, parse_diskspec
+from ledger.domain.checkpoint_xml import (
+    create_request_xml,
+    format_checkpoint_xml,
+    parse_checkpoint_xml,
+    parse_diskspec,
+)
 from ledger.domain.domain_xml import parse_domain_xml
 from ledger.domain.errors import LedgerError, no_checkpoint
 from ledger.domain.events import CheckpointGone, Event
@@ -155,6 +160,84 @@ def redefine_locked(
     _done(w, info)
     assert actual.name is not None
     return checkpoint_view(w.model.state(info.name), actual.name)
+
+
+REPLAY_BATCH = 200  # redefinitions per intent and per append
+
+
+def redefine_all_locked(
+    w: Writer,
+    info: DomainInfo,
+    definitions: Sequence[CheckpointDef],
+    validate: bool,
+    reason: str | None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Redefine ``definitions`` (checkpoints the ledger holds, parents first) under the
+    domain's lock already taken, and record each as :func:`redefine_locked` does.
+
+    In batches of :data:`REPLAY_BATCH`: one intent (``replay``, naming the batch) before
+    the hypervisor's calls and one append after them, so the store costs two writes a
+    batch. A refusal records the ones before it, then raises. Returns how many were
+    redefined; ``progress`` is called after each."""
+    embedded_of: dict[str, tuple[str | None, tuple[Any, ...]]] = {}
+    done = 0
+    for start in range(0, len(definitions), REPLAY_BATCH):
+        batch = definitions[start:start + REPLAY_BATCH]
+        state, _ = w.enrollment(info)
+        texts = []
+        for d in batch:
+            if d.domain_xml is None and info.domain_xml is not None:
+                d = d.model_copy(update={"domain_xml": info.domain_xml})
+            embedded = None
+            if d.domain_xml is not None:
+                if d.domain_xml not in embedded_of:
+                    dom = parse_domain_xml(d.domain_xml)
+                    embedded_of[d.domain_xml] = (dom.uuid, dom.disks)
+                embedded = embedded_of[d.domain_xml]
+            rules.decide_redefine(state, d, embedded)
+            texts.append(format_checkpoint_xml(d))
+        done += _redefine_batch(w, info, [d.name or "" for d in batch], texts, validate,
+                                reason, None if progress is None else
+                                lambda i, base=done: progress(base + i))  # type: ignore[misc]
+    return done
+
+
+def _redefine_batch(
+    w: Writer,
+    info: DomainInfo,
+    names: list[str],
+    texts: list[str],
+    validate: bool,
+    reason: str | None,
+    progress: Callable[[int], None] | None,
+) -> int:
+    outs: list[str] = []
+
+    def run() -> None:
+        for text in texts:
+            outs.append(w.hypervisor.redefine_checkpoint(info.name, text, validate))
+            if progress:
+                progress(len(outs))
+
+    try:
+        _applied(w, info, Intent("replay", names[0], time.time(), w.actor, reason or w.reason,
+                                 {"names": names}), run)
+    except LedgerError:
+        if outs:  # the ones the hypervisor took before refusing are recorded
+            _record_redefined(w, info, outs, validate, reason)
+        raise
+    _record_redefined(w, info, outs, validate, reason)
+    _done(w, info)
+    return len(outs)
+
+
+def _record_redefined(
+    w: Writer, info: DomainInfo, outs: Sequence[str], validate: bool, reason: str | None
+) -> None:
+    actual = [(parse_checkpoint_xml(out, redefine=True), out) for out in outs]
+    w.record(info, lambda st: [ev for d, out in actual
+                               for ev in rules.redefined_events(st, d, out, validate)], reason)
 
 
 def delete(

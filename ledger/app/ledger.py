@@ -404,10 +404,12 @@ class Ledger:
         overwrite: bool = False,
         as_of: Any = None,
         progress: Any = None,
+        jobs: int = 1,
     ) -> builtins.list[ReplayReport]:
-        """Redefine every live checkpoint into the hypervisor, parents first."""
+        """Redefine every live checkpoint into the hypervisor, parents first; ``jobs``
+        domains at once (see :func:`ledger.app.recovery.replay`)."""
         return recovery.replay(self.writer, domains, dry_run=dry_run, validate=validate,
-                               overwrite=overwrite, as_of=as_of, progress=progress)
+                               overwrite=overwrite, as_of=as_of, progress=progress, jobs=jobs)
 
     def verify(self, domains: Sequence[str] = (), record: bool = False) -> builtins.list[
             VerifyReport]:

@@ -8,6 +8,7 @@ store's head (one indexed query) and folds what other processes appended meanwhi
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from datetime import datetime
 
@@ -49,6 +50,7 @@ class ReadModel:
         self.snapshot_position = 0  # position of the snapshot loaded or last saved
         self.snapshot_every = snapshot_codec.DEFAULT_EVERY  # 0: never save one
         self.snapshot_status: str = "none"  # what restore_snapshot found
+        self._folding = threading.RLock()  # threads of one replay fold one at a time
 
     # ------------------------------------------------------------------ snapshots
     def restore_snapshot(self) -> str:
@@ -94,19 +96,20 @@ class ReadModel:
     # ------------------------------------------------------------------ folding
     def catch_up(self, upto: int | None = None) -> None:
         """Fold every event appended since the last one folded (ledger/log/fold.py), or
-        only those up to position ``upto``."""
-        pages: Iterable[Sequence[ScanRow]] = self.store.scan(after=self.position)
-        if upto is not None:
-            pages = _upto(pages, upto)
-        # the fold makes no reference cycles: collecting during a long catch-up only costs
-        enabled = gc.isenabled()
-        if enabled:
-            gc.disable()
-        try:
-            fold_rows(self.states, self.by_name, pages, self._folded)
-        finally:
+        only those up to position ``upto``. Threads catch up one at a time."""
+        with self._folding:
+            pages: Iterable[Sequence[ScanRow]] = self.store.scan(after=self.position)
+            if upto is not None:
+                pages = _upto(pages, upto)
+            # the fold makes no reference cycles: collecting during a long catch-up only costs
+            enabled = gc.isenabled()
             if enabled:
-                gc.enable()
+                gc.disable()
+            try:
+                fold_rows(self.states, self.by_name, pages, self._folded)
+            finally:
+                if enabled:
+                    gc.enable()
 
     def _folded(self, position: int, count: int) -> None:
         if count:

@@ -9,7 +9,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +208,7 @@ def replay(
     overwrite: bool = False,
     as_of: Any = None,
     progress: Callable[[int, int], None] | None = None,
+    jobs: int = 1,
 ) -> list[ReplayReport]:
     """Redefine the ledger's live checkpoints into the hypervisor, parents first.
 
@@ -211,57 +216,133 @@ def replay(
     dry run): a checkpoint deleted outside is recorded gone, not restored. Never redefined:
     one whose bitmaps are gone from the images, an orphan (its parent unknown), and the
     descendants of either; each is reported with the reason. A dry run plans from what the
-    ledger would learn, recording nothing."""
-    names = list(domains) or w.model.domains()
-    reports = []
+    ledger would learn, recording nothing.
+
+    ``jobs`` domains are replayed at once (each in its own thread, its checkpoints in
+    order), holding the ledger's locks of every domain replayed until the last ends. With
+    one domain an error is raised; with several, each domain's error is its report's
+    ``error`` and the others go on. ``progress(done, total)`` counts redefinitions over
+    every domain."""
+    names = list(dict.fromkeys(domains)) or w.model.domains()
+    if jobs < 1:
+        raise LedgerError("INVALID_ARG", f"jobs must be at least 1, not {jobs}")
+    w.model.catch_up()
+    counted = _Progress(progress)
+    if len(names) == 1:
+        return [_replay_domain(w, names[0], dry_run, validate, overwrite, as_of, counted)]
+    infos: dict[str, DomainInfo] = {}
+    reports: dict[str, ReplayReport] = {}
     for name in names:
+        try:
+            infos[name] = w.hypervisor.domain_info(name)
+            w.model.state(name)  # decoded here, not in a worker
+        except LedgerError as err:
+            reports[name] = ReplayReport(domain=name, dry_run=dry_run, error=err.one_line())
+    uuids = [info.uuid for info in infos.values()]
+    with (w.model.store.lock_all(uuids) if not dry_run and as_of is None
+          else contextlib.nullcontext()):
+
+        def one(name: str) -> ReplayReport:
+            try:
+                return _replay_domain(w, name, dry_run, validate, overwrite, as_of, counted,
+                                      info=infos[name], locked=True)
+            except LedgerError as err:
+                return ReplayReport(domain=name, dry_run=dry_run, error=err.one_line())
+
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="replay") as pool:
+            for report in pool.map(one, list(infos)):
+                reports[report.domain] = report
+    return [reports[n] for n in names]
+
+
+class _Progress:
+    """Redefinitions done over every domain, told to ``progress(done, total)``."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None) -> None:
+        self.progress = progress
+        self.done = 0
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def planned(self, count: int) -> None:
+        with self._lock:
+            self.total += count
+
+    def one(self, _: int) -> None:
+        with self._lock:
+            self.done += 1
+            if self.progress is not None:
+                self.progress(self.done, self.total)
+
+
+def _replay_domain(
+    w: Writer,
+    name: str,
+    dry_run: bool,
+    validate: bool,
+    overwrite: bool,
+    as_of: Any,
+    counted: _Progress,
+    *,
+    info: DomainInfo | None = None,
+    locked: bool = False,
+) -> ReplayReport:
+    """Replay one domain (``locked``: its lock is held already)."""
+    if info is None:
         info = w.hypervisor.domain_info(name)
-        _same_domain(w, name, info)
-        if as_of is not None:
-            state = w.model.state_at(name, as_of)
-        elif dry_run:  # what a replay would learn first, without recording it
-            w.model.catch_up()
-            learned, state = sync.learn(w, info, "replay", full=True, record=False)
+    _same_domain(w, name, info)
+    if as_of is not None:
+        state = w.model.state_at(name, as_of)
+    elif dry_run:  # what a replay would learn first, without recording it
+        learned, state = sync.learn(w, info, "replay", full=True, record=False)
+    else:
+        with _domain_lock(w, name, locked) as info:
+            learned = sync.reconcile(w, info, "replay", full=True)
+        state = w.model.state(name)
+    host = {}
+    for x in w.hypervisor.checkpoint_xmls(name):
+        d = parse_checkpoint_xml(x, redefine=True)
+        host[d.name or ""] = d
+    report = ReplayReport(domain=name, dry_run=dry_run)
+    report.unknown_on_host = sorted(n for n in host if n not in state.checkpoints)
+    blocked = _unrestorable(w, name, state, host)
+    todo = []
+    for n in replay_order(state):
+        mine = state.checkpoints[n].definition()
+        theirs = host.get(n)
+        if theirs is not None and same_definition(mine, theirs):
+            report.steps.append(ReplayStep(name=n, action="skip", why="already defined"))
+        elif n in blocked:
+            report.steps.append(ReplayStep(name=n, action="skip", why=blocked[n]))
+        elif theirs is not None and not overwrite:
+            report.steps.append(ReplayStep(
+                name=n, action="conflict", why="defined differently on the host "
+                "(use --overwrite to replace it)"))
         else:
-            with w.locked(name) as info:
-                learned = sync.reconcile(w, info, "replay", full=True)
-            state = w.model.state(name)
-        host = {}
-        for x in w.hypervisor.checkpoint_xmls(name):
-            d = parse_checkpoint_xml(x, redefine=True)
-            host[d.name or ""] = d
-        report = ReplayReport(domain=name, dry_run=dry_run)
-        report.unknown_on_host = sorted(n for n in host if n not in state.checkpoints)
-        blocked = _unrestorable(w, name, state, host)
-        todo = []
-        for n in replay_order(state):
-            mine = state.checkpoints[n].definition()
-            theirs = host.get(n)
-            if theirs is not None and same_definition(mine, theirs):
-                report.steps.append(ReplayStep(name=n, action="skip", why="already defined"))
-            elif n in blocked:
-                report.steps.append(ReplayStep(name=n, action="skip", why=blocked[n]))
-            elif theirs is not None and not overwrite:
-                report.steps.append(ReplayStep(
-                    name=n, action="conflict", why="defined differently on the host "
-                    "(use --overwrite to replace it)"))
-            else:
-                todo.append(n)
-                report.steps.append(ReplayStep(name=n, action="redefine"))
-        if as_of is None:
-            for n in learned.deleted_outside:
-                report.steps.append(ReplayStep(
-                    name=n, action="skip", why="deleted outside the ledger, its bitmaps gone "
-                    "from the images: recorded gone, not restored"))
-        if not dry_run and todo:
-            with w.locked(name) as info:
-                for i, n in enumerate(todo):
-                    xml = _replay_xml(state, n, info)
-                    commands.redefine_locked(w, info, xml, validate, "replay")
-                    if progress:
-                        progress(i + 1, len(todo))
-        reports.append(report)
-    return reports
+            todo.append(n)
+            report.steps.append(ReplayStep(name=n, action="redefine"))
+    if as_of is None:
+        for n in learned.deleted_outside:
+            report.steps.append(ReplayStep(
+                name=n, action="skip", why="deleted outside the ledger, its bitmaps gone "
+                "from the images: recorded gone, not restored"))
+    if not dry_run and todo:
+        counted.planned(len(todo))
+        with _domain_lock(w, name, locked) as info:
+            commands.redefine_all_locked(
+                w, info, [state.checkpoints[n].definition() for n in todo], validate,
+                "replay", counted.one)
+    return report
+
+
+@contextmanager
+def _domain_lock(w: Writer, name: str, held: bool) -> Iterator[DomainInfo]:
+    """:meth:`Writer.locked`, or only the domain as the hypervisor shows it when ``held``."""
+    if held:
+        yield w.hypervisor.domain_info(name)
+        return
+    with w.locked(name) as info:
+        yield info
 
 
 def _same_domain(w: Writer, name: str, info: DomainInfo) -> None:
@@ -326,13 +407,6 @@ def replay_order(state: DomainState) -> list[str]:
         out.append(n)
         stack.extend(first(state.checkpoints[n].children)[::-1])
     return out
-
-
-def _replay_xml(state: DomainState, name: str, info: DomainInfo) -> str:
-    d = state.checkpoints[name].definition()
-    if d.domain_xml is None and info.domain_xml is not None:
-        d = d.model_copy(update={"domain_xml": info.domain_xml})
-    return format_checkpoint_xml(d)
 
 
 def verify(w: Writer, domains: Sequence[str], record: bool = False) -> list[VerifyReport]:

@@ -230,6 +230,16 @@ def _settle(
             return None
         else:
             done = False
+    elif intent.op == "replay":  # a batch of the ledger's own checkpoints
+        names = [x for x in intent.flags.get("names", ()) if isinstance(x, str)]
+        back = [x for x in names if x in on_host]
+        report.settled.append(f"replay of {len(names)} from {n}: {len(back)} redefined")
+        return OperationSettled(
+            op="replay", checkpoint=n, outcome="done" if back else "not-done",
+            attempted_at=intent.at, attempted_by=intent.actor,
+            attempted_reason=intent.reason,
+            detail=f"the hypervisor shows {len(back)} of the {len(names)} checkpoints "
+            "the interrupted replay was redefining" + (f" (up to {back[-1]})" if back else ""))
     else:  # redefine
         if n in report.added or n in report.changed:
             done = True

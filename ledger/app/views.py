@@ -150,6 +150,7 @@ class ReplayReport(BaseModel):
     dry_run: bool = False
     steps: list[ReplayStep] = []
     unknown_on_host: list[str] = []
+    error: str | None = None  # why this domain failed (replays of several domains go on)
 
 
 class Finding(BaseModel):

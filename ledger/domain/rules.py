@@ -153,7 +153,10 @@ def check_parent(state: DomainState, name: str, parent: str | None) -> None:
         raise LedgerError("INVALID_ARG", f"cannot set moment {name} as its own parent")
     if parent not in state.checkpoints:
         raise LedgerError("INVALID_ARG", f"parent {parent} for moment {name} not found")
-    if name in state.checkpoints and any(cp.name == name for cp in state.ancestors(parent)):
+    known = state.checkpoints.get(name)
+    if known is not None and known.parent == parent:
+        return  # the tree is acyclic and keeps its shape
+    if known is not None and any(cp.name == name for cp in state.ancestors(parent)):
         raise LedgerError("INVALID_ARG", f"parent {parent} would create cycle to {name}")
 
 

@@ -95,6 +95,11 @@ class EventStore(Protocol):
         """A per-stream lock held across check-apply-append (may be a no-op in memory)."""
         ...
 
+    def lock_all(self, stream_ids: Sequence[str]) -> AbstractContextManager[None]:
+        """The locks of several streams, held together (taken in one order, so two holders
+        of overlapping sets never deadlock) by one thread, while threads work on them."""
+        ...
+
     def save_snapshot(self, key: str, position: int, data: bytes) -> None:
         """Store ``data`` (reflecting the log up to ``position``) under ``key``, replacing
         any earlier snapshot of that key atomically."""
