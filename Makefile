@@ -2,19 +2,28 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev
+# what `make test` installs: the test tools, PostgreSQL's driver (its tests run when the server
+# answers), and libvirt-python when libvirt's headers are there to build it
+EXTRAS ?= dev,postgres$(shell pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: demo test lint typecheck venv bench clean
 
+# the demo needs the package only
 $(BIN)/ckpt-ledger: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(STAMP): pyproject.toml $(BIN)/ckpt-ledger
 	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
-venv: $(BIN)/ckpt-ledger
+venv: $(STAMP)
 
-demo: venv
+demo: $(BIN)/ckpt-ledger
 	$(BIN)/ckpt-ledger demo
 
 lint: venv

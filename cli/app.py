@@ -5,14 +5,13 @@ Every command is a thin wrapper over one :class:`ledger.Ledger` method.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from dataclasses import dataclass
 
-import click
 import typer
 
+from cli.errors import ABORT, EXIT, NO_ARGS, USAGE, bad_parameter
 from ledger import Ledger, LedgerError, __version__
 from ledger.app import defaults
 from ledger.app.defaults import require_events
@@ -103,7 +102,7 @@ def root(
         seconds = None if lock_timeout is None else defaults.check_lock_timeout(
             lock_timeout, "--lock-timeout")
     except LedgerError as err:
-        raise click.BadParameter(err.detail) from None
+        raise bad_parameter(err.detail) from None
     if hypervisor is None:
         hypervisor = os.environ.get("LIBVIRT_DEFAULT_URI") or None
     ctx.obj = Settings(store=store, hypervisor=hypervisor, actor=actor,
@@ -118,26 +117,6 @@ ops_cmd.register(app)
 integrity_cmd.register(app)
 app.add_typer(mock_cmd.app, name="mock")
 app.command("demo")(demo.demo_command)
-
-
-def _exceptions(name: str) -> tuple[type[BaseException], ...]:
-    """``name`` from typer's bundled click (typer >= 0.20) and from click itself."""
-    found: list[type[BaseException]] = []
-    for module in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        cls = getattr(mod, name, None)
-        if isinstance(cls, type) and cls not in found:
-            found.append(cls)
-    return tuple(found)
-
-
-NO_ARGS = _exceptions("NoArgsIsHelpError")
-USAGE = _exceptions("UsageError")
-EXIT = _exceptions("Exit")
-ABORT = _exceptions("Abort")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, BrokenPipeError):
             return 0
         try:
-            click.echo(f"error: cannot write output: {error.strerror or error} [SYSTEM_ERROR]",
+            typer.echo(f"error: cannot write output: {error.strerror or error} [SYSTEM_ERROR]",
                        err=True)
             sys.stderr.flush()
         except OSError:
@@ -178,16 +157,16 @@ def _run(argv: list[str] | None) -> int:
     except NO_ARGS as err:
         ctx = getattr(err, "ctx", None)
         where = ctx.command_path if ctx is not None else "ckpt-ledger"
-        click.echo(f"error: missing command: try '{where} --help' [USAGE]", err=True)
+        typer.echo(f"error: missing command: try '{where} --help' [USAGE]", err=True)
         return 2
     except USAGE as err:
         message = err.format_message() if hasattr(err, "format_message") else str(err)
-        click.echo("error: " + " ".join(message.split()) + " [USAGE]", err=True)
+        typer.echo("error: " + " ".join(message.split()) + " [USAGE]", err=True)
         return 2
     except EXIT as err:
         return int(getattr(err, "exit_code", 1))
     except ABORT:
-        click.echo("error: aborted", err=True)
+        typer.echo("error: aborted", err=True)
         return 130
     return result if isinstance(result, int) else 0
 

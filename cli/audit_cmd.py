@@ -14,6 +14,7 @@ from ledger.app.audit import LogFilter, summary
 from ledger.present.timeline import render_html, render_svg
 from ledger.present.timeline import write as write_page
 
+from .errors import usage_error
 from .output import JSON, handles_errors, print_json, shown, table
 
 LOG_KEYS = {"position", "stream_version", "domain", "type", "recorded_at", "actor", "host",
@@ -66,7 +67,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Every event, oldest first, or those matching the filters (all must hold)."""
         if json_out and jsonl:
-            raise LedgerError("INVALID_ARG", "--json and --jsonl are mutually exclusive")
+            raise usage_error("--json and --jsonl are mutually exclusive")
         flt = LogFilter.from_options(domain, disk, checkpoint, type_, actor, since, until)
         with _open(ctx) as lg:
             events = lg.log(filter=flt)

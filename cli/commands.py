@@ -12,6 +12,7 @@ import typer
 
 from ledger import CheckpointView, Ledger, LedgerError
 
+from .errors import usage_error
 from .output import JSON, handles_errors, print_json, shown, table
 
 AS_OF = typer.Option(
@@ -185,9 +186,9 @@ def register(app: typer.Typer) -> None:
         ]
         for a, b, an, bn in clashes:
             if a and b:
-                raise LedgerError("INVALID_ARG", f"{an} and {bn} are mutually exclusive")
+                raise usage_error(f"{an} and {bn} are mutually exclusive")
         if descendants and from_ is None:
-            raise LedgerError("INVALID_ARG", "--descendants requires --from")
+            raise usage_error("--descendants requires --from")
         with _settings(ctx, readonly=True) as lg:
             views = lg.list(domain, roots=roots, leaves=leaves, no_leaves=no_leaves,
                             topological=topological, from_=from_,

@@ -9,8 +9,8 @@ from ledger.app.ledger import Ledger
 from ledger.app.views import BitmapsView, CheckpointView, DeleteResult, EventView, PlanView
 from ledger.domain.errors import ErrorCode, LedgerError, VersionConflict
 from ledger.domain.model import Policy
-from ledger.log.records import TOOL_VERSION as __version__
 from ledger.log.store import EventStore
+from ledger.version import __version__
 
 __all__ = [
     "BitmapsView",

@@ -41,6 +41,8 @@ def refused(h: Host, code: str | None, *argv: str, env: dict[str, str | None] | 
     events, state = h.event_count(), h.state_digest()
     run = h.main(*argv, env=env)
     line = assert_one_error_line(run, code)
+    if code == "USAGE":
+        assert run.code == 2, run.code  # a malformed command line, as click's own
     if contains is not None:
         assert contains in line
     assert h.event_count() == events, "a refused command appended an event"
@@ -102,8 +104,11 @@ CREATE_CASES = [
     ("show-unknown", ["show", "vm", "nope"], "NO_DOMAIN_CHECKPOINT", None),
     ("plan-unknown", ["plan", "vm", "--since", "nope"], "NO_DOMAIN_CHECKPOINT", None),
     ("list-from-unknown", ["list", "vm", "--from", "nope"], "NO_DOMAIN_CHECKPOINT", None),
-    ("descendants-without-from", ["list", "vm", "--descendants"], "INVALID_ARG", None),
-    ("tree-and-leaves", ["list", "vm", "--tree", "--leaves"], "INVALID_ARG", None),
+    # a malformed command line: a usage error (exit status 2), as click's own
+    ("descendants-without-from", ["list", "vm", "--descendants"], "USAGE", "requires --from"),
+    ("tree-and-leaves", ["list", "vm", "--tree", "--leaves"], "USAGE", "mutually exclusive"),
+    ("tree-and-roots", ["list", "vm", "--tree", "--roots"], "USAGE", "mutually exclusive"),
+    ("json-and-jsonl", ["log", "--json", "--jsonl"], "USAGE", "mutually exclusive"),
     ("bad-policy", ["mock", "define", "vm9", "--disk", "vda", "--policy", "lazy"],
      "INVALID_ARG", "chained or independent"),
     ("mock-define-existing", ["mock", "define", "vm", "--disk", "vda"], "OPERATION_FAILED",

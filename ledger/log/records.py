@@ -29,12 +29,13 @@ from ledger.domain.events import (
 )
 from ledger.domain.model import SHARED_DISKS as _SHARED_DISKS
 from ledger.domain.model import CheckpointDisk, shared_disk
+from ledger.version import __version__
 
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
 
 TOOL = "ckpt-ledger"
-TOOL_VERSION = "0.1.0"
+TOOL_VERSION = __version__
 
 
 class Provenance(BaseModel):
