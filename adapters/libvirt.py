@@ -122,6 +122,11 @@ def to_ledger_error(err: Exception) -> LedgerError:
     return LedgerError(ErrorCode(name), detail, prefixed=False)
 
 
+
+def _dotted(version: int) -> str:
+    """libvirt's packed version number (major * 1,000,000 + minor * 1,000 + micro)."""
+    return f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
+
 class LibvirtHypervisor:
     """A :class:`ledger.domain.hypervisor.Hypervisor` on one libvirt connection.
 
@@ -196,6 +201,17 @@ class LibvirtHypervisor:
         ``chained``."""
         version = int(self._call(self.connection.getLibVersion))
         return "independent" if version >= INDEPENDENT_SINCE else "chained"
+
+    def describe(self) -> str:
+        """``QEMU 7.2.0 via libvirt 9.0.0 (bitmap policy independent)``."""
+        conn = self.connection
+        driver = str(self._call(conn.getType))
+        try:
+            hv_version = _dotted(int(self._call(conn.getVersion)))
+        except LedgerError:
+            hv_version = "?"
+        lib = _dotted(int(self._call(conn.getLibVersion)))
+        return f"{driver} {hv_version} via libvirt {lib} (bitmap policy {self.policy()})"
 
     def domain_info(self, domain: str) -> DomainInfo:
         """Name, UUID, running state, bitmap policy and disks (from the inactive XML)."""

@@ -472,6 +472,10 @@ class MockHypervisor:
         with self._journal.reading() as host:
             return self._info(self._dom(host, domain))
 
+    def describe(self) -> str:
+        """``mock host (state file PATH)``."""
+        return f"mock host (state file {self.path})"
+
     def list_domains(self) -> list[str]:
         """Every defined domain, sorted."""
         with self._journal.reading() as host:

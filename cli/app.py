@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import typer
 
 from cli.errors import ABORT, EXIT, NO_ARGS, USAGE, bad_parameter
 from ledger import Ledger, LedgerError, __version__
 from ledger.app import defaults
+from ledger.app.config import file_settings
 from ledger.app.defaults import require_events
 
 from . import (
@@ -21,12 +22,14 @@ from . import (
     backups_cmd,
     commands,
     demo,
+    info_cmd,
     integrity_cmd,
     mock_cmd,
     ops_cmd,
     recovery_cmd,
     streams,
 )
+from .output import handles_errors
 
 app = typer.Typer(
     name="ckpt-ledger",
@@ -47,6 +50,7 @@ class Settings:
     actor: str | None
     correlation_id: str | None = None
     lock_timeout: float | None = None
+    origins: dict[str, str] = field(default_factory=dict)  # setting -> where it came from
 
     def open(self, readonly: bool = False, existing: bool = False) -> Ledger:
         """Open the ledger these options name (``readonly``: for a read command;
@@ -67,6 +71,7 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
+@handles_errors
 def root(
     ctx: typer.Context,
     store: str | None = typer.Option(
@@ -98,15 +103,38 @@ def root(
     ),
 ) -> None:
     """An append-only, event-sourced ledger of libvirt disk checkpoints."""
+    files = file_settings()  # option > environment > config file > default
+    origins = {
+        "store": _origin(ctx, "store", "--store", "CKPT_LEDGER_STORE"),
+        "hypervisor": _origin(ctx, "hypervisor", "--connect", "CKPT_LEDGER_HYPERVISOR"),
+        "actor": _origin(ctx, "actor", "--actor", "CKPT_LEDGER_ACTOR"),
+        "lock_timeout": _origin(ctx, "lock_timeout", "--lock-timeout",
+                                defaults.LOCK_TIMEOUT_ENV),
+    }
+    if hypervisor is None and os.environ.get("LIBVIRT_DEFAULT_URI"):
+        hypervisor, origins["hypervisor"] = os.environ["LIBVIRT_DEFAULT_URI"], \
+            "$LIBVIRT_DEFAULT_URI"
+    values = {"store": store, "hypervisor": hypervisor, "actor": actor,
+              "lock_timeout": lock_timeout}
+    for key, value in values.items():
+        if value is None and key in files:
+            values[key], origins[key] = files[key].value, files[key].origin
     try:
-        seconds = None if lock_timeout is None else defaults.check_lock_timeout(
-            lock_timeout, "--lock-timeout")
+        seconds = None if values["lock_timeout"] is None else defaults.check_lock_timeout(
+            values["lock_timeout"], "--lock-timeout" if origins["lock_timeout"] in (
+                "--lock-timeout", f"${defaults.LOCK_TIMEOUT_ENV}") else
+            f"lock_timeout in {origins['lock_timeout']}")
     except LedgerError as err:
         raise bad_parameter(err.detail) from None
-    if hypervisor is None:
-        hypervisor = os.environ.get("LIBVIRT_DEFAULT_URI") or None
-    ctx.obj = Settings(store=store, hypervisor=hypervisor, actor=actor,
-                       correlation_id=correlation_id, lock_timeout=seconds)
+    ctx.obj = Settings(store=values["store"], hypervisor=values["hypervisor"],
+                       actor=values["actor"], correlation_id=correlation_id,
+                       lock_timeout=seconds, origins=origins)
+
+
+def _origin(ctx: typer.Context, param: str, option: str, env: str) -> str:
+    """Where an option's value came from: the command line or its environment variable."""
+    source = getattr(ctx.get_parameter_source(param), "name", "")
+    return option if source == "COMMANDLINE" else f"${env}" if source == "ENVIRONMENT" else ""
 
 
 commands.register(app)
@@ -115,6 +143,7 @@ recovery_cmd.register(app)
 backups_cmd.register(app)
 ops_cmd.register(app)
 integrity_cmd.register(app)
+info_cmd.register(app)
 app.add_typer(mock_cmd.app, name="mock")
 app.command("demo")(demo.demo_command)
 

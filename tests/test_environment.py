@@ -106,11 +106,21 @@ def test_libvirt_without_libvirt_qemu_names_the_extra(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ data folder
+ROOT_USER = os.geteuid() == 0
+
+
 @pytest.mark.parametrize("var", ["XDG_DATA_HOME", "HOME"])
 @pytest.mark.parametrize("where", ["/etc/hostname", "/dev/null", "/proc/1"])
 def test_unusable_data_folder_is_named(var: str, where: str, tmp_path: Path) -> None:
-    env: dict[str, str | None] = {"XDG_DATA_HOME": None, "HOME": str(tmp_path)}
-    env[var] = where
+    """The default store's folder cannot be made: the error names it and where it came
+    from. For root the default is the system folder ($CKPT_LEDGER_SYSTEM_DIR here), not
+    $HOME's."""
+    env: dict[str, str | None] = {"XDG_DATA_HOME": None, "HOME": str(tmp_path),
+                                  "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    if var == "HOME" and ROOT_USER:
+        env["CKPT_LEDGER_SYSTEM_DIR"] = where + "/ckpt-ledger"
+    else:
+        env[var] = where
     line = assert_one_error_line(run_main("log", env=env), "STORE_ERROR")
     assert where in line, line  # a read creates nothing: the store is not there
     line = assert_one_error_line(run_main("create", "vm", "c1", env=env), "STORE_ERROR")
@@ -119,10 +129,86 @@ def test_unusable_data_folder_is_named(var: str, where: str, tmp_path: Path) -> 
 
 def test_relative_xdg_data_home_is_ignored(tmp_path: Path) -> None:
     """The XDG spec: a relative path in XDG_DATA_HOME is invalid and ignored."""
-    run = run_main("rebuild", env={"XDG_DATA_HOME": "relative/dir", "HOME": str(tmp_path)})
+    system = tmp_path / "system"
+    run = run_main("rebuild", env={"XDG_DATA_HOME": "relative/dir", "HOME": str(tmp_path),
+                                   "CKPT_LEDGER_SYSTEM_DIR": str(system)})
     assert run.code == 0, run.stderr
-    assert (tmp_path / ".local/share/ckpt-ledger/ledger.db").exists()
+    made = system if ROOT_USER else tmp_path / ".local/share/ckpt-ledger"
+    assert (made / "ledger.db").exists()
     assert not Path("relative").exists()
+
+
+def info(tmp_path: Path, *argv: str, **env: str | None) -> dict[str, object]:
+    import json
+
+    base: dict[str, str | None] = {
+        "HOME": str(tmp_path), "XDG_DATA_HOME": None, "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "CKPT_LEDGER_SYSTEM_CONFIG": str(tmp_path / "etc.toml"), "LIBVIRT_DEFAULT_URI": None,
+        "CKPT_LEDGER_SYSTEM_DIR": str(tmp_path / "var-lib")}
+    run = run_main(*argv, "info", "--json", env={**base, **env})
+    assert run.code == 0, run.stderr
+    return dict(json.loads(run.stdout))
+
+
+def test_root_and_users_have_their_own_default_store_and_info_creates_nothing(
+        tmp_path: Path) -> None:
+    """root (and sudo, and cron) share the system folder; other users keep the XDG one;
+    an absolute $XDG_DATA_HOME is honoured for both. ``info`` names it and where it came
+    from, and creates no store."""
+    got = info(tmp_path)
+    if ROOT_USER:
+        assert got["store"] == f"sqlite:///{tmp_path / 'var-lib' / 'ledger.db'}"
+        assert str(got["store_from"]).startswith("default for root")
+    else:
+        assert got["store"] == f"sqlite:///{tmp_path / '.local/share/ckpt-ledger/ledger.db'}"
+    assert "does not exist" in str(got["store_state"])
+    assert not (tmp_path / "var-lib").exists() and not (tmp_path / ".local").exists()
+    got = info(tmp_path, XDG_DATA_HOME=str(tmp_path / "xdg"))
+    assert got["store"] == f"sqlite:///{tmp_path / 'xdg/ckpt-ledger/ledger.db'}"
+
+
+def test_settings_come_from_option_then_environment_then_config_files_then_default(
+        tmp_path: Path) -> None:
+    """The user's config file overrides the system's; the environment overrides both; the
+    command line overrides everything; ``info`` says where each came from."""
+    (tmp_path / "etc.toml").write_text(
+        'store = "sqlite:///from-system.db"\nhypervisor = "mock:///sys.json"\n'
+        'actor = "system-actor"\nlock_timeout = 5\n')
+    user = tmp_path / "cfg" / "ckpt-ledger" / "config.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('actor = "user-actor"\n')
+    got = info(tmp_path)
+    assert (got["store"], got["store_from"]) == ("sqlite:///from-system.db",
+                                                 str(tmp_path / "etc.toml"))
+    assert (got["hypervisor"], got["actor"], got["actor_from"]) == (
+        "mock:///sys.json", "user-actor", str(user))
+    assert (got["lock_timeout"], got["lock_timeout_from"]) == ("5", str(tmp_path / "etc.toml"))
+    assert got["config_files"] == {str(tmp_path / "etc.toml"): "read", str(user): "read"}
+    got = info(tmp_path, CKPT_LEDGER_ACTOR="env-actor", LIBVIRT_DEFAULT_URI="test:///default")
+    assert (got["actor"], got["actor_from"]) == ("env-actor", "$CKPT_LEDGER_ACTOR")
+    assert (got["hypervisor"], got["hypervisor_from"]) == ("test:///default",
+                                                           "$LIBVIRT_DEFAULT_URI")
+    got = info(tmp_path, "--actor", "cli-actor", "--store", str(tmp_path / "x.db"),
+               CKPT_LEDGER_ACTOR="env-actor")
+    assert (got["actor"], got["actor_from"]) == ("cli-actor", "--actor")
+    assert (got["store"], got["store_from"]) == (str(tmp_path / "x.db"), "--store")
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("store = ", "not valid TOML"),
+    ("colour = 'blue'", "unknown key 'colour'"),
+    ("actor = 5", "actor must be a non-empty line of text"),
+    ("lock_timeout = -1", "lock_timeout in"),
+    ("\xff\xfe", "not valid TOML"),
+])
+def test_a_bad_config_file_is_one_line_naming_it(tmp_path: Path, text: str,
+                                                 fragment: str) -> None:
+    (tmp_path / "etc.toml").write_bytes(text.encode("latin-1"))
+    run = run_main("list", "vm", env={
+        "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "CKPT_LEDGER_SYSTEM_CONFIG": str(tmp_path / "etc.toml")})
+    line = assert_one_error_line(run)
+    assert fragment in line and str(tmp_path / "etc.toml") in line, line
 
 
 # ------------------------------------------------------------------ output

@@ -26,6 +26,10 @@ class Hypervisor(Protocol):
         """Names of every domain the hypervisor knows."""
         ...
 
+    def describe(self) -> str:
+        """What the hypervisor is, in one line (driver and versions, or the mock's file)."""
+        ...
+
     def create_checkpoint(self, domain: str, xml: str, quiesce: bool = False) -> str:
         """``virDomainCheckpointCreateXML(xml, 0)``; return the new checkpoint's XML."""
         ...
