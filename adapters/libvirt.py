@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -123,6 +124,9 @@ def to_ledger_error(err: Exception) -> LedgerError:
 
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
+
+
 def _dotted(version: int) -> str:
     """libvirt's packed version number (major * 1,000,000 + minor * 1,000 + micro)."""
     return f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
@@ -173,7 +177,13 @@ class LibvirtHypervisor:
         return self._conn
 
     def _domain(self, name: str) -> Any:
-        return self._call(self.connection.lookupByName, name)
+        """The domain by name, else by UUID (as virsh finds one)."""
+        try:
+            return self.connection.lookupByName(name)
+        except self._lv.libvirtError as e:
+            if e.get_error_code() != self._lv.VIR_ERR_NO_DOMAIN or not _UUID.fullmatch(name):
+                raise to_ledger_error(e) from None
+        return self._call(self.connection.lookupByUUIDString, name)
 
     def _checkpoint(self, dom: Any, name: str) -> Any:
         return self._call(dom.checkpointLookupByName, name, 0)

@@ -248,6 +248,9 @@ class MockHypervisor:
     # ------------------------------------------------------------ state file
     def _dom(self, host: _Host, name: str) -> _Domain:
         dom = host.domains.get(name)
+        if dom is None:  # by UUID, as virsh finds a domain
+            dom = next((d for d in host.domains.values() if d.uuid.lower() == name.lower()),
+                       None)
         if dom is None:
             raise no_domain(name)
         return dom

@@ -5,9 +5,11 @@ Every command is a thin wrapper over one :class:`ledger.Ledger` method.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import typer
 
@@ -35,7 +37,7 @@ app = typer.Typer(
     name="ckpt-ledger",
     help="An append-only, event-sourced ledger of libvirt disk checkpoints.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -76,8 +78,8 @@ def root(
     ctx: typer.Context,
     store: str | None = typer.Option(
         None, "--store", envvar="CKPT_LEDGER_STORE", metavar="URL",
-        help="Event store: sqlite:///path.db (default under $XDG_DATA_HOME), msgpack:///f.log, "
-        "memory://, postgresql://...; a bare path means SQLite.",
+        help="Event store: sqlite:///path.db, msgpack:///f.log, memory://, postgresql://...; "
+        "a bare path means SQLite (default: `ckpt-ledger info` shows it).",
     ),
     hypervisor: str | None = typer.Option(
         None, "--hypervisor", "-c", "--connect", envvar="CKPT_LEDGER_HYPERVISOR",
@@ -86,7 +88,7 @@ def root(
         "-c/--connect as virsh; default $LIBVIRT_DEFAULT_URI.",
     ),
     actor: str | None = typer.Option(
-        None, "--actor", envvar="CKPT_LEDGER_ACTOR",
+        None, "--actor", envvar="CKPT_LEDGER_ACTOR", metavar="WHO",
         help="Who is recorded as doing this (default user@host).",
     ),
     correlation_id: str | None = typer.Option(
@@ -96,6 +98,13 @@ def root(
     version: bool = typer.Option(
         False, "--version", is_eager=True, callback=_show_version,
         help="Print the version and exit."),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True,
+        help="Say more on stderr: -v what is done (INFO), -vv how (DEBUG)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
+    log_file: Path | None = typer.Option(
+        None, "--log-file", metavar="PATH", envvar="CKPT_LEDGER_LOG_FILE",
+        help="Also append every log record (INFO and up; DEBUG with -vv), timestamped."),
     lock_timeout: str | None = typer.Option(
         None, "--lock-timeout", envvar=defaults.LOCK_TIMEOUT_ENV, metavar="SECONDS",
         help="How long to wait for a domain's lock held by another process before failing "
@@ -103,6 +112,8 @@ def root(
     ),
 ) -> None:
     """An append-only, event-sourced ledger of libvirt disk checkpoints."""
+    ctx.call_on_close(_unlog)
+    _logging(verbose, quiet, log_file)
     files = file_settings()  # option > environment > config file > default
     origins = {
         "store": _origin(ctx, "store", "--store", "CKPT_LEDGER_STORE"),
@@ -129,6 +140,44 @@ def root(
     ctx.obj = Settings(store=values["store"], hypervisor=values["hypervisor"],
                        actor=values["actor"], correlation_id=correlation_id,
                        lock_timeout=seconds, origins=origins)
+
+
+def _logging(verbose: int, quiet: bool, log_file: Path | None) -> None:
+    """Standard ``logging`` for this command: messages on stderr (WARNING and up; INFO with
+    -v, DEBUG with -vv, ERROR only with -q), and every record in ``log_file``."""
+    if quiet:
+        level = logging.ERROR
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    _unlog()
+    root_logger = logging.getLogger()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setLevel(level)
+    handlers[0].setFormatter(logging.Formatter("%(message)s"))
+    if log_file is not None:
+        try:
+            file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as e:
+            raise LedgerError("INVALID_ARG", f"cannot open log file {log_file}: "
+                              f"{e.strerror or e}") from None
+        file_handler.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+        file_handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [pid %(process)d]: %(message)s"))
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler.ckpt_ledger = True  # type: ignore[attr-defined]
+        root_logger.addHandler(handler)
+    root_logger.setLevel(min(h.level for h in handlers))
+
+
+def _unlog() -> None:
+    """Take this command's log handlers off again (closing the log file)."""
+    root_logger = logging.getLogger()
+    for handler in list(root_logger.handlers):
+        if getattr(handler, "ckpt_ledger", False):
+            root_logger.removeHandler(handler)
+            handler.close()
+    root_logger.setLevel(logging.WARNING)
 
 
 def _origin(ctx: typer.Context, param: str, option: str, env: str) -> str:

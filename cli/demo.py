@@ -1,4 +1,5 @@
-"""``ckpt-ledger demo``: the seed's scenario on the mock hypervisor, under both policies.
+"""``ckpt-ledger demo``: the four-checkpoint scenario of libvirt's checkpoint design
+discussion, on the mock hypervisor, under both policies.
 
 Disks A, B, C are vda, vdb, vdc. chk1.1 covers A+B, chk2.1 B+C, chk1.2 A+B, chk2.2 B+C.
 Between checkpoints the guest writes a known 64 KiB block on every disk; each backup plan is
@@ -79,7 +80,8 @@ def demo_command(
         None, "--dir", help="Keep the demo's ledger and mock state here (default: a temp dir)."
     ),
 ) -> None:
-    """Run the seed's four-checkpoint scenario on the mock hypervisor, once per policy."""
+    """Run libvirt's design-discussion scenario (four checkpoints over disks vda, vdb,
+    vdc) on the mock hypervisor, once per bitmap policy."""
     with tempfile.TemporaryDirectory(prefix="ckpt-ledger-demo-") as tmp:
         folder = directory or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

@@ -121,6 +121,21 @@ class HypervisorContract:
         assert vda is not None and not vda.readonly and not vda.empty
         assert dom in adapter.list_domains()
 
+    def test_a_domain_is_found_by_uuid_too(self, hypervisor: Hv) -> None:
+        """As virsh: a domain argument is a name or a UUID (any case)."""
+        adapter, dom = hypervisor
+        info = adapter.domain_info(dom)
+        for key in (info.uuid, info.uuid.upper()):
+            assert adapter.domain_info(key).name == dom
+            assert adapter.list_checkpoints(key) == adapter.list_checkpoints(dom)
+
+    def test_describe_is_one_line_naming_what_it_is(self, hypervisor: Hv) -> None:
+        adapter, dom = hypervisor
+        line = adapter.describe()
+        assert line and "\n" not in line and line.isprintable()
+        assert ("mock host" in line) or ("via libvirt" in line and "bitmap policy" in line)
+        assert adapter.domain_info(dom).policy in line or "mock host" in line
+
     def test_unknown_domain(self, hypervisor: Hv) -> None:
         adapter, _ = hypervisor
         assert code_of(adapter.domain_info, "no-such-domain") == "NO_DOMAIN"

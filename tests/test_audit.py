@@ -144,12 +144,17 @@ def test_log_filter_combinations(played: Host) -> None:
     ("--until", "2026-13-45"),
     ("--since", "-3"),
     ("--type", "CheckpointExploded"),
-    ("--json", "--jsonl"),
 ])
 def test_log_bad_arguments_are_one_line(played: Host, args: tuple[str, ...]) -> None:
     run = played.cli("log", *args)
     assert run.stdout == ""
     assert_one_error_line(run, "INVALID_ARG")
+
+
+def test_log_json_and_jsonl_together_is_a_usage_error(played: Host) -> None:
+    run = played.main("log", "--json", "--jsonl")
+    assert run.stdout == "" and run.code == 2
+    assert "mutually exclusive" in assert_one_error_line(run, "USAGE")
 
 
 def test_log_unknown_domain(played: Host) -> None:

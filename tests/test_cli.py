@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import BLOCK, DISKS3, MIB, Host, diskspecs
+from helpers import BLOCK, DISKS3, MIB, Host, assert_one_error_line, diskspecs
 
 from adapters.mock import MockHypervisor
 
@@ -378,3 +378,36 @@ def test_redefine_from_file(host: Host, tmp_path: Path) -> None:
     view = host.ok_json("show", "vm", "r1")
     assert view["creation_time"] == 1234 and view["disks"][0]["bitmap"] == "r1"
     assert host.current("vm") == "r1"
+
+
+def test_a_domain_is_named_by_its_uuid_as_well(host: Host) -> None:
+    """virsh takes a domain's name or UUID; so does every command here."""
+    host.ok("mock", "define", "vm", "--disk", "vda")
+    host.ok("create", "vm", "c1")
+    uuid = next(e["data"]["uuid"] for e in host.ok_json("log") if e["type"] == "DomainEnrolled")
+    host.ok("create", uuid.upper(), "c2")
+    assert [c["name"] for c in host.ok_json("list", uuid)] == ["c1", "c2"]
+    assert host.ok_json("show", uuid, "c2")["parent"] == "c1"
+    assert host.ok_json("plan", uuid, "--since", "c1")["domain"] == "vm"
+    host.ok("delete", uuid, "c2")
+    assert [c["name"] for c in host.ok_json("list", "vm")] == ["c1"]
+
+
+def test_verbose_quiet_and_a_log_file_use_standard_logging(host: Host, tmp_path: Path) -> None:
+    """-v says what is done on stderr, -vv how; -q leaves stderr to errors; --log-file keeps
+    every record with its time, level and source; an unusable log file is one line."""
+    host.ok("mock", "define", "vm", "--disk", "vda")
+    host.ok("create", "vm", "c1")
+    host.ok("mock", "lose-metadata", "vm")
+    run = host.main("-v", "replay", "vm")
+    assert run.code == 0 and "vm: redefining 1 checkpoint(s), 0 skipped" in run.stderr, run
+    log = tmp_path / "ledger.log"
+    run = host.main("-vv", "--log-file", str(log), "create", "vm", "c2")
+    assert run.code == 0 and "appended CheckpointCreated to domain vm" in run.stderr
+    (line,) = [x for x in log.read_text().splitlines() if "appended CheckpointCreated" in x]
+    assert " DEBUG ledger.app.writer [pid " in line
+    run = host.main("-q", "create", "vm", "c3")
+    assert run.code == 0 and run.stderr == ""
+    bad = host.main("--log-file", str(tmp_path), "list", "vm")
+    assert_one_error_line(bad, "INVALID_ARG")
+    assert "cannot open log file" in bad.stderr

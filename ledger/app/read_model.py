@@ -135,6 +135,8 @@ class ReadModel:
         has nothing for it."""
         self.refresh()
         stream = self.by_name.get(domain)
+        if stream is None and domain.lower() in self.states:  # by UUID, as virsh
+            stream = domain.lower()
         if stream is None:
             raise LedgerError(
                 "NO_DOMAIN",

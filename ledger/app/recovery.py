@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -326,6 +327,9 @@ def _replay_domain(
             report.steps.append(ReplayStep(
                 name=n, action="skip", why="deleted outside the ledger, its bitmaps gone "
                 "from the images: recorded gone, not restored"))
+    logging.getLogger(__name__).info(
+        "%s: %s %d checkpoint(s), %d skipped", name, "would redefine" if dry_run else
+        "redefining", len(todo), len(report.steps) - len(todo))
     if not dry_run and todo:
         counted.planned(len(todo))
         with _domain_lock(w, name, locked) as info:

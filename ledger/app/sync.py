@@ -19,6 +19,7 @@ A command's own reconcile compares names (cheap); when a name is missing, or for
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Literal
 
@@ -142,6 +143,11 @@ def learn(
         return report, trial
     if pre or events:  # (an open intent is closed by the append)
         w.append(info, [*pre, *events], f"observed on {hv.uri} by {source}", actor=actor)
+        if events:
+            logging.getLogger(__name__).info(
+                "%s: recorded what the host shows: %s", info.name,
+                ", ".join(f"{e.type} {getattr(e, 'name', '') or getattr(e, 'checkpoint', '')}"
+                          .strip() for e in events))
     elif intent is not None:
         save_intent(store, info.uuid, None)
     return report, trial

@@ -8,6 +8,7 @@ on a conflict it refolds and re-derives the events (:meth:`Writer.record`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from ledger.domain.state import DomainState
 from ledger.log.records import Provenance, new_record
 
 RETRIES = 3
+log = logging.getLogger(__name__)
 
 
 class Writer:
@@ -143,6 +145,8 @@ class Writer:
                 hint=f"`ckpt-ledger import {info.name}` reconciles",
             ) from err
         self.model.catch_up()
+        log.debug("appended %s to domain %s (%s)", ", ".join(e.type for e in events),
+                  info.name, reason or "no reason given")
 
     def record(
         self,
