@@ -18,6 +18,11 @@ interpreter (``bench.worker``) on a fresh or cached file:
 * open with a snapshot against a full rebuild (both timed from the call of
   ``Ledger.open``, imports done);
 * ``Ledger.plan`` through a 10,000-checkpoint chain beside 10 vs 10,000 other domains;
+* replay into libvirt (``--libvirt-uri``, default the test driver): a 1,000-checkpoint chain
+  against a raw REDEFINE loop, the ledger's own cost per checkpoint, and 20 domains x 100
+  with ``jobs=4`` and ``jobs=1`` against the raw loop in turn (bench/on_libvirt.py);
+* ``Ledger.create`` on libvirt + SQLite against the raw call + one durable INSERT, and its own
+  cost on a memory store;
 * peak RSS of the rebuild (``VmHWM``).
 
 Every measurement is the median of 3 trials, interleaved, each reading its files once
