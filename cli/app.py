@@ -53,6 +53,7 @@ class Settings:
     correlation_id: str | None = None
     lock_timeout: float | None = None
     origins: dict[str, str] = field(default_factory=dict)  # setting -> where it came from
+    no_progress: bool = False
 
     def open(self, readonly: bool = False, existing: bool = False) -> Ledger:
         """Open the ledger these options name (``readonly``: for a read command;
@@ -102,6 +103,9 @@ def root(
         0, "--verbose", "-v", count=True,
         help="Say more on stderr: -v what is done (INFO), -vv how (DEBUG)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr."),
+    no_progress: bool = typer.Option(
+        False, "--no-progress", envvar="CKPT_LEDGER_NO_PROGRESS",
+        help="No progress bars (they go to stderr, and only on a terminal)."),
     log_file: Path | None = typer.Option(
         None, "--log-file", metavar="PATH", envvar="CKPT_LEDGER_LOG_FILE",
         help="Also append every log record (INFO and up; DEBUG with -vv), timestamped."),
@@ -139,7 +143,7 @@ def root(
         raise bad_parameter(err.detail) from None
     ctx.obj = Settings(store=values["store"], hypervisor=values["hypervisor"],
                        actor=values["actor"], correlation_id=correlation_id,
-                       lock_timeout=seconds, origins=origins)
+                       lock_timeout=seconds, origins=origins, no_progress=no_progress)
 
 
 def _logging(verbose: int, quiet: bool, log_file: Path | None) -> None:

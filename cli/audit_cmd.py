@@ -92,8 +92,9 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def history(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
-        name: str = typer.Argument(..., help="The checkpoint (it may have been deleted)."),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
+        name: str = typer.Argument(..., help="The checkpoint (it may have been deleted).",
+                                   metavar="NAME"),
         json_out: bool = JSON,
     ) -> None:
         """The whole life of one checkpoint: created, its bitmaps' changes, reparented, deleted."""
@@ -111,7 +112,7 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def timeline(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
         out: Path = typer.Option(..., "--out", "-o", metavar="FILE.svg|FILE.html",
                                  help="Where to write the picture (.svg, or .html embedding it)."),
     ) -> None:

@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def backups(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
         between: tuple[int, int] = typer.Option(
             (0, 0), "--between", metavar="N M",
             help="Every event from backup N's start to backup M's end, instead."),
@@ -88,7 +88,8 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def watch(
         ctx: typer.Context,
-        domains: list[str] = typer.Argument(None, help="Domains (default: every one)."),
+        domains: list[str] = typer.Argument(None, help="Domains (default: every one).",
+                                            metavar="DOMAIN"),
         interval: float = typer.Option(10.0, "--interval", metavar="SECONDS",
                                        help="Poll at least this often (libvirt's job and "
                                        "lifecycle events wake it at once)."),
@@ -112,23 +113,28 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def record_backup(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
-        job: str = typer.Argument(..., help="The job's id (the tool's, unique per domain)."),
-        mode: str = typer.Option("push", "--mode", help="push or pull."),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
+        job: str = typer.Argument(..., help="The job's id (the tool's, unique per domain).",
+                                  metavar="JOB"),
+        mode: str = typer.Option("push", "--mode", help="push or pull.", metavar="MODE"),
         disk: list[str] = typer.Option(
             [], "--disk", metavar="SPEC",
             help="NAME[,incremental=CHECKPOINT][,target=PATH]; repeatable."),
         checkpoint: str | None = typer.Option(None, "--checkpoint",
-                                              help="The checkpoint the job created."),
-        tool: str | None = typer.Option(None, "--tool", help="The tool that ran it."),
-        target: str | None = typer.Option(None, "--target", help="Where the backup went."),
+                                              help="The checkpoint the job created.",
+                                              metavar="CHECKPOINT"),
+        tool: str | None = typer.Option(None, "--tool", help="The tool that ran it.",
+                                        metavar="TOOL"),
+        target: str | None = typer.Option(None, "--target", help="Where the backup went.",
+                                          metavar="TARGET"),
         outcome: str | None = typer.Option(
-            None, "--outcome", help="completed, failed or aborted: the job ended."),
+            None, "--outcome", help="completed, failed or aborted: the job ended.",
+            metavar="OUTCOME"),
         size: int | None = typer.Option(None, "--bytes", min=0, max=(1 << 63) - 1,
                                         help="Bytes it moved."),
         seconds: float | None = typer.Option(None, "--seconds", help="How long it ran."),
-        error: str | None = typer.Option(None, "--error", help="Why it failed."),
-        reason: str | None = typer.Option(None, "--reason"),
+        error: str | None = typer.Option(None, "--error", help="Why it failed.", metavar="ERROR"),
+        reason: str | None = typer.Option(None, "--reason", metavar="WHY"),
         json_out: bool = JSON,
     ) -> None:
         """Record a backup job a tool ran (its start; with --outcome its end too; a job

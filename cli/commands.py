@@ -79,14 +79,16 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def create(
         ctx: typer.Context,
-        domain: str = typer.Argument(..., help="Domain name."),
-        name: str | None = typer.Argument(None, help="Checkpoint name (default: the time)."),
+        domain: str = typer.Argument(..., help="Domain name.", metavar="DOMAIN"),
+        name: str | None = typer.Argument(None, help="Checkpoint name (default: the time).",
+                                          metavar="NAME"),
         disk: list[str] = typer.Option(
             [], "--disk", "--diskspec", metavar="SPEC",
             help="virsh diskspec: vda[,checkpoint=bitmap|no][,bitmap=NAME]; repeatable.",
         ),
-        description: str | None = typer.Option(None, "--description"),
-        reason: str | None = typer.Option(None, "--reason", help="Why, kept with the event."),
+        description: str | None = typer.Option(None, "--description", metavar="TEXT"),
+        reason: str | None = typer.Option(None, "--reason", help="Why, kept with the event.",
+                                          metavar="WHY"),
         print_xml: bool = typer.Option(False, "--print-xml", help="Show the XML, create nothing."),
         json_out: bool = JSON,
     ) -> None:
@@ -105,14 +107,14 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def delete(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
-        name: str = typer.Argument(...),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
+        name: str = typer.Argument(..., metavar="NAME"),
         children: bool = typer.Option(False, "--children", help="Delete its descendants too."),
         children_only: bool = typer.Option(False, "--children-only",
                                            help="Delete only its descendants."),
         metadata_only: bool = typer.Option(False, "--metadata-only", "--metadata",
                                            help="Forget the metadata, leave the bitmaps."),
-        reason: str | None = typer.Option(None, "--reason"),
+        reason: str | None = typer.Option(None, "--reason", metavar="WHY"),
         json_out: bool = JSON,
     ) -> None:
         """Delete a checkpoint (virsh checkpoint-delete) and record what happened."""
@@ -130,9 +132,9 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def forget(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
-        name: str = typer.Argument(...),
-        reason: str = typer.Option(..., "--reason", help="Why (recorded with who)."),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
+        name: str = typer.Argument(..., metavar="NAME"),
+        reason: str = typer.Option(..., "--reason", help="Why (recorded with who).", metavar="WHY"),
     ) -> None:
         """Record that a checkpoint is gone from the host (another tool deleted it): it is
         no longer listed or replayed. Refused while the hypervisor still has it."""
@@ -144,11 +146,12 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def redefine(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
-        file: Path = typer.Argument(..., help="Checkpoint XML, as checkpoint-dumpxml prints it."),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
+        file: Path = typer.Argument(..., help="Checkpoint XML, as checkpoint-dumpxml prints it.",
+                                    metavar="FILE"),
         validate: bool = typer.Option(False, "--validate",
                                       help="REDEFINE_VALIDATE: check the bitmaps exist."),
-        reason: str | None = typer.Option(None, "--reason"),
+        reason: str | None = typer.Option(None, "--reason", metavar="WHY"),
         json_out: bool = JSON,
     ) -> None:
         """Redefine a checkpoint from XML (virsh checkpoint-create --redefine)."""
@@ -164,7 +167,7 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def list_(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
         tree: bool = typer.Option(False, "--tree"),
         topological: bool = typer.Option(False, "--topological"),
         roots: bool = typer.Option(False, "--roots"),
@@ -214,8 +217,8 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def show(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
-        name: str = typer.Argument(...),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
+        name: str = typer.Argument(..., metavar="NAME"),
         xml: bool = typer.Option(False, "--xml", help="The XML exactly as libvirt formats it."),
         no_domain: bool = typer.Option(False, "--no-domain", help="With --xml: omit <domain>."),
         as_of: str | None = AS_OF,
@@ -246,7 +249,7 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def bitmaps(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
         as_of: str | None = AS_OF,
         json_out: bool = JSON,
     ) -> None:
@@ -265,7 +268,7 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def plan(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
         since: str = typer.Option(..., "--since", metavar="NAME",
                                   help="The reference checkpoint of the backup."),
         as_of: str | None = AS_OF,

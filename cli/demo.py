@@ -78,7 +78,7 @@ def run_scenario(lg: Ledger, hv: MockHypervisor, domain: str, policy: Policy) ->
 def demo_command(
     directory: Path | None = typer.Option(
         None, "--dir", help="Keep the demo's ledger and mock state here (default: a temp dir)."
-    ),
+    , metavar="DIR"),
 ) -> None:
     """Run libvirt's design-discussion scenario (four checkpoints over disks vda, vdb,
     vdc) on the mock hypervisor, once per bitmap policy."""

@@ -26,7 +26,7 @@ from ledger.app.integrity import (
 from ledger.app.plugins import open_store
 from ledger.app.rebuild import rebuild
 
-from .output import JSON, fail, handles_errors, print_json
+from .output import JSON, fail, handles_errors, print_json, progress_bar
 
 
 @contextmanager
@@ -64,8 +64,9 @@ def register(app: typer.Typer) -> None:
         snapshot's position and the first domain that differs) otherwise. Writes nothing.
         """
         pinned = parse_anchor(anchor) if anchor is not None else None
-        with _store(ctx, readonly=True, existing=True) as store:
-            report = verify_store(store, pinned)
+        with _store(ctx, readonly=True, existing=True) as store, \
+                progress_bar(ctx, "Checking") as progress:
+            report = verify_store(store, pinned, progress=progress)
         if json_out:
             print_json(report.to_dict())
         elif report.ok:
@@ -88,8 +89,8 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def rebuild_cmd(ctx: typer.Context, json_out: bool = JSON) -> None:
         """Recompute every projection from the events, compare with the snapshot, save anew."""
-        with _store(ctx) as store:
-            report = rebuild(store)
+        with _store(ctx) as store, progress_bar(ctx, "Folding") as progress:
+            report = rebuild(store, progress=progress)
         if json_out:
             print_json(report.to_dict())
         else:
@@ -100,10 +101,11 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         ctx: typer.Context,
         file: str = typer.Argument(..., metavar="FILE", help="Where to write (- for stdout)."),
-        format_: str = typer.Option("jsonl", "--format", help="jsonl or msgpack."),
+        format_: str = typer.Option("jsonl", "--format", help="jsonl or msgpack.",
+                                    metavar="FORMAT"),
         domain: str | None = typer.Option(
             None, "--domain", help="Only this domain's events (such a file cannot be "
-            "imported with import-log)."),
+            "imported with import-log).", metavar="DOMAIN"),
         json_out: bool = JSON,
     ) -> None:
         """Write every event, with its hash, to a deterministic file (same ledger, same bytes)."""

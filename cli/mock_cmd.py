@@ -44,13 +44,14 @@ def _size(text: str, what: str) -> int:
 @handles_errors
 def define(
     ctx: typer.Context,
-    domain: str = typer.Argument(...),
+    domain: str = typer.Argument(..., metavar="DOMAIN"),
     disk: list[str] = typer.Option(..., "--disk", metavar="NAME[:qcow2|raw][:ro|empty]",
                                    help="A 1 GiB disk; repeatable."),
     policy: str = typer.Option("independent", "--policy",
-                               help="chained (libvirt 5.6-6.4) or independent (>= 6.5)."),
+                               help="chained (libvirt 5.6-6.4) or independent (>= 6.5).",
+                               metavar="POLICY"),
     shut_off: bool = typer.Option(False, "--shut-off", help="Define it shut off."),
-    uuid: str | None = typer.Option(None, "--uuid"),
+    uuid: str | None = typer.Option(None, "--uuid", metavar="UUID"),
 ) -> None:
     """Define a domain on the mock hypervisor."""
     if policy not in ("chained", "independent"):
@@ -62,7 +63,7 @@ def define(
 
 @app.command()
 @handles_errors
-def start(ctx: typer.Context, domain: str = typer.Argument(...)) -> None:
+def start(ctx: typer.Context, domain: str = typer.Argument(..., metavar="DOMAIN")) -> None:
     """Start a domain."""
     _mock(ctx).set_running(domain, True)
     typer.echo(f"Domain {domain} started")
@@ -70,7 +71,7 @@ def start(ctx: typer.Context, domain: str = typer.Argument(...)) -> None:
 
 @app.command()
 @handles_errors
-def stop(ctx: typer.Context, domain: str = typer.Argument(...)) -> None:
+def stop(ctx: typer.Context, domain: str = typer.Argument(..., metavar="DOMAIN")) -> None:
     """Shut a domain off cleanly."""
     _mock(ctx).set_running(domain, False)
     typer.echo(f"Domain {domain} shut off")
@@ -80,10 +81,10 @@ def stop(ctx: typer.Context, domain: str = typer.Argument(...)) -> None:
 @handles_errors
 def write(
     ctx: typer.Context,
-    domain: str = typer.Argument(...),
-    disk: str = typer.Argument(...),
-    offset: str = typer.Argument(..., help="Bytes (suffix k, M, G allowed)."),
-    length: str = typer.Argument(..., help="Bytes (suffix k, M, G allowed)."),
+    domain: str = typer.Argument(..., metavar="DOMAIN"),
+    disk: str = typer.Argument(..., metavar="DISK"),
+    offset: str = typer.Argument(..., help="Bytes (suffix k, M, G allowed).", metavar="OFFSET"),
+    length: str = typer.Argument(..., help="Bytes (suffix k, M, G allowed).", metavar="LENGTH"),
 ) -> None:
     """A guest write: dirties every recording bitmap on the disk."""
     n = _mock(ctx).write(domain, disk, _size(offset, "OFFSET"), _size(length, "LENGTH"))
@@ -94,9 +95,9 @@ def write(
 @handles_errors
 def extents(
     ctx: typer.Context,
-    domain: str = typer.Argument(...),
-    disk: str = typer.Argument(...),
-    bitmap: list[str] = typer.Argument(..., help="Bitmaps to merge."),
+    domain: str = typer.Argument(..., metavar="DOMAIN"),
+    disk: str = typer.Argument(..., metavar="DISK"),
+    bitmap: list[str] = typer.Argument(..., help="Bitmaps to merge.", metavar="BITMAP"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """The dirty byte ranges of the merged bitmaps (what an incremental backup would copy)."""
@@ -112,9 +113,9 @@ def extents(
 @handles_errors
 def remove_bitmap(
     ctx: typer.Context,
-    domain: str = typer.Argument(...),
-    disk: str = typer.Argument(...),
-    bitmap: str = typer.Argument(...),
+    domain: str = typer.Argument(..., metavar="DOMAIN"),
+    disk: str = typer.Argument(..., metavar="DISK"),
+    bitmap: str = typer.Argument(..., metavar="BITMAP"),
 ) -> None:
     """Remove a bitmap behind the metadata's back (like qemu-img bitmap --remove)."""
     _mock(ctx).remove_bitmap(domain, disk, bitmap)
@@ -123,7 +124,7 @@ def remove_bitmap(
 
 @app.command("lose-metadata")
 @handles_errors
-def lose_metadata(ctx: typer.Context, domain: str = typer.Argument(...)) -> None:
+def lose_metadata(ctx: typer.Context, domain: str = typer.Argument(..., metavar="DOMAIN")) -> None:
     """Forget every checkpoint's metadata, keep the bitmaps (a rebuilt host)."""
     _mock(ctx).forget_checkpoints(domain)
     typer.echo(f"Checkpoint metadata of {domain} forgotten; bitmaps kept")
@@ -133,13 +134,15 @@ def lose_metadata(ctx: typer.Context, domain: str = typer.Argument(...)) -> None
 @handles_errors
 def backup(
     ctx: typer.Context,
-    domain: str = typer.Argument(...),
-    folder: str = typer.Argument(..., help="Where the job writes each disk's data."),
+    domain: str = typer.Argument(..., metavar="DOMAIN"),
+    folder: str = typer.Argument(..., help="Where the job writes each disk's data.",
+                                 metavar="FOLDER"),
     incremental: str | None = typer.Option(None, "--incremental", metavar="CHECKPOINT",
                                            help="Only what was written since it."),
     checkpoint: str | None = typer.Option(None, "--checkpoint", metavar="NAME",
                                           help="Create this checkpoint with the job."),
-    disk: list[str] = typer.Option([], "--disk", help="Disks to back up (default: all)."),
+    disk: list[str] = typer.Option([], "--disk", help="Disks to back up (default: all).",
+                                   metavar="DISK"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """A push-mode backup job run to its end, as a backup tool starts one with libvirt's
@@ -158,7 +161,7 @@ def backup(
 
 @app.command("checkpoints")
 @handles_errors
-def checkpoints(ctx: typer.Context, domain: str = typer.Argument(...),
+def checkpoints(ctx: typer.Context, domain: str = typer.Argument(..., metavar="DOMAIN"),
                 json_out: bool = typer.Option(False, "--json")) -> None:
     """The mock's own checkpoint metadata (parents first), to compare with the ledger."""
     hv = _mock(ctx)

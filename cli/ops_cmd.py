@@ -73,6 +73,7 @@ def register(app: typer.Typer) -> None:
     @app.command("copy")
     @handles_errors
     def copy_cmd(
+        ctx: typer.Context,
         source: str = typer.Option(..., "--from", metavar="URL",
                                    help="The store to copy (sqlite, msgpack or postgresql)."),
         target: str = typer.Option(..., "--to", metavar="URL",
@@ -90,7 +91,8 @@ def register(app: typer.Typer) -> None:
         try:
             with staged_target(target, lambda url: _open_for_copy(url, "to")) as dst:
                 label = str(getattr(dst, "display", None) or target)
-                show = sys.stderr.isatty() and not json_out
+                show = (sys.stderr.isatty() and not json_out
+                        and not getattr(ctx.obj, "no_progress", False))
                 total = src.last_position()
                 with _bar(total, "copying", show) as copied:
                     report = copy_store(src, dst, verify=False, progress=copied)
@@ -117,7 +119,8 @@ def register(app: typer.Typer) -> None:
             help="Start after this position (default: the current end, so only new "
             "events; 0 for every event)."),
         domain: str | None = typer.Option(None, "--domain", "-d",
-                                          help="Only this domain's events (name or UUID)."),
+                                          help="Only this domain's events (name or UUID).",
+                                          metavar="DOMAIN"),
         jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object per line."),
         timeout: float | None = typer.Option(
             None, "--timeout", metavar="SECONDS", min=0.0,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 import typer
@@ -88,3 +89,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     for r in cells:
         out.append((" " + "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))).rstrip())
     return "\n".join(out)
+
+
+@contextmanager
+def progress_bar(ctx: typer.Context, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr, told ``(done, total)``: only on a terminal, and not with
+    ``--no-progress``; else None (no callback)."""
+    settings = getattr(ctx.find_root(), "obj", None)
+    if getattr(settings, "no_progress", False) or not sys.stderr.isatty():
+        yield None
+        return
+    with typer.progressbar(length=1, label=label, file=sys.stderr) as bar:
+
+        def told(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        yield told

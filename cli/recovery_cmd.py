@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -10,7 +9,7 @@ import typer
 from ledger import Ledger
 from ledger.app.recovery import SNAPSHOT_MISMATCH
 
-from .output import JSON, handles_errors, print_json, table
+from .output import JSON, handles_errors, print_json, progress_bar, table
 
 DRIFT_EXIT = 3
 DEFAULT_JOBS = 4  # libvirtd serves domains in parallel; four keep two cores busy
@@ -28,7 +27,8 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def import_(
         ctx: typer.Context,
-        domains: list[str] = typer.Argument(None, help="Domains (default: all on the host)."),
+        domains: list[str] = typer.Argument(None, help="Domains (default: all on the host).",
+                                            metavar="DOMAIN"),
         json_out: bool = JSON,
     ) -> None:
         """Bring the ledger up to what the host shows: checkpoints made or changed by other
@@ -67,8 +67,9 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def import_xml(
         ctx: typer.Context,
-        domain: str = typer.Argument(...),
-        directory: Path = typer.Argument(..., help="A folder of checkpoint *.xml files."),
+        domain: str = typer.Argument(..., metavar="DOMAIN"),
+        directory: Path = typer.Argument(..., help="A folder of checkpoint *.xml files.",
+                                         metavar="DIR"),
         json_out: bool = JSON,
     ) -> None:
         """Import checkpoint XML files (libvirt's or virtnbdbackup's), parents first."""
@@ -84,7 +85,8 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def replay(
         ctx: typer.Context,
-        domains: list[str] = typer.Argument(None, help="Domains (default: every one)."),
+        domains: list[str] = typer.Argument(None, help="Domains (default: every one).",
+                                            metavar="DOMAIN"),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, touch nothing."),
         validate: bool = typer.Option(False, "--validate",
                                       help="REDEFINE_VALIDATE: libvirt checks the bitmaps."),
@@ -101,21 +103,10 @@ def register(app: typer.Typer) -> None:
         Several domains are replayed at once (--jobs); a domain that fails is reported and
         the others go on; the exit status is 1 when any failed.
         """
-        with _open(ctx, existing=True) as lg:
-            bar = None
-            progress = None
-            if sys.stderr.isatty() and not dry_run:
-                bar = typer.progressbar(length=0, label="Redefining", file=sys.stderr)
-
-                def progress(done: int, total: int) -> None:
-                    assert bar is not None
-                    bar.length = total
-                    bar.update(1)
-
+        with _open(ctx, existing=True) as lg, progress_bar(ctx, "Redefining") as progress:
             reports = lg.replay(domains or (), dry_run=dry_run, validate=validate,
-                                overwrite=overwrite, as_of=as_of, progress=progress, jobs=jobs)
-            if bar is not None:
-                bar.render_finish()
+                                overwrite=overwrite, as_of=as_of,
+                                progress=None if dry_run else progress, jobs=jobs)
         failed = [r for r in reports if r.error]
         if json_out:
             print_json(reports)
@@ -144,7 +135,8 @@ def register(app: typer.Typer) -> None:
     @handles_errors
     def verify(
         ctx: typer.Context,
-        domains: list[str] = typer.Argument(None, help="Domains (default: every one)."),
+        domains: list[str] = typer.Argument(None, help="Domains (default: every one).",
+                                            metavar="DOMAIN"),
         record: bool = typer.Option(False, "--record", help="Append what was observed."),
         json_out: bool = JSON,
     ) -> None:

@@ -411,3 +411,48 @@ def test_verbose_quiet_and_a_log_file_use_standard_logging(host: Host, tmp_path:
     bad = host.main("--log-file", str(tmp_path), "list", "vm")
     assert_one_error_line(bad, "INVALID_ARG")
     assert "cannot open log file" in bad.stderr
+
+
+def test_progress_bars_go_to_stderr_on_a_terminal_only(host: Host) -> None:
+    """replay, verify-log and rebuild draw a bar on stderr when it is a terminal; stdout keeps
+    only the answer (safe to pipe); --no-progress turns the bars off; no terminal, no bar."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    host.ok("mock", "define", "vm", "--disk", "vda")
+    for n in ("c1", "c2", "c3"):
+        host.ok("create", "vm", n)
+    exe = str(Path(sys.executable).with_name("ckpt-ledger"))
+    env = {**os.environ, **{k: v for k, v in host.env().items() if v is not None}}
+
+    def run(*args: str, tty: bool = True) -> tuple[str, str]:
+        master, slave = pty.openpty()
+        try:
+            p = subprocess.run([exe, *args], stdout=subprocess.PIPE,
+                               stderr=slave if tty else subprocess.PIPE, env=env, timeout=60)
+        finally:
+            os.close(slave)
+        err = b""
+        if tty:
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                err += chunk
+        os.close(master)
+        assert p.returncode == 0, (args, p)
+        return p.stdout.decode(), (err or p.stderr or b"").decode()
+
+    host.ok("mock", "lose-metadata", "vm")
+    out, err = run("replay", "vm")
+    assert "Redefining" in err and "vm: redefined 3" in out and "Redefining" not in out
+    for cmd, label in (("verify-log", "Checking"), ("rebuild", "Folding")):
+        out, err = run(cmd)
+        assert label in err and label not in out, (cmd, err)
+        assert label not in run("--no-progress", cmd)[1]
+        assert label not in run(cmd, tty=False)[1]

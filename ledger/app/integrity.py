@@ -217,14 +217,28 @@ def head(store: EventStore) -> tuple[int, str]:
     return rec.position, rec.hash
 
 
-def verify_store(store: EventStore, anchor: tuple[int, str] | None = None) -> ChainReport:
+def _counted(records: Iterable[StoredRecord], total: int,
+             progress: Callable[[int, int], None] | None) -> Iterator[StoredRecord]:
+    """``records``, telling ``progress(done, total)`` every 1,000 and at the end."""
+    done = 0
+    for done, rec in enumerate(records, 1):
+        yield rec
+        if progress is not None and done % 1000 == 0:
+            progress(done, total)
+    if progress is not None:
+        progress(done, max(done, total))
+
+
+def verify_store(store: EventStore, anchor: tuple[int, str] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> ChainReport:
     """:func:`verify_chain` over every event of ``store``, which also checks the store's
     snapshot against the events (``snapshot``; not ``ok`` when one that would be loaded is
     not what the events up to its position fold to: ledger/log/snapshot_codec.py), with what the
     store reports lying unfinished past its last event (a store with a ``torn_tail()``: the
     msgpack log). Writes nothing."""
     refold = Refold(store)
-    report = verify_chain(store.read_all(), anchor, refold.add)
+    report = verify_chain(_counted(store.read_all(), store.last_position(), progress), anchor,
+                          refold.add)
     report.snapshot = refold.result()
     report.ok = report.ok and report.snapshot.ok
     torn_tail = getattr(store, "torn_tail", None)

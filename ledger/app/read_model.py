@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from datetime import datetime
 
 from ledger.app.audit import fold_until, parse_point
@@ -32,6 +32,15 @@ def _upto(pages: Iterable[Sequence[ScanRow]], upto: int) -> Iterator[Sequence[Sc
                 yield cut
             return
         yield page
+
+
+def _told(pages: Iterable[Sequence[ScanRow]], total: int,
+          progress: Callable[[int, int], None]) -> Iterator[Sequence[ScanRow]]:
+    """``pages``, telling ``progress(position, total)`` after each."""
+    for page in pages:
+        yield page
+        if page:
+            progress(page[-1][0], max(total, page[-1][0]))
 
 
 class ReadModel:
@@ -94,13 +103,16 @@ class ReadModel:
         return hash_
 
     # ------------------------------------------------------------------ folding
-    def catch_up(self, upto: int | None = None) -> None:
+    def catch_up(self, upto: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         """Fold every event appended since the last one folded (ledger/log/fold.py), or
         only those up to position ``upto``. Threads catch up one at a time."""
         with self._folding:
             pages: Iterable[Sequence[ScanRow]] = self.store.scan(after=self.position)
             if upto is not None:
                 pages = _upto(pages, upto)
+            if progress is not None:
+                pages = _told(pages, upto or self.store.last_position(), progress)
             # the fold makes no reference cycles: collecting during a long catch-up only costs
             enabled = gc.isenabled()
             if enabled:

@@ -7,7 +7,7 @@ compares, which binds a snapshot to the chain it claims (ledger/log/snapshot_cod
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +79,8 @@ def differing(
     return sorted(out)
 
 
-def rebuild(store: EventStore, write: bool = True) -> RebuildReport:
+def rebuild(store: EventStore, write: bool = True,
+            progress: Callable[[int, int], None] | None = None) -> RebuildReport:
     """Recompute every projection from the events, compare with the snapshot, save anew.
 
     A usable snapshot is compared with the projections folded up to exactly its position;
@@ -91,10 +92,10 @@ def rebuild(store: EventStore, write: bool = True) -> RebuildReport:
     compared: str = status
     diff: list[str] = []
     if snap is not None:
-        fresh.catch_up(upto=snap.position)
+        fresh.catch_up(upto=snap.position, progress=progress)
         diff = differing(snap.states, snap.by_name, fresh.states, fresh.by_name)
         compared, detail = ("differs" if diff else "matched"), str(snap.position)
-    fresh.catch_up()
+    fresh.catch_up(progress=progress)
     written = False
     if write and fresh.position > 0:
         save(store, fresh.states, fresh.by_name, fresh.position, fresh.position_hash)
