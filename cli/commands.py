@@ -72,6 +72,18 @@ def tree_lines(views: list[CheckpointView], start: str | None = None) -> list[st
     return lines
 
 
+def _one_name(positional: str | None, option: str | None, flag: str,
+              required: bool = True) -> str | None:
+    """The checkpoint name, given as an argument or as virsh's option (not both)."""
+    if positional is not None and option is not None and positional != option:
+        raise usage_error(f"the checkpoint is named twice: {positional!r} and {flag} "
+                          f"{option!r}")
+    name = positional if positional is not None else option
+    if name is None and required:
+        raise usage_error(f"missing the checkpoint's name (NAME or {flag} NAME)")
+    return name
+
+
 def register(app: typer.Typer) -> None:
     """Add every checkpoint command to ``app``."""
 
@@ -90,9 +102,15 @@ def register(app: typer.Typer) -> None:
         reason: str | None = typer.Option(None, "--reason", help="Why, kept with the event.",
                                           metavar="WHY"),
         print_xml: bool = typer.Option(False, "--print-xml", help="Show the XML, create nothing."),
+        name_option: str | None = typer.Option(None, "--name", metavar="NAME",
+                                               help="The name, as virsh's option."),
         json_out: bool = JSON,
     ) -> None:
-        """Create a checkpoint (virsh checkpoint-create-as) and record it."""
+        """Create a checkpoint (virsh checkpoint-create-as) and record it.
+
+        Example: ckpt-ledger create web01 nightly.1 --disk vda --disk vdb,checkpoint=no
+        """
+        name = _one_name(name, name_option, "--name", required=False)
         with _settings(ctx) as lg:
             if print_xml:
                 typer.echo(lg.print_xml(name, disk or None, description), nl=False)
@@ -108,7 +126,9 @@ def register(app: typer.Typer) -> None:
     def delete(
         ctx: typer.Context,
         domain: str = typer.Argument(..., metavar="DOMAIN"),
-        name: str = typer.Argument(..., metavar="NAME"),
+        name: str | None = typer.Argument(None, metavar="NAME"),
+        checkpointname: str | None = typer.Option(
+            None, "--checkpointname", metavar="NAME", help="The name, as virsh's option."),
         children: bool = typer.Option(False, "--children", help="Delete its descendants too."),
         children_only: bool = typer.Option(False, "--children-only",
                                            help="Delete only its descendants."),
@@ -117,16 +137,21 @@ def register(app: typer.Typer) -> None:
         reason: str | None = typer.Option(None, "--reason", metavar="WHY"),
         json_out: bool = JSON,
     ) -> None:
-        """Delete a checkpoint (virsh checkpoint-delete) and record what happened."""
+        """Delete a checkpoint (virsh checkpoint-delete) and record what happened.
+
+        Example: ckpt-ledger delete web01 nightly.1 --reason "retention: 30 days"
+        """
+        target = _one_name(name, checkpointname, "--checkpointname")
+        assert target is not None
         with _settings(ctx) as lg:
-            result = lg.delete(domain, name, children=children, children_only=children_only,
+            result = lg.delete(domain, target, children=children, children_only=children_only,
                                metadata_only=metadata_only, reason=reason)
         if json_out:
             print_json(result)
         elif children_only:
-            typer.echo(f"Domain checkpoint {name} children deleted")
+            typer.echo(f"Domain checkpoint {target} children deleted")
         else:
-            typer.echo(f"Domain checkpoint {name} deleted")
+            typer.echo(f"Domain checkpoint {target} deleted")
 
     @app.command()
     @handles_errors
@@ -176,10 +201,17 @@ def register(app: typer.Typer) -> None:
         from_: str | None = typer.Option(None, "--from", metavar="NAME"),
         descendants: bool = typer.Option(False, "--descendants"),
         name_only: bool = typer.Option(False, "--name", help="Names only."),
+        parent: bool = typer.Option(False, "--parent", help="Add the Parent column."),
         as_of: str | None = AS_OF,
         json_out: bool = JSON,
     ) -> None:
-        """List checkpoints (virsh checkpoint-list) from the ledger."""
+        """List checkpoints (virsh checkpoint-list) from the ledger.
+
+        As virsh, the Parent column is shown with --parent (and whenever an orphan, a
+        checkpoint whose parent the ledger does not know, is listed).
+
+        Example: ckpt-ledger list web01 --parent --topological
+        """
         clashes = [
             (tree, roots, "--tree", "--roots"),
             (tree, leaves, "--tree", "--leaves"),
@@ -207,11 +239,15 @@ def register(app: typer.Typer) -> None:
             for v in views:
                 typer.echo(v.name)
         else:
+            with_parent = parent or any(v.orphan for v in views)
             rows = [(v.name + (" *" if v.current else ""), _when(v.creation_time),
-                     (v.parent or "-") + (" (unknown: orphan)" if v.orphan else ""),
+                     *([(v.parent or "-") + (" (unknown: orphan)" if v.orphan else "")]
+                       if with_parent else []),
                      ",".join(d.name for d in v.disks if d.checkpoint == "bitmap") or "-")
                     for v in views]
-            typer.echo(table(["Name", "Creation Time", "Parent", "Bitmap disks"], rows))
+            heads = ["Name", "Creation Time", *(["Parent"] if with_parent else []),
+                     "Bitmap disks"]
+            typer.echo(table(heads, rows))
 
     @app.command()
     @handles_errors

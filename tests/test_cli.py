@@ -456,3 +456,24 @@ def test_progress_bars_go_to_stderr_on_a_terminal_only(host: Host) -> None:
         assert label in err and label not in out, (cmd, err)
         assert label not in run("--no-progress", cmd)[1]
         assert label not in run(cmd, tty=False)[1]
+
+
+def test_virsh_option_names_and_columns(host: Host) -> None:
+    """virsh's spellings work where the meaning is the same (create --name, delete
+    --checkpointname, list --parent), and list shows the Parent column only with --parent,
+    as virsh checkpoint-list does (or when an orphan must show its unknown parent)."""
+    host.ok("mock", "define", "vm", "--disk", "vda")
+    host.ok("create", "vm", "--name", "c1")
+    host.ok("create", "vm", "c2")
+    plain = host.ok("list", "vm").stdout.splitlines()
+    assert plain[0].split() == ["Name", "Creation", "Time", "Bitmap", "disks"]
+    with_parent = host.ok("list", "vm", "--parent").stdout.splitlines()
+    assert with_parent[0].split() == ["Name", "Creation", "Time", "Parent", "Bitmap", "disks"]
+    assert with_parent[3].split()[0:2] == ["c2", "*"] and "c1" in with_parent[3].split()
+    out = host.ok("delete", "vm", "--checkpointname", "c2").stdout
+    assert out.strip() == "Domain checkpoint c2 deleted"
+    assert [c["name"] for c in host.ok_json("list", "vm")] == ["c1"]
+    for argv in (["delete", "vm"], ["delete", "vm", "c1", "--checkpointname", "c9"],
+                 ["create", "vm", "a", "--name", "b"]):
+        run = host.main(*argv)
+        assert run.code == 2 and "[USAGE]" in assert_one_error_line(run), argv
