@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -41,6 +43,22 @@ def check_out(out: Path) -> str:
     return kind
 
 
+def _stream_json(rows: Iterator[dict[str, Any]], lines: bool) -> None:
+    """``rows`` on stdout as they come: one per line, or as one JSON array laid out as
+    ``print_json`` lays it out."""
+    write = sys.stdout.write
+    if lines:
+        for row in rows:
+            write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
+    first = True
+    for row in rows:
+        text = json.dumps(row, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        write(("[\n  " if first else ",\n  ") + text)
+        first = False
+    write("[]\n" if first else "\n]\n")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``log``, ``history`` and ``timeline`` to ``app``."""
 
@@ -70,22 +88,23 @@ def register(app: typer.Typer) -> None:
             raise usage_error("--json and --jsonl are mutually exclusive")
         flt = LogFilter.from_options(domain, disk, checkpoint, type_, actor, since, until)
         with _open(ctx) as lg:
-            events = lg.log(filter=flt)
-        rows = [e.model_dump(mode="json", include=LOG_KEYS) for e in events]
-        if json_out:
-            print_json(rows)
-            return
-        if jsonl:
-            for row in rows:
-                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-            return
-        headers = ["Pos", "Recorded", "Domain", "Event", "What", "Actor"]
-        lines = [[e.position, e.recorded_at, e.domain, e.type, summary(e.type, e.data), e.actor]
-                 for e in events]
-        if any(e.reason for e in events):
+            events = lg.iter_log(filter=flt)  # streamed: any length in constant memory
+            if json_out or jsonl:
+                _stream_json((e.model_dump(mode="json", include=LOG_KEYS) for e in events),
+                             lines=jsonl)
+                return
+            headers = ["Pos", "Recorded", "Domain", "Event", "What", "Actor"]
+            lines: list[list[object]] = []
+            reasons = False
+            for e in events:  # the table's widths need every row; only the cells are kept
+                lines.append([e.position, e.recorded_at, e.domain, e.type,
+                              summary(e.type, e.data), e.actor, e.reason or ""])
+                reasons = reasons or bool(e.reason)
+        if not reasons:
+            for line in lines:
+                line.pop()
+        else:
             headers.append("Reason")
-            for line, e in zip(lines, events, strict=True):
-                line.append(e.reason or "")
         typer.echo(table(headers, lines))
 
     @app.command()

@@ -362,3 +362,18 @@ def test_correlation_id_reason_and_tool_are_stored(host: Host) -> None:
     with Ledger.open(store=host.store) as lg:
         rec = list(lg.store.read_all())[0]
     assert decode_payload(rec.payload)[1]["correlation_id"] == "job-17"
+
+
+def test_log_json_streams_exactly_what_one_json_document_would_be(played: Host) -> None:
+    """``log --json`` and ``--jsonl`` are written event by event as the store is read (any
+    length in constant memory): the array is byte for byte the one document of the same
+    events, and an empty selection is ``[]``."""
+    import json
+
+    rows = [json.loads(line) for line in played.ok("log", "--jsonl").stdout.splitlines()]
+    assert len(rows) > 3
+    assert played.ok("log", "--json").stdout == json.dumps(rows, indent=2,
+                                                           ensure_ascii=False) + "\n"
+    assert played.ok("log", "--json", "--type", "BackupEnded").stdout == "[]\n"
+    one = played.ok("log", "--json", "--since", str(rows[-1]["position"])).stdout
+    assert json.loads(one) == rows[-1:]

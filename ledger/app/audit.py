@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -179,7 +179,11 @@ class LogFilter:
 
     def apply(self, events: Iterable[EventView]) -> list[EventView]:
         """The events that match, in their order."""
-        return [ev for ev in events if self.matches(ev)]
+        return list(self.select(events))
+
+    def select(self, events: Iterable[EventView]) -> Iterator[EventView]:
+        """The events that match, one at a time (constant memory)."""
+        return (ev for ev in events if self.matches(ev))
 
 
 def _show(p: Point) -> str:

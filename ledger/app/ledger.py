@@ -520,6 +520,13 @@ class Ledger:
         self, domain: str | None = None, filter: LogFilter | None = None
     ) -> builtins.list[EventView]:
         """Every event, oldest first: only ``domain``'s when given, only those ``filter`` keeps."""
+        return builtins.list(self.iter_log(domain, filter))
+
+    def iter_log(
+        self, domain: str | None = None, filter: LogFilter | None = None
+    ) -> Iterator[EventView]:
+        """:meth:`log` one event at a time, read from the store as it goes (constant
+        memory, for logs of any length)."""
         flt = filter or LogFilter()
         domain = domain if domain is not None else flt.domain
         if domain is not None:
@@ -528,7 +535,7 @@ class Ledger:
         else:
             after = flt.since - 1 if isinstance(flt.since, int) and flt.since > 0 else 0
             records = self.store.read_all(after=after)
-        return flt.apply(event_view(rec) for rec in records)
+        return flt.select(event_view(rec) for rec in records)
 
     def history(self, domain: str, name: str) -> builtins.list[HistoryEntry]:
         """Every fact in the life of checkpoint ``name``, even after it was deleted.
