@@ -223,8 +223,8 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Host:
     return h
 
 
-BIG = [("log",), ("log", "--jsonl"), ("log", "--json"), ("list", "vm", "--parent"), ("list", "vm", "--json"),
-       ("export", "-"), ("export", "-", "--format", "msgpack")]
+BIG = [("log",), ("log", "--jsonl"), ("log", "--json"), ("list", "vm", "--parent"),
+       ("list", "vm", "--json"), ("export", "-"), ("export", "-", "--format", "msgpack")]
 OUTPUTS = [*BIG, ("history", "vm", "c005-" + "x" * 100), ("head",)]
 
 
