@@ -118,8 +118,8 @@ def register(app: typer.Typer) -> None:
             with Ledger.open(store=ctx.obj.store, snapshot_every=0, readonly=True) as lg:
                 state = lg.states.get(domain) or lg.state(domain)
                 stream_id, name = state.stream_id, state.name
-        with _store(ctx, readonly=True) as store:
-            summary = export_log(store, file, fmt, stream_id, name)
+        with _store(ctx, readonly=True) as store, progress_bar(ctx, "Exporting") as progress:
+            summary = export_log(store, file, fmt, stream_id, name, progress)
         _say(summary.to_dict(), json_out and file != "-",
              f"exported {summary.events} events (head {summary.head_position}:"
              f"{summary.head_hash}) to {file}", to_stderr=file == "-")
@@ -133,8 +133,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Verify an export, then append what the store is missing (its history must be a
         prefix of the file's); anything else is refused and nothing is written."""
-        with _store(ctx) as store:
-            summary = import_log(store, file)
+        with _store(ctx) as store, progress_bar(ctx, "Importing") as progress:
+            summary = import_log(store, file, progress)
         _say(summary.to_dict(), json_out,
              f"imported {summary.imported} events ({summary.present} already present); "
              f"head {summary.head_position}:{summary.head_hash}")

@@ -413,9 +413,10 @@ def test_verbose_quiet_and_a_log_file_use_standard_logging(host: Host, tmp_path:
     assert "cannot open log file" in bad.stderr
 
 
-def test_progress_bars_go_to_stderr_on_a_terminal_only(host: Host) -> None:
-    """replay, verify-log and rebuild draw a bar on stderr when it is a terminal; stdout keeps
-    only the answer (safe to pipe); --no-progress turns the bars off; no terminal, no bar."""
+def test_progress_bars_go_to_stderr_on_a_terminal_only(host: Host, tmp_path: Path) -> None:
+    """replay, verify-log, rebuild, export and import-log draw a bar on stderr on a terminal;
+    stdout keeps only the answer (safe to pipe); --no-progress turns the bars off; no
+    terminal, no bar."""
     import os
     import pty
     import subprocess
@@ -451,11 +452,16 @@ def test_progress_bars_go_to_stderr_on_a_terminal_only(host: Host) -> None:
     host.ok("mock", "lose-metadata", "vm")
     out, err = run("replay", "vm")
     assert "Redefining" in err and "vm: redefined 3" in out and "Redefining" not in out
-    for cmd, label in (("verify-log", "Checking"), ("rebuild", "Folding")):
-        out, err = run(cmd)
+    for cmd, label in ((("verify-log",), "Checking"), (("rebuild",), "Folding"),
+                       (("export", "-"), "Exporting")):
+        out, err = run(*cmd)
         assert label in err and label not in out, (cmd, err)
-        assert label not in run("--no-progress", cmd)[1]
-        assert label not in run(cmd, tty=False)[1]
+        assert label not in run("--no-progress", *cmd)[1]
+        assert label not in run(*cmd, tty=False)[1]
+    dump = str(tmp_path / "events.jsonl")
+    run("export", dump)
+    out, err = run("--store", str(tmp_path / "copy.db"), "import-log", dump)
+    assert "Importing" in err and out.startswith("imported ")
 
 
 def test_virsh_option_names_and_columns(host: Host) -> None:

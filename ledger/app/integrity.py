@@ -328,6 +328,7 @@ def _encode(obj: dict[str, Any], fmt: ExportFormat) -> bytes:
 def export_records(
     store: EventStore, out: IO[bytes], fmt: ExportFormat = "jsonl",
     stream_id: str | None = None, stream_name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportSummary:
     """Write the export of ``store`` (only ``stream_id`` when given) to ``out``.
 
@@ -349,7 +350,7 @@ def export_records(
     }
     out.write(_encode(header, fmt))
     prev, expected, written = GENESIS, 1, 0
-    for rec in store.read_all(limit=last):
+    for rec in _counted(store.read_all(limit=last), last, progress):
         if rec.position != expected or not _links(rec, prev):
             bad = verify_chain(store.read_all(limit=last))
             raise LedgerError("STORE_ERROR", f"cannot export store {store.url}: {bad.line()}")
@@ -366,11 +367,13 @@ def export_records(
 def export_log(
     store: EventStore, path: str | Path, fmt: ExportFormat = "jsonl",
     stream_id: str | None = None, stream_name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportSummary:
     """Export ``store`` to ``path`` atomically (temporary file in the same folder, rename);
     ``path`` ``-`` is stdout. See the module docstring for the format."""
     if str(path) == "-":
-        summary = export_records(store, sys.stdout.buffer, fmt, stream_id, stream_name)
+        summary = export_records(store, sys.stdout.buffer, fmt, stream_id, stream_name,
+                                 progress)
         sys.stdout.buffer.flush()
         summary.path = "-"
         return summary
@@ -381,7 +384,7 @@ def export_log(
         raise LedgerError("INVALID_ARG", f"{target}: directory {target.parent} does not exist")
     try:
         with replacing(target) as f:
-            summary = export_records(store, f, fmt, stream_id, stream_name)
+            summary = export_records(store, f, fmt, stream_id, stream_name, progress)
     except OSError as e:
         raise cannot_write(target, e) from None
     summary.path = str(target)
@@ -560,7 +563,8 @@ def read_export(path: str | Path) -> ExportFile:
     return out
 
 
-def import_log(store: EventStore, path: str | Path) -> ImportSummary:
+def import_log(store: EventStore, path: str | Path,
+               progress: Callable[[int, int], None] | None = None) -> ImportSummary:
     """Import an export into ``store``: empty, or holding a prefix of the file's history.
 
     The whole file is verified first (:func:`read_export`); then the store's events are
@@ -587,6 +591,7 @@ def import_log(store: EventStore, path: str | Path) -> ImportSummary:
                           f"more than {name} ({len(records)}): its history goes on at position "
                           f"{len(records) + 1}; nothing was imported")
     tail = records[present:]
+    done = 0
     for runs in append_groups(tail, _IMPORT_BATCH):  # one append_many each
         got = store.append_many([([again(r) for r in run], run[0].stream_version - 1)
                                  for run in runs])
@@ -596,6 +601,9 @@ def import_log(store: EventStore, path: str | Path) -> ImportSummary:
                                   f"{run[0].position} was stored differently (another writer "
                                   f"appended meanwhile?); {store.last_position()} events are "
                                   "now in the store")
+        done += sum(len(run) for run in runs)
+        if progress is not None:
+            progress(done, len(tail))
     return ImportSummary(path=name, events=len(records), present=present,
                          imported=len(tail), head_position=len(records),
                          head_hash=records[-1].hash if records else GENESIS)
