@@ -19,8 +19,6 @@ from ledger.present.timeline import write as write_page
 from .errors import usage_error
 from .output import JSON, handles_errors, print_json, shown, table
 
-LOG_KEYS = {"position", "stream_version", "domain", "type", "recorded_at", "actor", "host",
-            "reason", "correlation_id", "data"}
 POINT_HELP = "An event POSITION or a time (ISO 8601, e.g. 2026-11-29T18:00:00Z; naive = UTC)."
 
 
@@ -90,8 +88,7 @@ def register(app: typer.Typer) -> None:
         with _open(ctx) as lg:
             events = lg.iter_log(filter=flt)  # streamed: any length in constant memory
             if json_out or jsonl:
-                _stream_json((e.model_dump(mode="json", include=LOG_KEYS) for e in events),
-                             lines=jsonl)
+                _stream_json((e.model_dump(mode="json") for e in events), lines=jsonl)
                 return
             headers = ["Pos", "Recorded", "Domain", "Event", "What", "Actor"]
             lines: list[list[object]] = []

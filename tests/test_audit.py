@@ -162,8 +162,9 @@ def test_log_unknown_domain(played: Host) -> None:
 
 
 def test_log_json_and_jsonl_shapes(played: Host) -> None:
-    keys = {"position", "stream_version", "domain", "type", "recorded_at", "actor", "data",
-            "host", "reason", "correlation_id"}
+    keys = {"schema", "position", "stream_version", "domain", "stream_id", "type",
+            "recorded_at", "actor", "data", "host", "reason", "correlation_id", "tool",
+            "tool_version"}
     rows = played.ok_json("log", "--domain", "vm")
     assert all(set(r) == keys for r in rows)
     assert rows[0]["recorded_at"] == "2026-11-29T10:00:00Z"

@@ -270,7 +270,8 @@ def test_output_into_a_pipe_closed_midway_exits_0_silently(
 def test_log_jsonl_head_1(big: Host) -> None:
     code, head_code, err, out = piped(big, ("log", "--jsonl"), ["head", "-1"])
     assert (code, head_code, err) == (0, 0, "")
-    assert out.startswith(b'{"position": 1,') and out.count(b"\n") == 1
+    assert out.startswith(b'{"schema": "ckpt-ledger/event/1", "position": 1,')
+    assert out.count(b"\n") == 1
 
 
 @pytest.mark.parametrize("argv", [*OUTPUTS, ("--help",), ("log", "--help")],

@@ -53,7 +53,7 @@ def test_the_wheel_holds_every_module_the_license_and_one_version(wheel: Path) -
         names = set(z.namelist())
         meta = email.message_from_bytes(z.read(f"ckpt_ledger-{__version__}.dist-info/METADATA"))
     here = {str(p.relative_to(ROOT)) for pkg in ("ledger", "backends", "adapters", "cli")
-            for p in (ROOT / pkg).rglob("*") if p.suffix in (".py", ".typed")
+            for p in (ROOT / pkg).rglob("*") if p.suffix in (".py", ".typed", ".json")
             and "__pycache__" not in p.parts}
     assert here <= names, sorted(here - names)
     for pkg in ("ledger", "backends", "adapters", "cli"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.domain.events import DriftObserved
 from ledger.domain.model import BackupDisk, CheckpointDisk, Policy
@@ -50,9 +50,16 @@ class PlanView(BaseModel):
     disks: dict[str, DiskPlan]
 
 
-class EventView(BaseModel):
-    """One event as ``log`` shows it."""
+EVENT_SCHEMA: Literal["ckpt-ledger/event/1"] = "ckpt-ledger/event/1"
 
+
+class EventView(BaseModel):
+    """One event as ``log`` and ``follow`` show it (the JSON Schema of its JSON form is
+    ``ledger/schemas/event.schema.json``; ``schema`` names its version)."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    event_schema: Literal["ckpt-ledger/event/1"] = Field(default=EVENT_SCHEMA, alias="schema")
     position: int
     stream_version: int
     domain: str
