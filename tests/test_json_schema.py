@@ -43,8 +43,8 @@ def test_every_event_printed_by_log_and_follow_matches_the_published_schema(busy
     check = validator()
     as_json = busy.ok_json("log")
     as_lines = [json.loads(x) for x in busy.ok("log", "--jsonl").stdout.splitlines()]
-    followed = [json.loads(x) for x in
-                busy.ok("follow", "--after", "0", "--jsonl", "--timeout", "0.3").stdout.splitlines()]
+    follow = busy.ok("follow", "--after", "0", "--jsonl", "--timeout", "0.3")
+    followed = [json.loads(x) for x in follow.stdout.splitlines()]
     assert as_json == as_lines == followed  # one shape, whichever command prints it
     assert len({e["type"] for e in as_json}) >= 6, {e["type"] for e in as_json}
     for event in as_json:
