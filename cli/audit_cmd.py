@@ -81,7 +81,10 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
         jsonl: bool = typer.Option(False, "--jsonl", help="One JSON event per line."),
     ) -> None:
-        """Every event, oldest first, or those matching the filters (all must hold)."""
+        """Every event, oldest first, or those matching the filters (all must hold).
+
+        Example: ckpt-ledger log --domain web01 --since 2026-12-01 --type CheckpointDeleted
+        """
         if json_out and jsonl:
             raise usage_error("--json and --jsonl are mutually exclusive")
         flt = LogFilter.from_options(domain, disk, checkpoint, type_, actor, since, until)
@@ -113,7 +116,10 @@ def register(app: typer.Typer) -> None:
                                    metavar="NAME"),
         json_out: bool = JSON,
     ) -> None:
-        """The whole life of one checkpoint: created, its bitmaps' changes, reparented, deleted."""
+        """The whole life of one checkpoint: created, its bitmaps' changes, reparented, deleted.
+
+        Example: ckpt-ledger history web01 chk1
+        """
         with _open(ctx) as lg:
             facts = lg.history(domain, name)
         if json_out:
@@ -132,7 +138,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", metavar="FILE.svg|FILE.html",
                                  help="Where to write the picture (.svg, or .html embedding it)."),
     ) -> None:
-        """Draw the domain's bitmaps over time: one lane per disk, one bar per bitmap."""
+        """Draw the domain's bitmaps over time: one lane per disk, one bar per bitmap.
+
+        Example: ckpt-ledger timeline web01 --out web01.svg
+        """
         kind = check_out(out)
         with _open(ctx) as lg:
             events = lg.log(domain)

@@ -55,7 +55,10 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """The domain's backup jobs: number, when, who, full or incremental and since which
-        checkpoint, the checkpoint it created, bytes, duration and outcome."""
+        checkpoint, the checkpoint it created, bytes, duration and outcome.
+
+        Example: ckpt-ledger backups web01 --between 17 18
+        """
         lg: Ledger = ctx.obj.open(readonly=True)
         with lg:
             if between != (0, 0):
@@ -97,7 +100,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Record what other tools do on the host as they do it: checkpoints created,
         redefined or deleted, and backup jobs (started, ended, how), all as observed.
-        Runs until SIGTERM or Ctrl-C; reconnects when libvirtd restarts."""
+        Runs until SIGTERM or Ctrl-C; reconnects when libvirtd restarts.
+
+        Example: ckpt-ledger -c qemu:///system watch --interval 10
+        """
         if not 0.05 <= interval <= 86400:
             raise LedgerError("INVALID_ARG", "--interval must be 0.05 to 86400 seconds")
         stop = threading.Event()
@@ -138,7 +144,10 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Record a backup job a tool ran (its start; with --outcome its end too; a job
-        already recorded as started is only ended)."""
+        already recorded as started is only ended).
+
+        Example: ckpt-ledger record-backup web01 job-42 --outcome completed
+        """
         if mode not in ("push", "pull"):
             raise LedgerError("INVALID_ARG", f"--mode must be push or pull, not {mode!r}")
         if outcome is not None and outcome not in ("completed", "failed", "aborted"):

@@ -162,7 +162,10 @@ def register(app: typer.Typer) -> None:
         reason: str = typer.Option(..., "--reason", help="Why (recorded with who).", metavar="WHY"),
     ) -> None:
         """Record that a checkpoint is gone from the host (another tool deleted it): it is
-        no longer listed or replayed. Refused while the hypervisor still has it."""
+        no longer listed or replayed. Refused while the hypervisor still has it.
+
+        Example: ckpt-ledger forget web01 vnb.3 --reason "deleted by virtnbdbackup -l full"
+        """
         with _settings(ctx) as lg:
             lg.forget(domain, name, reason)
         typer.echo(f"Domain checkpoint {name} forgotten")
@@ -179,7 +182,10 @@ def register(app: typer.Typer) -> None:
         reason: str | None = typer.Option(None, "--reason", metavar="WHY"),
         json_out: bool = JSON,
     ) -> None:
-        """Redefine a checkpoint from XML (virsh checkpoint-create --redefine)."""
+        """Redefine a checkpoint from XML (virsh checkpoint-create --redefine).
+
+        Example: ckpt-ledger redefine web01 chk1.xml
+        """
         data = _read_xml_file(file)
         with _settings(ctx) as lg:
             view = lg.redefine(domain, data, validate=validate, reason=reason)
@@ -260,7 +266,10 @@ def register(app: typer.Typer) -> None:
         as_of: str | None = AS_OF,
         json_out: bool = JSON,
     ) -> None:
-        """Show one checkpoint, or its XML."""
+        """Show one checkpoint, or its XML.
+
+        Example: ckpt-ledger show web01 chk1 --xml
+        """
         with _settings(ctx, readonly=True) as lg:
             if xml:
                 typer.echo(lg.xml(domain, name, no_domain=no_domain, as_of=as_of), nl=False)
@@ -289,7 +298,10 @@ def register(app: typer.Typer) -> None:
         as_of: str | None = AS_OF,
         json_out: bool = JSON,
     ) -> None:
-        """Every bitmap on every disk, as the ledger believes the hypervisor holds them."""
+        """Every bitmap on every disk, as the ledger believes the hypervisor holds them.
+
+        Example: ckpt-ledger bitmaps web01 --json
+        """
         with _settings(ctx, readonly=True) as lg:
             view = lg.bitmaps(domain, as_of=as_of)
         if json_out:
@@ -310,7 +322,10 @@ def register(app: typer.Typer) -> None:
         as_of: str | None = AS_OF,
         json_out: bool = JSON,
     ) -> None:
-        """Which bitmaps, per disk, hold every block written since a checkpoint."""
+        """Which bitmaps, per disk, hold every block written since a checkpoint.
+
+        Example: ckpt-ledger plan web01 --since chk1
+        """
         with _settings(ctx, readonly=True) as lg:
             view = lg.plan(domain, since, as_of=as_of)
         if json_out:

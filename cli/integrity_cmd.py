@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
 
         Exit status 0 when intact; 1 with one line naming the first bad position (or the
         snapshot's position and the first domain that differs) otherwise. Writes nothing.
+
+        Example: ckpt-ledger verify-log --anchor 1200:3f9a...
         """
         pinned = parse_anchor(anchor) if anchor is not None else None
         with _store(ctx, readonly=True, existing=True) as store, \
@@ -77,7 +79,10 @@ def register(app: typer.Typer) -> None:
     @app.command("head")
     @handles_errors
     def head_cmd(ctx: typer.Context, json_out: bool = JSON) -> None:
-        """The newest event's position and hash, as POSITION:HASH (an anchor for verify-log)."""
+        """The newest event's position and hash, as POSITION:HASH (an anchor for verify-log).
+
+        Example: ckpt-ledger head
+        """
         with _store(ctx, readonly=True, existing=True) as store:
             position, digest = head(store)
         if json_out:
@@ -88,7 +93,10 @@ def register(app: typer.Typer) -> None:
     @app.command("rebuild")
     @handles_errors
     def rebuild_cmd(ctx: typer.Context, json_out: bool = JSON) -> None:
-        """Recompute every projection from the events, compare with the snapshot, save anew."""
+        """Recompute every projection from the events, compare with the snapshot, save anew.
+
+        Example: ckpt-ledger rebuild
+        """
         with _store(ctx) as store, progress_bar(ctx, "Folding") as progress:
             report = rebuild(store, progress=progress)
         if json_out:
@@ -108,7 +116,10 @@ def register(app: typer.Typer) -> None:
             "imported with import-log).", metavar="DOMAIN"),
         json_out: bool = JSON,
     ) -> None:
-        """Write every event, with its hash, to a deterministic file (same ledger, same bytes)."""
+        """Write every event, with its hash, to a deterministic file (same ledger, same bytes).
+
+        Example: ckpt-ledger export ledger-2026-12-04.jsonl
+        """
         if format_ not in ("jsonl", "msgpack"):
             raise LedgerError("INVALID_ARG", f"--format must be jsonl or msgpack, not "
                               f"'{format_}'")
@@ -132,7 +143,10 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON,
     ) -> None:
         """Verify an export, then append what the store is missing (its history must be a
-        prefix of the file's); anything else is refused and nothing is written."""
+        prefix of the file's); anything else is refused and nothing is written.
+
+        Example: ckpt-ledger --store sqlite:///new.db import-log ledger-2026-12-04.jsonl
+        """
         with _store(ctx) as store, progress_bar(ctx, "Importing") as progress:
             summary = import_log(store, file, progress)
         _say(summary.to_dict(), json_out,

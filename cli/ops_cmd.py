@@ -86,6 +86,8 @@ def register(app: typer.Typer) -> None:
         payloads and positions are kept. The target must be empty. The source's hash chain
         is verified before anything is written; exit status 1, and the target left as it
         was, if it is broken or the copy does not hold exactly the source's events.
+
+        Example: ckpt-ledger copy --from sqlite:///ledger.db --to postgresql://db/ledger
         """
         src = _open_for_copy(source, "from")
         try:

@@ -33,7 +33,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Bring the ledger up to what the host shows: checkpoints made or changed by other
         tools are recorded as observed; ones gone with their bitmaps as deleted outside; ones
-        whose bitmaps remain are kept (the host lost its metadata: replay restores them)."""
+        whose bitmaps remain are kept (the host lost its metadata: replay restores them).
+
+        Example: ckpt-ledger -c qemu:///system import web01
+        """
         with _open(ctx) as lg:
             reports = lg.import_(domains or ())
         if json_out:
@@ -72,7 +75,10 @@ def register(app: typer.Typer) -> None:
                                          metavar="DIR"),
         json_out: bool = JSON,
     ) -> None:
-        """Import checkpoint XML files (libvirt's or virtnbdbackup's), parents first."""
+        """Import checkpoint XML files (libvirt's or virtnbdbackup's), parents first.
+
+        Example: ckpt-ledger import-xml web01 /backup/web01/checkpoints
+        """
         with _open(ctx) as lg:
             report = lg.import_xml(domain, directory)
         if json_out:
@@ -102,6 +108,8 @@ def register(app: typer.Typer) -> None:
 
         Several domains are replayed at once (--jobs); a domain that fails is reported and
         the others go on; the exit status is 1 when any failed.
+
+        Example: ckpt-ledger -c qemu:///system replay --dry-run
         """
         with _open(ctx, existing=True) as lg, progress_bar(ctx, "Redefining") as progress:
             reports = lg.replay(domains or (), dry_run=dry_run, validate=validate,
@@ -143,6 +151,8 @@ def register(app: typer.Typer) -> None:
         """Compare the ledger, libvirt's metadata and the bitmaps in the images.
 
         Exit status 0 when all agree, 3 when they do not.
+
+        Example: ckpt-ledger -c qemu:///system verify web01
         """
         with _open(ctx, readonly=not record, existing=True) as lg:
             reports = lg.verify(domains or (), record=record)
