@@ -264,3 +264,33 @@ def test_any_odd_data_folds_as_apply_would(data: dict[str, Any]) -> None:
     store = store_of(enrolled(), raw(UUID, created("c1")), raw(UUID, created("c2", "c1")),
                      raw(UUID, data))
     assert outcome(bulk, store) == outcome(one_by_one, store)
+
+
+@pytest.mark.parametrize("policy", ["chained", "independent"])
+def test_every_hand_checked_event_type_takes_the_fast_path(
+    tmp_path: Path, policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hand-checked types (fold.FAST and the bitmap state changes) never reach
+    ``DomainState.apply`` when they come from the ledger itself: a field added to one of
+    their models (which the fast path would not know) fails here instead of silently
+    making every rebuild slow."""
+    from ledger.log import fold
+
+    store = history(tmp_path, policy)
+    slow: list[str] = []
+    real_apply = DomainState.apply
+
+    def counted(self: DomainState, event: Any, *args: Any, **kwargs: Any) -> Any:
+        slow.append(event.type)
+        return real_apply(self, event, *args, **kwargs)
+
+    monkeypatch.setattr(DomainState, "apply", counted)
+    types = {row_type for row_type in (r.type for r in store.read_all())}
+    fast = set(fold.FAST) | {"BitmapDisabled", "BitmapEnabled"}
+    expected = fast & types
+    assert {"CheckpointCreated", "CheckpointDeleted"} <= expected, types
+    if policy == "chained":
+        assert {"BitmapDisabled", "BitmapMerged", "BitmapRemoved"} <= expected, types
+    bulk(store)
+    assert not set(slow) & fast, sorted(set(slow) & fast)
+    assert set(slow) == types - fast  # everything else is folded the ordinary way

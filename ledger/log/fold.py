@@ -21,7 +21,13 @@ import msgpack
 from pydantic import ValidationError
 
 from ledger.domain.errors import LedgerError
-from ledger.domain.events import SCHEMA_VERSION
+from ledger.domain.events import (
+    SCHEMA_VERSION,
+    BitmapDisabled,
+    BitmapMerged,
+    BitmapRemoved,
+    CheckpointDeleted,
+)
 from ledger.domain.state import DomainState
 from ledger.log.records import check_schema, created_disks, event_from
 from ledger.log.store import ScanRow
@@ -36,6 +42,13 @@ _STR_OR_NONE = (str, type(None))
 
 _int = int
 _bytes = bytes
+# how many keys each hand-checked event's data has: its model's fields, type included (a new
+# field changes these with the model, so the fast path keeps up; tests/test_fold.py checks
+# that every hand-checked type takes it)
+_REMOVED_LEN = len(BitmapRemoved.model_fields)
+_MERGED_LEN = len(BitmapMerged.model_fields)
+_DELETED_LEN = len(CheckpointDeleted.model_fields)
+_ACTIVE_LEN = len(BitmapDisabled.model_fields)
 # what decoding or folding a damaged row raises (a LedgerError is already one line)
 DECODE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
 
@@ -73,7 +86,7 @@ def _malformed(position: object, *fields: object) -> LedgerError:
 
 def _bitmap_removed(state: DomainState, data: dict[str, Any]) -> bool:
     disk, bitmap, checkpoint = data.get("disk"), data.get("bitmap"), data.get("checkpoint")
-    if len(data) != 4 or type(disk) is not _str or type(bitmap) is not _str \
+    if len(data) != _REMOVED_LEN or type(disk) is not _str or type(bitmap) is not _str \
             or type(checkpoint) is not _str:
         return False
     state.remove_bitmap(disk, bitmap)
@@ -82,7 +95,7 @@ def _bitmap_removed(state: DomainState, data: dict[str, Any]) -> bool:
 
 def _bitmap_merged(state: DomainState, data: dict[str, Any]) -> bool:
     # a merge changes no bitmap's existence or state (DomainState._nothing)
-    return (len(data) == 5 and type(data.get("disk")) is _str
+    return (len(data) == _MERGED_LEN and type(data.get("disk")) is _str
             and type(data.get("bitmap")) is _str and type(data.get("checkpoint")) is _str
             and type(data.get("into")) is _str)
 
@@ -99,7 +112,8 @@ def _created(state: DomainState, data: dict[str, Any]) -> bool:
 def _deleted(state: DomainState, data: dict[str, Any]) -> bool:
     get = data.get
     name, deleted, reparented = get("name"), get("deleted"), get("reparented")
-    if (len(data) != 7 or type(name) is not _str or type(get("children")) is not _bool
+    if (len(data) != _DELETED_LEN or type(name) is not _str
+            or type(get("children")) is not _bool
             or type(get("children_only")) is not _bool
             or type(get("metadata_only")) is not _bool
             or type(deleted) is not _list or type(reparented) is not _dict
@@ -140,7 +154,7 @@ def fold_rows(
     active_of = _ACTIVE.get
     get_state = states.get
     unpackb, newest, str_ = _unpackb, SCHEMA_VERSION, _str  # locals: read once per row
-    int_, bytes_ = _int, _bytes
+    int_, bytes_, active_len = _int, _bytes, _ACTIVE_LEN
     last = count = 0
     current: Sequence[ScanRow] | None = None  # the page being folded
     try:
@@ -166,7 +180,7 @@ def fold_rows(
                 if active is not None:
                     # BitmapDisabled/Enabled: DomainState.set_active, inlined
                     disk, bitmap = data.get("disk"), data.get("bitmap")
-                    if (len(data) == 4 and type(disk) is str_ and type(bitmap) is str_
+                    if (len(data) == active_len and type(disk) is str_ and type(bitmap) is str_
                             and type(data.get("checkpoint")) is str_):
                         bms = state.bitmaps.get(disk)
                         if bms is not None:
