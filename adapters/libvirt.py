@@ -16,6 +16,7 @@ speaks every libvirt URI: ``qemu:///system``, ``qemu+ssh://host/system``,
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import re
@@ -163,11 +164,22 @@ class LibvirtHypervisor:
         self.close()
 
     def _call(self, fn: Any, *args: Any) -> Any:
-        """Call a libvirt function, mapping ``libvirtError`` to ``LedgerError``."""
+        """Call a libvirt function, mapping ``libvirtError`` to ``LedgerError``.
+
+        The cyclic garbage collector is off during the call: libvirt-python reads the
+        error (``virGetLastError``) after the failed call returns, and a collection in
+        between that frees a libvirt object runs a public libvirt API (``virDomainFree``
+        ...), which resets the thread's last error: the error would lose its code."""
+        enabled = gc.isenabled()
+        if enabled:
+            gc.disable()
         try:
             return fn(*args)
         except self._lv.libvirtError as e:
             raise to_ledger_error(e) from None
+        finally:
+            if enabled:
+                gc.enable()
 
     @property
     def connection(self) -> Any:
@@ -179,10 +191,10 @@ class LibvirtHypervisor:
     def _domain(self, name: str) -> Any:
         """The domain by name, else by UUID (as virsh finds one)."""
         try:
-            return self.connection.lookupByName(name)
-        except self._lv.libvirtError as e:
-            if e.get_error_code() != self._lv.VIR_ERR_NO_DOMAIN or not _UUID.fullmatch(name):
-                raise to_ledger_error(e) from None
+            return self._call(self.connection.lookupByName, name)
+        except LedgerError as err:
+            if err.code != "NO_DOMAIN" or not _UUID.fullmatch(name):
+                raise
         return self._call(self.connection.lookupByUUIDString, name)
 
     def _checkpoint(self, dom: Any, name: str) -> Any:
@@ -197,11 +209,11 @@ class LibvirtHypervisor:
 
     def _parent_name(self, cp: Any) -> str | None:
         try:
-            parent = cp.getParent(0)
-        except self._lv.libvirtError as e:
-            if e.get_error_code() == self._lv.VIR_ERR_NO_DOMAIN_CHECKPOINT:
+            parent = self._call(cp.getParent, 0)
+        except LedgerError as err:
+            if err.code == "NO_DOMAIN_CHECKPOINT":
                 return None
-            raise to_ledger_error(e) from None
+            raise
         return str(parent.getName())
 
     # -- ledger.domain.hypervisor.Hypervisor --------------------------------------------
@@ -292,9 +304,8 @@ class LibvirtHypervisor:
         if not (children or children_only):
             kids = [str(c.getName()) for c in self._call(cp.listAllChildren, 0)]
         try:
-            cp.delete(flags)
-        except lv.libvirtError as e:
-            err = to_ledger_error(e)
+            self._call(cp.delete, flags)
+        except LedgerError as err:
             moved = self._reparented(dom, name, kids)
             if moved:
                 raise PartialDelete(err, moved) from None
