@@ -71,11 +71,6 @@ def rate(r: dict[str, Any]) -> float:
     return float(r["events"]) / float(r["seconds"])
 
 
-def fmt_rate(x: float) -> str:
-    """``123,456 ev/s``."""
-    return f"{x:,.0f} ev/s"
-
-
 def verdict(ok: bool) -> str:
     """PASS or MISS."""
     return "PASS" if ok else "MISS"
@@ -95,10 +90,32 @@ def med_rate(results: list[dict[str, Any]]) -> float:
     return median([rate(r) for r in results])
 
 
-def at_least(name: str, ours: float, reference: float, factor: float) -> Row:
-    """A row of two rates (events/s) whose target is ``ours >= factor * reference``."""
-    return Row(name, fmt_rate(ours), fmt_rate(reference), f"{ours / reference:.2f}x",
-               f">= {factor:g}x", verdict(ours >= factor * reference))
+def at_least(name: str, ours: float, reference: float, factor: float,
+             unit: str = " ev/s") -> Row:
+    """A row of two rates whose target is ``ours >= factor * reference``."""
+    return Row(name, f"{ours:,.0f}{unit}", f"{reference:,.0f}{unit}",
+               f"{ours / reference:.2f}x", f">= {factor:g}x", verdict(ours >= factor * reference))
+
+
+def own_cost(name: str, ours: list[dict[str, Any]], raw: list[dict[str, Any]], what: str,
+             limit_ms: float) -> Row:
+    """A row of the ledger's own milliseconds per item (its time minus ``hv_seconds``, the
+    time inside the hypervisor) beside the raw call's, whose target is ``<= limit_ms``."""
+    own = median([(float(r["seconds"]) - float(r["hv_seconds"])) / float(r["events"]) * 1000
+                   for r in ours])
+    per = median([float(r["seconds"]) / float(r["events"]) * 1000 for r in raw])
+    return Row(name, f"{own:.3f} ms", f"{what} {per:.2f} ms", f"{own / per:.1%}",
+               f"<= {limit_ms:g} ms", verdict(own <= limit_ms))
+
+
+def libvirt_missing(rows: list[Row], name: str) -> bool:
+    """True (and an n/a row) when libvirt-python cannot be imported."""
+    try:
+        import libvirt  # noqa: F401
+    except ImportError:
+        rows.append(Row(name, "n/a", "", "", "", "n/a: libvirt-python is not installed"))
+        return True
+    return False
 
 
 def log(msg: str) -> None:
@@ -212,48 +229,34 @@ def bench_replay(scale: Scale, rows: list[Row]) -> None:
     against the raw REDEFINE loop, the ledger's own cost per checkpoint, and many domains
     replayed at once against the raw loop doing them one after another."""
     uri = LIBVIRT_URI[0]
-    try:
-        import libvirt  # noqa: F401
-    except ImportError:
-        rows.append(Row("replay", "n/a", "", "", "", "n/a: libvirt-python is not installed"))
+    if libvirt_missing(rows, "replay"):
         return
     chain = scale.replay_chain
     log(f"replay of a {chain:,}-checkpoint chain into {uri} x{scale.repeats}")
     one = {"uri": uri, "domains_": 1, "chain": chain}
     ours, raw = trials(scale.repeats, ("replay_ours", one), ("replay_raw", one))
-    r_ours, r_raw = med_rate(ours), med_rate(raw)
-    rows.append(Row(f"replay, {chain:,}-cp chain, {uri} vs raw REDEFINE loop",
-                    f"{r_ours:,.0f} cp/s", f"{r_raw:,.0f} cp/s", f"{r_ours / r_raw:.2f}x",
-                    ">= 0.95x", verdict(r_ours >= 0.95 * r_raw)))
-    own = median([(float(r["seconds"]) - float(r["hv_seconds"])) / float(r["events"]) * 1000
-                   for r in ours])
-    per = median([float(r["seconds"]) / float(r["events"]) * 1000 for r in raw])
-    rows.append(Row(f"replay, {chain:,}-cp chain: the ledger's own cost per checkpoint",
-                    f"{own:.3f} ms", f"REDEFINE {per:.2f} ms", f"{own / per:.1%}",
-                    "<= 0.3 ms", verdict(own <= 0.3)))
+    rows.append(at_least(f"replay, {chain:,}-cp chain, {uri} vs raw REDEFINE loop",
+                         med_rate(ours), med_rate(raw), 0.95, " cp/s"))
+    rows.append(own_cost(f"replay, {chain:,}-cp chain: the ledger's own cost per checkpoint",
+                         ours, raw, "REDEFINE", 0.3))
     count, each = scale.replay_domains
     log(f"replay of {count} domains x {each} checkpoints, --jobs 4 vs one at a time "
         f"x{scale.repeats}")
     many = {"uri": uri, "domains_": count, "chain": each}
     par, seq, raw_many = trials(scale.repeats, ("replay_ours", {**many, "jobs": 4}),
                                 ("replay_ours", {**many, "jobs": 1}), ("replay_raw", many))
-    r_par, r_seq, r_rawm = med_rate(par), med_rate(seq), med_rate(raw_many)
-    rows.append(Row(f"replay, {count} domains x {each} cp, --jobs 4 vs raw loop in turn",
-                    f"{r_par:,.0f} cp/s", f"{r_rawm:,.0f} cp/s", f"{r_par / r_rawm:.2f}x",
-                    ">= 1.5x", verdict(r_par >= 1.5 * r_rawm)))
-    rows.append(Row(f"replay, {count} domains x {each} cp, --jobs 1 vs raw loop in turn",
-                    f"{r_seq:,.0f} cp/s", f"{r_rawm:,.0f} cp/s", f"{r_seq / r_rawm:.2f}x",
-                    ">= 0.95x", verdict(r_seq >= 0.95 * r_rawm)))
+    r_rawm = med_rate(raw_many)
+    rows.append(at_least(f"replay, {count} domains x {each} cp, --jobs 4 vs raw loop in turn",
+                         med_rate(par), r_rawm, 1.5, " cp/s"))
+    rows.append(at_least(f"replay, {count} domains x {each} cp, --jobs 1 vs raw loop in turn",
+                         med_rate(seq), r_rawm, 0.95, " cp/s"))
 
 
 def bench_create_libvirt(scale: Scale, rows: list[Row]) -> None:
     """Create rows on libvirt: ``Ledger.create`` against the raw call + one durable INSERT,
     and the ledger's own cost of a create (on a memory store: no durable commit)."""
     uri = LIBVIRT_URI[0]
-    try:
-        import libvirt  # noqa: F401
-    except ImportError:
-        rows.append(Row("create", "n/a", "", "", "", "n/a: libvirt-python is not installed"))
+    if libvirt_missing(rows, "create"):
         return
     n = scale.creates // 5
     log(f"{n} x Ledger.create on {uri} vs the raw call + a durable INSERT x{scale.repeats}")
@@ -261,16 +264,10 @@ def bench_create_libvirt(scale: Scale, rows: list[Row]) -> None:
     ours, mem, raw = trials(scale.repeats, ("create_libvirt_ours", kw),
                             ("create_libvirt_ours", {**kw, "store": "memory"}),
                             ("create_libvirt_raw", kw))
-    r_ours, r_raw = med_rate(ours), med_rate(raw)
-    rows.append(Row(f"{n} x Ledger.create, {uri} + SQLite vs raw call + durable INSERT",
-                    f"{r_ours:,.0f}/s", f"{r_raw:,.0f}/s", f"{r_ours / r_raw:.2f}x",
-                    ">= 0.9x", verdict(r_ours >= 0.9 * r_raw)))
-    own = median([(float(r["seconds"]) - float(r["hv_seconds"])) / float(r["events"]) * 1000
-                   for r in mem])
-    per = median([float(r["seconds"]) / float(r["events"]) * 1000 for r in raw])
-    rows.append(Row("Ledger.create: its own cost (no hypervisor, no durable commit)",
-                    f"{own:.3f} ms", f"raw create {per:.2f} ms", f"{own / per:.1%}",
-                    "<= 0.15 ms", verdict(own <= 0.15)))
+    rows.append(at_least(f"{n} x Ledger.create, {uri} + SQLite vs raw call + durable INSERT",
+                         med_rate(ours), med_rate(raw), 0.9, "/s"))
+    rows.append(own_cost("Ledger.create: its own cost (no hypervisor, no durable commit)",
+                         mem, raw, "raw create", 0.15))
 
 
 LIBVIRT_URI = ["test:///default"]

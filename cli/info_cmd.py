@@ -29,10 +29,8 @@ def register(app: typer.Typer) -> None:
             store,
             Setting(s.hypervisor, o["hypervisor"] or "not set"),
             Setting(s.actor, o["actor"] or "default (user@host)"),
-            Setting(None if s.lock_timeout is None else f"{s.lock_timeout:g}",
-                    o["lock_timeout"] or "default")
-            if s.lock_timeout is not None else
-            Setting(f"{DEFAULT_LOCK_TIMEOUT:g}", "default"))
+            Setting(f"{s.lock_timeout:g}", o["lock_timeout"]) if s.lock_timeout is not None
+            else Setting(f"{DEFAULT_LOCK_TIMEOUT:g}", "default"))
         if json_out:
             print_json(report)
             return

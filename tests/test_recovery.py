@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -411,3 +412,36 @@ def test_import_xml_of_ten_thousand_files_is_linear(tmp_path: Path, lg: Ledger) 
     assert len(report.added) == n
     assert [v.name for v in lg.list("vm", topological=True)][:3] == ["c00000", "c00001",
                                                                       "c00002"]
+
+
+def test_a_replay_of_many_domains_folds_what_was_appended_before_its_locks(
+    tmp_path: Path,
+) -> None:
+    """Another writer appends between the replay's start and the moment it holds the
+    domains' locks: the replay folds that first (as every locked command does), so nothing
+    conflicts and the other writer's checkpoint is neither lost nor replayed twice."""
+    from backends.memory import MemoryStore
+
+    host = MockHypervisor(str(tmp_path / "host.json"))
+    for d in ("vm1", "vm2"):
+        host.define(d, ["vda"])
+    store = MemoryStore()
+    store.close = lambda: None  # type: ignore[method-assign]  # shared by both ledgers
+    with Ledger.open(store=store, hypervisor=host) as lg, \
+            Ledger.open(store=store, hypervisor=host, actor="other") as other:
+        for d in ("vm1", "vm2"):
+            lg.create(d, f"{d}-a")
+        host.forget_checkpoints("vm2")
+        real = store.lock_all
+
+        def late(ids: Any) -> Any:
+            other.create("vm1", "vm1-b")  # lands after the replay read the log
+            return real(ids)
+
+        store.lock_all = late  # type: ignore[method-assign]
+        reports = lg.replay(["vm1", "vm2"], jobs=2)
+        assert [r.error for r in reports] == [None, None]
+        assert host.list_checkpoints("vm1") == ["vm1-a", "vm1-b"]
+        assert host.list_checkpoints("vm2") == ["vm2-a"]
+        assert [c.name for c in lg.list("vm1", topological=True)] == ["vm1-a", "vm1-b"]
+        assert "OperationSettled" not in [e.type for e in lg.log()]

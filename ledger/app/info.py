@@ -62,7 +62,7 @@ def gather(store: Setting, hypervisor: Setting, actor: Setting, lock_timeout: Se
         store=store.value or "?", store_from=store.origin, store_state="ok",
         hypervisor=hypervisor.value, hypervisor_from=hypervisor.origin,
         actor=actor.value or Provenance.default().actor or "?", actor_from=actor.origin,
-        lock_timeout=lock_timeout.value or "60", lock_timeout_from=lock_timeout.origin,
+        lock_timeout=lock_timeout.value or "?", lock_timeout_from=lock_timeout.origin,
         config_files=files)
     try:
         with Ledger.open(store=store.value, readonly=True) as lg:

@@ -242,6 +242,7 @@ def replay(
     uuids = [info.uuid for info in infos.values()]
     with (w.model.store.lock_all(uuids) if not dry_run and as_of is None
           else contextlib.nullcontext()):
+        w.model.catch_up()  # what other writers appended before the locks were taken
 
         def one(name: str) -> ReplayReport:
             try:
