@@ -33,7 +33,7 @@ from ledger.domain.model import BackupDisk, DomainInfo, HostJob, JobResult, Poli
 
 from . import qemu_img
 
-# libvirt 6.5.0 stopped chaining bitmaps (libvirt-checkpoints.md section 4).
+# libvirt 6.5.0 stopped chaining bitmaps (docs/libvirt-checkpoints.md section 4).
 INDEPENDENT_SINCE = 6_005_000
 
 INSTALL_HINT = (
@@ -286,7 +286,7 @@ class LibvirtHypervisor:
         """``virDomainCheckpointDelete`` with CHILDREN / CHILDREN_ONLY / METADATA_ONLY.
 
         QEMU moves the children of a plain delete to the parent *before* it removes the
-        bitmaps (libvirt-checkpoints.md section 5.2 item 3). If the delete then fails and
+        bitmaps (docs/libvirt-checkpoints.md section 5.2 item 3). If the delete then fails and
         the children did move, this raises :class:`ledger.domain.hypervisor.PartialDelete` with
         ``reparented = {child: new parent or None}``; otherwise libvirt's error.
         """

@@ -545,7 +545,7 @@ class MockHypervisor:
     ) -> None:
         """Delete with libvirt's flags and the domain's bitmap policy.
 
-        Like libvirt's QEMU driver (libvirt-checkpoints.md §5.2 item 3), a plain delete
+        Like libvirt's QEMU driver (docs/libvirt-checkpoints.md §5.2 item 3), a plain delete
         reparents the children *before* it removes the bitmaps; when a bitmap is missing
         the call fails with the children already moved, reported as :class:`PartialDelete`.
         """

@@ -33,6 +33,7 @@ class Scale:
     others: tuple[int, int]  # other domains beside the plan domain: few vs many
     replay_chain: int  # checkpoints in the replayed chain
     replay_domains: tuple[int, int]  # domains x checkpoints replayed at once
+    mixed_domains: int  # domains in the mixed history (both policies, ~99 events each)
     repeats: int = 3  # trials of each short measurement (median reported)
 
     @property
@@ -43,9 +44,9 @@ class Scale:
 
 EVENTS_PER_DOMAIN = 100
 FULL = Scale("full", domains=10_000, import_events=100_000, creates=1_000, chain=10_000,
-             others=(10, 10_000), replay_chain=1_000, replay_domains=(20, 100))
+             others=(10, 10_000), replay_chain=1_000, replay_domains=(20, 100), mixed_domains=3_000)
 QUICK = Scale("quick", domains=1_000, import_events=10_000, creates=100, chain=1_000,
-              others=(10, 1_000), replay_chain=100, replay_domains=(10, 20))
+              others=(10, 1_000), replay_chain=100, replay_domains=(10, 20), mixed_domains=300)
 SCALES = {s.name: s for s in (FULL, QUICK)}
 
 
@@ -67,6 +68,16 @@ def history_path(scale: Scale) -> Path:
 def es_history_path(scale: Scale) -> Path:
     """The cached eventsourcing SQLite database replaying the same history."""
     return DATA / f"es-history-{scale.events}-g{GEN_VERSION}.db"
+
+
+def mixed_history_path(scale: Scale) -> Path:
+    """The cached SQLite store holding the mixed history (bench/gen.py: mixed_commands)."""
+    return DATA / f"mixed-{scale.mixed_domains}-g{GEN_VERSION}-s{store_schema_version()}.db"
+
+
+def es_mixed_history_path(scale: Scale) -> Path:
+    """The cached eventsourcing SQLite database replaying the mixed history."""
+    return DATA / f"es-mixed-{scale.mixed_domains}-g{GEN_VERSION}.db"
 
 
 def remove_db(path: Path) -> None:

@@ -103,13 +103,38 @@ def commands(domains: int, prefix: str = "dom") -> Iterator[tuple[DomainInfo, li
             yield sim.info, sim.step(command)
 
 
+# The mixed history: half the domains chained, half independent, each keeping a window of
+# recent checkpoints (deleting the oldest, now and then one in the middle) as a backup tool's
+# retention does. Per pair of domains (198 events): 39 creates, 22 deletes, 57 disables, 66
+# bitmap removals, 12 merges and 2 enrolments, about the proportions of a real host's.
+MIXED_SCHEDULES: dict[Policy, str] = {
+    "chained": "FCCCCMCCRCCMCRCCRCMCRCCCRCMCRC",
+    "independent": "FCCCCCRCRCRCRCRCCRCRCRCRCRCRCRC",
+}
+
+
+def mixed_commands(domains: int, prefix: str = "mix"
+                   ) -> Iterator[tuple[DomainInfo, list[Event]]]:
+    """The mixed history's commands (:data:`MIXED_SCHEDULES`), round by round across
+    ``domains`` domains, even ones chained and odd ones independent."""
+    policies: tuple[Policy, Policy] = ("chained", "independent")
+    sims = [Sim(domain_info(i, policies[i % 2], prefix=prefix)) for i in range(domains)]
+    rounds = max(len(s) for s in MIXED_SCHEDULES.values())
+    for r in range(rounds):
+        for sim in sims:
+            schedule = MIXED_SCHEDULES[sim.info.policy]
+            if r < len(schedule):
+                yield sim.info, sim.step(schedule[r])
+
+
 def records(info: DomainInfo, events: list[Event], at: float) -> list[NewRecord]:
     """``events`` wrapped for appending, with the bench provenance."""
     return [new_record(info.uuid, info.name, ev, PROVENANCE, at) for ev in events]
 
 
-def generate_history(path: Path, domains: int) -> int:
-    """Write the rebuild history of ``domains`` domains into a new SQLite store at ``path``.
+def generate_history(path: Path, domains: int, mixed: bool = False) -> int:
+    """Write the rebuild history of ``domains`` domains into a new SQLite store at ``path``
+    (:func:`commands`, or :func:`mixed_commands` when ``mixed``).
 
     Appends go through ``SqliteStore.append`` (one append per command, as the ledger does);
     the generator turns ``synchronous`` off on its own connection since only the reads are
@@ -129,7 +154,7 @@ def generate_history(path: Path, domains: int) -> int:
     n = 0
     at = float(EPOCH)
     try:
-        for info, events in commands(domains):
+        for info, events in (mixed_commands if mixed else commands)(domains):
             at += 0.01
             store.append(records(info, events, at))
             n += len(events)
@@ -140,9 +165,9 @@ def generate_history(path: Path, domains: int) -> int:
     return n
 
 
-def ensure_history(path: Path, domains: int) -> bool:
+def ensure_history(path: Path, domains: int, mixed: bool = False) -> bool:
     """Generate the cached history unless it exists; True when it was generated now."""
     if path.exists():
         return False
-    generate_history(path, domains)
+    generate_history(path, domains, mixed)
     return True

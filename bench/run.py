@@ -6,7 +6,9 @@ interpreter (``bench.worker``) on a fresh or cached file:
 * rebuild: ``Ledger.open`` of a 1,000,000-event SQLite store (10,000 chained domains, made
   with the real rules, cached under ``bench/.data``) against a plain ``sqlite3`` scan +
   ``msgpack.unpackb`` of the same rows, and against ``eventsourcing`` replaying the same
-  history (``repository.get`` of each domain's aggregate, its default SQLite recorder);
+  history (``repository.get`` of each domain's aggregate, its default SQLite recorder); the
+  same three on a mixed history of 3,000 domains of both policies keeping a retention window
+  (about 300,000 events: creates, deletes, disables, bitmap removals and merges);
 * batched import of 100,000 events, the whole histories of 100 domains (10,000 events) per
   transaction for every contender: ``new_record`` + ``SqliteStore.append_many`` against
   ``packb`` + ``executemany``, and ``eventsourcing``'s ``app.save(*aggregates)``;
@@ -46,9 +48,11 @@ from .common import (
     Scale,
     environment,
     es_history_path,
+    es_mixed_history_path,
     history_path,
     load_average,
     median,
+    mixed_history_path,
     remove_db,
     run_worker,
 )
@@ -125,29 +129,44 @@ def log(msg: str) -> None:
 
 # ---------------------------------------------------------------------------- rows
 def bench_rebuild(scale: Scale, rows: list[Row]) -> None:
-    """Rebuild rows and the RSS row."""
-    hist, es_hist = history_path(scale), es_history_path(scale)
+    """Rebuild rows (the chained history and the mixed one) and the RSS row."""
+    hist = history_path(scale)
+    ours = _rebuild_rows(rows, hist, es_history_path(scale), scale.domains, False,
+                         scale.repeats, "")
+    rss = median([float(r["rss_mb"]) for r in ours])
+    base = median([float(r["rss_before_mb"]) for r in ours])
+    rows.append(Row(f"rebuild {scale.events // 1000:,}k events: peak RSS (VmHWM)",
+                    f"{rss:,.0f} MB", f"es {ours[-1]['es_rss_mb']:,.0f} MB",
+                    f"(at start {base:,.0f} MB)", "< 400 MB", verdict(rss < 400)))
+    _rebuild_rows(rows, mixed_history_path(scale), es_mixed_history_path(scale),
+                  scale.mixed_domains, True, scale.repeats, " mixed, both policies,")
+    bench_snapshot(hist, median([float(r["seconds"]) for r in ours]), scale.repeats, rows)
+
+
+def _rebuild_rows(rows: list[Row], hist: Path, es_hist: Path, domains: int, mixed: bool,
+                  repeats: int, what: str) -> list[dict[str, Any]]:
+    """Rebuild of the history at ``hist`` (made once, cached) by the ledger, eventsourcing
+    and the raw floor; appends the two ratio rows, returns the ledger's trials (each with
+    eventsourcing's median RSS as ``es_rss_mb``)."""
     if not hist.exists():  # in a worker, like every measurement: this process stays small
-        log(f"generating {scale.events:,} events into {hist} (once; cached)")
-        run_worker("generate", history=str(hist), domains=scale.domains)
+        log(f"generating the{what or ' chained'} history of {domains:,} domains into {hist} "
+            "(once; cached)")
+        run_worker("generate", history=str(hist), domains=domains, mixed=mixed)
     if not es_hist.exists():
         log(f"copying the history into eventsourcing: {es_hist} (once; cached)")
         run_worker("generate_es", history=str(hist), es_history=str(es_hist))
-    log(f"rebuild: ours, eventsourcing and the raw floor x{scale.repeats}")
-    ours, es, raw = trials(scale.repeats, ("rebuild_ours", {"history": str(hist)}),
+    log(f"rebuild{what}: ours, eventsourcing and the raw floor x{repeats}")
+    ours, es, raw = trials(repeats, ("rebuild_ours", {"history": str(hist)}),
                            ("rebuild_es", {"history": str(hist), "es_history": str(es_hist)}),
                            ("rebuild_raw", {"history": str(hist)}))
     r_ours = med_rate(ours)
-    n = f"{scale.events // 1000:,}k"
-    rows.append(at_least(f"rebuild {n} events vs raw scan+unpack", r_ours, med_rate(raw), 0.5))
-    rows.append(at_least(f"rebuild {n} events vs eventsourcing", r_ours, med_rate(es), 5))
-    rss = median([float(r["rss_mb"]) for r in ours])
-    base = median([float(r["rss_before_mb"]) for r in ours])
+    n = f"{int(ours[0]['events']) // 1000:,}k"
+    rows.append(at_least(f"rebuild{what} {n} events vs raw scan+unpack", r_ours,
+                         med_rate(raw), 0.5))
+    rows.append(at_least(f"rebuild{what} {n} events vs eventsourcing", r_ours,
+                         med_rate(es), 5))
     es_rss = median([float(r["rss_mb"]) for r in es])
-    rows.append(Row(f"rebuild {n} events: peak RSS (VmHWM)", f"{rss:,.0f} MB",
-                    f"es {es_rss:,.0f} MB", f"(at start {base:,.0f} MB)", "< 400 MB",
-                    verdict(rss < 400)))
-    bench_snapshot(hist, median([float(r["seconds"]) for r in ours]), scale.repeats, rows)
+    return [{**r, "es_rss_mb": es_rss} for r in ours]
 
 
 def bench_snapshot(hist: Path, rebuild_seconds: float, repeats: int, rows: list[Row]) -> None:

@@ -83,12 +83,12 @@ def open_ledger(url: str, *, use_snapshot: bool, snapshot_every: int = 0) -> Any
 
 
 # ---------------------------------------------------------------------- the inputs
-def generate(history: str, domains: int) -> dict[str, Any]:
-    """Make the cached rebuild history (bench/gen.py)."""
+def generate(history: str, domains: int, mixed: bool = False) -> dict[str, Any]:
+    """Make a cached rebuild history (bench/gen.py): the chained one, or the mixed one."""
     from .gen import ensure_history
 
-    ensure_history(Path(history), domains)
-    return {"events": domains * 100}
+    ensure_history(Path(history), domains, mixed)
+    return {}
 
 
 def generate_es(history: str, es_history: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ledger.present.timeline import render_html, render_svg
 from ledger.present.timeline import write as write_page
 
 from .errors import usage_error
-from .output import JSON, handles_errors, print_json, shown, table
+from .output import JSON, handles_errors, print_json, shown, stream_table
 
 POINT_HELP = "An event POSITION or a time (ISO 8601, e.g. 2026-11-29T18:00:00Z; naive = UTC)."
 
@@ -93,19 +93,10 @@ def register(app: typer.Typer) -> None:
             if json_out or jsonl:
                 _stream_json((e.model_dump(mode="json") for e in events), lines=jsonl)
                 return
-            headers = ["Pos", "Recorded", "Domain", "Event", "What", "Actor"]
-            lines: list[list[object]] = []
-            reasons = False
-            for e in events:  # the table's widths need every row; only the cells are kept
-                lines.append([e.position, e.recorded_at, e.domain, e.type,
-                              summary(e.type, e.data), e.actor, e.reason or ""])
-                reasons = reasons or bool(e.reason)
-        if not reasons:
-            for line in lines:
-                line.pop()
-        else:
-            headers.append("Reason")
-        typer.echo(table(headers, lines))
+            stream_table(
+                ["Pos", "Recorded", "Domain", "Event", "What", "Actor", "Reason"],
+                ([e.position, e.recorded_at, e.domain, e.type, summary(e.event), e.actor,
+                  e.reason or ""] for e in events), optional_last=True)
 
     @app.command()
     @handles_errors
@@ -123,7 +114,7 @@ def register(app: typer.Typer) -> None:
         with _open(ctx) as lg:
             facts = lg.history(domain, name)
         if json_out:
-            print_json(facts)
+            print_json(facts, "history-entry")
             return
         for f in facts:
             why = f" ({f.reason})" if f.reason else ""

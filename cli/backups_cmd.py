@@ -67,14 +67,14 @@ def register(app: typer.Typer) -> None:
                 jobs = lg.backups(domain)
         if between != (0, 0):
             if json_out:
-                print_json(events)
+                print_json(events, "event")
                 return
             typer.echo(table(["Pos", "Recorded", "Event", "What", "Actor"],
-                             [[e.position, e.recorded_at, e.type, summary(e.type, e.data),
+                             [[e.position, e.recorded_at, e.type, summary(e.event),
                                e.actor] for e in events]))
             return
         if json_out:
-            print_json(jobs)
+            print_json(jobs, "backup")
             return
         rows = [[j.number, j.started_at,
                  f"{j.tool} (observed)" if j.source == "observed" and j.tool else
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
                 outcome=outcome,  # type: ignore[arg-type]  # checked above
                 size=size, seconds=seconds, error=error, reason=reason)
         if json_out:
-            print_json(view)
+            print_json(view, "backup")
         else:
             typer.echo(shown(f"Backup {view.number} of {domain} ({view.job}) recorded: "
                              f"{view.outcome}"))

@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
                 return
             view = lg.create(domain, name, disk or None, description, reason=reason)
         if json_out:
-            print_json(view)
+            print_json(view, "checkpoint")
         else:
             typer.echo(f"Domain checkpoint {view.name} created")
 
@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
             result = lg.delete(domain, target, children=children, children_only=children_only,
                                metadata_only=metadata_only, reason=reason)
         if json_out:
-            print_json(result)
+            print_json(result, "delete")
         elif children_only:
             typer.echo(f"Domain checkpoint {target} children deleted")
         else:
@@ -190,7 +190,7 @@ def register(app: typer.Typer) -> None:
         with _settings(ctx) as lg:
             view = lg.redefine(domain, data, validate=validate, reason=reason)
         if json_out:
-            print_json(view)
+            print_json(view, "checkpoint")
         else:
             typer.echo(f"Domain checkpoint {view.name} created from '{file}'")
 
@@ -238,7 +238,8 @@ def register(app: typer.Typer) -> None:
             if tree and from_ is not None:
                 views = [lg.show(domain, from_, as_of=as_of), *views]
         if json_out:
-            print_json([v.model_dump(mode="json", exclude={"children"}) for v in views])
+            print_json([v.model_dump(mode="json", exclude={"children"}) for v in views],
+                       "checkpoint")
         elif tree:
             typer.echo("\n".join(tree_lines(views, from_)))
         elif name_only:
@@ -276,7 +277,7 @@ def register(app: typer.Typer) -> None:
                 return
             view = lg.show(domain, name, as_of=as_of)
         if json_out:
-            print_json(view)
+            print_json(view, "checkpoint")
             return
         typer.echo(f"Name:           {view.name}")
         typer.echo(f"Domain:         {domain}")
@@ -305,7 +306,7 @@ def register(app: typer.Typer) -> None:
         with _settings(ctx, readonly=True) as lg:
             view = lg.bitmaps(domain, as_of=as_of)
         if json_out:
-            print_json(view)
+            print_json(view, "bitmaps")
             return
         rows = [(disk, b.bitmap, b.checkpoint, "active" if b.active else "disabled")
                 for disk, bms in view.disks.items() for b in bms]
@@ -329,7 +330,7 @@ def register(app: typer.Typer) -> None:
         with _settings(ctx, readonly=True) as lg:
             view = lg.plan(domain, since, as_of=as_of)
         if json_out:
-            print_json(view)
+            print_json(view, "plan")
             return
         typer.echo(f"Backup plan for {view.domain} since {view.since} ({view.policy} policy)")
         rows = [(disk, p.mode, ", ".join(p.bitmaps) or "-", p.reason or "")

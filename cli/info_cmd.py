@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
             Setting(f"{s.lock_timeout:g}", o["lock_timeout"]) if s.lock_timeout is not None
             else Setting(f"{DEFAULT_LOCK_TIMEOUT:g}", "default"))
         if json_out:
-            print_json(report)
+            print_json(report, "info")
             return
         optional = ", ".join(f"{p} {v or 'not installed'}" for p, v in report.optional.items())
         lines = [f"ckpt-ledger {report.version} (Python {report.python}; {optional})"]

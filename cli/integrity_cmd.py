@@ -7,7 +7,7 @@ need a hypervisor.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
                 progress_bar(ctx, "Checking") as progress:
             report = verify_store(store, pinned, progress=progress)
         if json_out:
-            print_json(report.to_dict())
+            print_json(report.to_dict(), "verify-log")
         elif report.ok:
             typer.echo(report.line())
         if not report.ok:
@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         with _store(ctx, readonly=True, existing=True) as store:
             position, digest = head(store)
         if json_out:
-            print_json({"position": position, "hash": digest})
+            print_json({"position": position, "hash": digest}, "head")
         else:
             typer.echo(f"{position}:{digest}")
 
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         with _store(ctx) as store, progress_bar(ctx, "Folding") as progress:
             report = rebuild(store, progress=progress)
         if json_out:
-            print_json(report.to_dict())
+            print_json(report.to_dict(), "rebuild")
         else:
             typer.echo(report.line())
 
@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
                 stream_id, name = state.stream_id, state.name
         with _store(ctx, readonly=True) as store, progress_bar(ctx, "Exporting") as progress:
             summary = export_log(store, file, fmt, stream_id, name, progress)
-        _say(summary.to_dict(), json_out and file != "-",
+        _say(summary.to_dict(), "export", json_out and file != "-",
              f"exported {summary.events} events (head {summary.head_position}:"
              f"{summary.head_hash}) to {file}", to_stderr=file == "-")
 
@@ -149,14 +149,15 @@ def register(app: typer.Typer) -> None:
         """
         with _store(ctx) as store, progress_bar(ctx, "Importing") as progress:
             summary = import_log(store, file, progress)
-        _say(summary.to_dict(), json_out,
+        _say(summary.to_dict(), "import-log", json_out,
              f"imported {summary.imported} events ({summary.present} already present); "
              f"head {summary.head_position}:{summary.head_hash}")
 
 
-def _say(data: dict[str, Any], as_json: bool, line: str, to_stderr: bool = False) -> None:
+def _say(data: Mapping[str, Any], shape: str, as_json: bool, line: str,
+         to_stderr: bool = False) -> None:
     if as_json:
-        print_json(data)
+        print_json(data, shape)
     elif to_stderr:
         sys.stderr.write(line + "\n")
     else:

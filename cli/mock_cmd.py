@@ -103,7 +103,8 @@ def extents(
     """The dirty byte ranges of the merged bitmaps (what an incremental backup would copy)."""
     ranges = _mock(ctx).extents(domain, disk, bitmap)
     if json_out:
-        print_json({"disk": disk, "bitmaps": bitmap, "extents": [list(r) for r in ranges]})
+        print_json({"disk": disk, "bitmaps": bitmap, "extents": [list(r) for r in ranges]},
+                   "mock-extents")
         return
     for off, length in ranges:
         typer.echo(f"{off:>12} {length:>12}  dirty")
@@ -150,7 +151,7 @@ def backup(
     job = _mock(ctx).backup(domain, folder, incremental=incremental, checkpoint=checkpoint,
                             disks=disk or None)
     if json_out:
-        print_json(job)
+        print_json(job, "mock-job")
         return
     if job.outcome != "completed":
         raise LedgerError("OPERATION_FAILED", f"backup job {job.job} failed: {job.error}")
@@ -167,7 +168,8 @@ def checkpoints(ctx: typer.Context, domain: str = typer.Argument(..., metavar="D
     hv = _mock(ctx)
     names = hv.list_checkpoints(domain)
     if json_out:
-        print_json({"domain": domain, "checkpoints": names, "current": hv.current(domain)})
+        print_json({"domain": domain, "checkpoints": names, "current": hv.current(domain)},
+                   "mock-checkpoints")
     else:
         for n in names:
             typer.echo(n)

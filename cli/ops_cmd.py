@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
             src.close()
         report = replace(report, verify=result, target=label)
         if json_out:
-            print_json(report.to_dict())
+            print_json(report.to_dict(), "copy")
         else:
             typer.echo(_summary(report))
 

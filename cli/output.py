@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -13,6 +13,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from ledger import LedgerError
+from ledger.app.shapes import tagged
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,9 +55,12 @@ def to_plain(value: Any) -> Any:
 JSON = typer.Option(False, "--json", help="Print only JSON on stdout.")
 
 
-def print_json(value: Any) -> None:
-    """Only JSON on stdout."""
-    sys.stdout.write(json.dumps(to_plain(value), indent=2, ensure_ascii=False) + "\n")
+def print_json(value: Any, shape: str) -> None:
+    """Only JSON on stdout: ``value`` (an object, or a list of objects) of output shape
+    ``shape`` (ledger/app/shapes.py), each object with its ``schema`` field."""
+    plain = to_plain(value)
+    plain = [tagged(x, shape) for x in plain] if isinstance(plain, list) else tagged(plain, shape)
+    sys.stdout.write(json.dumps(plain, indent=2, ensure_ascii=False) + "\n")
 
 
 _CONTROL = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -78,7 +82,11 @@ def shown(text: object) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A virsh-style table: a header, a dashed rule, left-aligned columns (every cell
-    :func:`shown`)."""
+    :func:`shown`).
+
+    Kept by hand rather than ``rich``'s tables: the layout is virsh's exactly (what users
+    compare by eye and scripts cut by column), it never wraps or truncates a cell, and it is
+    the same on a terminal and in a pipe."""
     cells = [[shown(c) for c in r] for r in rows]
     widths = [len(h) for h in headers]
     for r in cells:
@@ -89,6 +97,39 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     for r in cells:
         out.append((" " + "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))).rstrip())
     return "\n".join(out)
+
+
+def stream_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
+                 optional_last: bool = False, sample: int = 1000) -> None:
+    """:func:`table` printed as ``rows`` come, in constant memory: the column widths are the
+    first ``sample`` rows' (a longer cell later widens its own line only). With
+    ``optional_last``, the last column is left out when no sampled row fills it and every
+    row was sampled (a longer output keeps it: a later row may fill it)."""
+    head: list[Sequence[Any]] = []
+    it = iter(rows)
+    for row in it:
+        head.append(row)
+        if len(head) >= sample:
+            break
+    more = len(head) >= sample
+    if optional_last and not more and not any(r[-1] for r in head):
+        headers, head = headers[:-1], [r[:-1] for r in head]
+    cells = [[shown(c) for c in r] for r in head]
+    widths = [len(h) for h in headers]
+    for r in cells:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+
+    def line(r: Sequence[str]) -> str:
+        return (" " + "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))).rstrip()
+
+    top = " " + "   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = sys.stdout.write
+    out(top.rstrip() + "\n" + "-" * (len(top) + 1) + "\n")
+    for r in cells:
+        out(line(r) + "\n")
+    for row in it:
+        out(line([shown(c) for c in row]) + "\n")
 
 
 @contextmanager

@@ -37,10 +37,10 @@ def register(app: typer.Typer) -> None:
 
         Example: ckpt-ledger -c qemu:///system import web01
         """
-        with _open(ctx) as lg:
-            reports = lg.import_(domains or ())
+        with _open(ctx) as lg, progress_bar(ctx, "Importing") as progress:
+            reports = lg.import_(domains or (), progress=progress)
         if json_out:
-            print_json(reports)
+            print_json(reports, "import")
             return
         for r in reports:
             typer.echo(f"{r.domain}: {len(r.added)} added, {len(r.changed)} changed outside the "
@@ -79,10 +79,10 @@ def register(app: typer.Typer) -> None:
 
         Example: ckpt-ledger import-xml web01 /backup/web01/checkpoints
         """
-        with _open(ctx) as lg:
-            report = lg.import_xml(domain, directory)
+        with _open(ctx) as lg, progress_bar(ctx, "Importing") as progress:
+            report = lg.import_xml(domain, directory, progress=progress)
         if json_out:
-            print_json(report)
+            print_json(report, "import")
         else:
             typer.echo(f"{domain}: {len(report.added)} added, {len(report.changed)} changed, "
                        f"{len(report.unchanged)} already known")
@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
                                 progress=None if dry_run else progress, jobs=jobs)
         failed = [r for r in reports if r.error]
         if json_out:
-            print_json(reports)
+            print_json(reports, "replay")
             if failed:
                 raise typer.Exit(1)
             return
@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
         with _open(ctx, readonly=not record, existing=True) as lg:
             reports = lg.verify(domains or (), record=record)
         if json_out:
-            print_json(reports)
+            print_json(reports, "verify")
         else:
             for r in reports:
                 typer.echo(f"{r.domain}: {'OK' if r.ok else f'{len(r.findings)} problem(s)'}")

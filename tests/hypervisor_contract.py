@@ -1,6 +1,6 @@
 """The behaviour every Hypervisor adapter owes (ledger/domain/hypervisor.py), as one test class.
 
-These are specifications of libvirt's checkpoint behaviour (docs: libvirt-checkpoints.md
+These are specifications of libvirt's checkpoint behaviour (docs/libvirt-checkpoints.md
 sections 2-6 and 9), written against a *running* domain with one writable disk ``vda``,
 like ``test:///default``'s default domain ``test``. Only Protocol methods are used, and
 errors are compared by CODE only (never message text or error domain), so the same class

@@ -104,7 +104,7 @@ def test_mock_write_and_extents_join_adjacent_ranges(host: Host) -> None:
     host.write("vm", "vda", BLOCK, 10)  # adjacent cluster: joined
     host.ok("mock", "write", "vm", "vda", "1M", "1")  # suffixes accepted; rounded up
     data = host.ok_json("mock", "extents", "vm", "vda", "c1")
-    assert data == {"disk": "vda", "bitmaps": ["c1"],
+    assert data == {"schema": "ckpt-ledger/mock-extents/1", "disk": "vda", "bitmaps": ["c1"],
                     "extents": [[0, 2 * BLOCK], [MIB, BLOCK]]}
     plain = host.ok("mock", "extents", "vm", "vda", "c1").stdout
     assert "dirty" in plain
@@ -124,8 +124,8 @@ def test_create_defaults_print_xml_and_description(host: Host) -> None:
     r = host.ok("create", "vm", "c1", "--description", "first")
     assert r.stdout == "Domain checkpoint c1 created\n"
     (view,) = host.ok_json("list", "vm")
-    assert set(view) == {"name", "parent", "creation_time", "description", "current", "disks",
-                         "orphan"}
+    assert set(view) == {"schema", "name", "parent", "creation_time", "description", "current",
+                         "disks", "orphan"}
     assert view["description"] == "first" and view["current"] and view["parent"] is None
     assert [(d["name"], d["checkpoint"], d["bitmap"]) for d in view["disks"]] == [
         ("vda", "bitmap", "c1"), ("vdb", "bitmap", "c1"), ("vdc", "no", None)]

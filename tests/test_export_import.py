@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,12 +24,14 @@ from hypothesis import strategies as st
 from backends.memory import MemoryStore
 from backends.msgpack_log import MsgpackLogStore
 from backends.sqlite import SqliteStore
+from ledger.app.audit import event_view
 from ledger.app.copying import copy_store
 from ledger.app.integrity import export_log, export_records, head, import_log, read_export
 from ledger.domain.errors import LedgerError
+from ledger.domain.events import BackupStarted
 from ledger.log.chain import event_hash
 from ledger.log.readable import first_unreadable
-from ledger.log.records import NewRecord
+from ledger.log.records import NewRecord, Provenance, encode_payload
 from ledger.log.store import EventStore
 
 try:
@@ -38,12 +41,17 @@ except ImportError:  # tests/ is not a package: pytest put it on sys.path
     from helpers import Host, command  # type: ignore[no-redef]
     from store_contract import domain_history, rec  # type: ignore[no-redef]
 
+ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("CKPT_LEDGER_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _export(store: EventStore, fmt: str = "jsonl", stream_id: str | None = None) -> bytes:
+def _export(store: EventStore, fmt: str = "jsonl", stream_id: str | None = None,
+            version: int = 1) -> bytes:
+    """The export of ``store``, in format version 1 unless told (the tests of the stored
+    fields' encoding); version 2 is what the CLI writes (tests below)."""
     buf = io.BytesIO()
-    export_records(store, buf, fmt, stream_id, "vm" if stream_id else None)  # type: ignore[arg-type]
+    export_records(store, buf, fmt, stream_id, "vm" if stream_id else None,  # type: ignore[arg-type]
+                   version=version)
     return buf.getvalue()
 
 
@@ -100,19 +108,87 @@ def test_export_is_deterministic_and_complete(tmp_path: Path) -> None:
     assert all(isinstance(o["payload"], bytes) for o in objs[1:])
 
 
+def test_an_export_holds_the_events_as_log_prints_them(tmp_path: Path) -> None:
+    """Version 2 (what ``export`` writes): each event line is the event as ``log --jsonl``
+    prints it, valid against the published schema, plus its ``record``; the stored payload
+    is there only where that shape does not give it back."""
+    src = _source()
+    data = _export(src, version=2)
+    assert data == _export(src, version=2)  # deterministic
+    lines = [json.loads(line) for line in data.decode("ascii").splitlines()]
+    header, events = lines[0], lines[1:]
+    assert header["version"] == 2 and header["events"] == len(events) == src.last_position()
+    schema = json.loads((ROOT / "ledger" / "schemas" / "event.schema.json").read_text())
+    for stored, line in zip(src.read_all(), events, strict=True):
+        view = event_view(stored).model_dump(mode="json")
+        record = line["record"]
+        assert {k: v for k, v in line.items() if k != "record"} == view
+        jsonschema.validate(line, schema)
+        assert record["hash"] == stored.hash and record["recorded_at"] == stored.recorded_at
+    assert all("payload_b64" not in e["record"] for e in events[:-2])  # the ledger's own
+    assert all("payload_b64" in e["record"] for e in events[-2:])  # another writer's bytes
+    for fmt in ("jsonl", "msgpack"):  # both read back as the very records
+        path = _write(tmp_path, _export(src, fmt, version=2), f"e.{fmt}")
+        dst = SqliteStore(str(tmp_path / f"{fmt}.db"))
+        assert import_log(dst, path).imported == src.last_position()
+        assert list(dst.read_all()) == list(src.read_all())
+        dst.close()
+
+
+def test_a_time_inside_an_event_survives_the_export(tmp_path: Path) -> None:
+    """An event whose data holds a time (shown as ISO 8601, to the second) keeps its exact
+    payload in the record, and imports as the very record."""
+    src = MemoryStore()
+    first = domain_history(src, domains=1, checkpoints=1)[0]
+    prov = Provenance(actor="a", host="h")
+    started = BackupStarted(job="j1", at=1800000000.123456)
+    src.append([NewRecord(first.stream_id, first.stream_name, "BackupStarted", 2,
+                          1800000001.5, encode_payload(started, prov))])
+    data = _export(src, version=2)
+    last = json.loads(data.splitlines()[-1])
+    assert last["data"]["at"] == "2027-01-15T08:00:00Z" and "payload_b64" in last["record"]
+    dst = MemoryStore()
+    import_log(dst, _write(tmp_path, data))
+    assert list(dst.read_all()) == list(src.read_all())
+
+
+def test_an_export_refuses_an_event_edited_in_one_place_only(tmp_path: Path) -> None:
+    """The shown fields and the stored record must agree: an edit of either alone (even
+    where the hash cannot see it, as the ISO time or a field beside a kept payload) is
+    refused, naming the position."""
+    ls = _lines(_export(_source(), version=2))
+    last = len(ls) - 1
+    cases = [
+        (2, lambda o: o.__setitem__("recorded_at", "2001-01-01T00:00:00Z")),
+        (last, lambda o: o.__setitem__("actor", "mallory")),  # its payload kept in b64
+        (3, lambda o: o.__setitem__("schema", "ckpt-ledger/event/2")),
+        (3, lambda o: o.pop("record")),
+        (3, lambda o: o["record"].__setitem__("extra", 1)),
+        (3, lambda o: o.__setitem__("data", {"nonsense": True})),
+    ]
+    for pos, change in cases:
+        path = _write(tmp_path, _join([*ls[:pos], _edit(ls[pos], change), *ls[pos + 1:]]))
+        with pytest.raises(LedgerError) as ei:
+            import_log(MemoryStore(), path)
+        assert ei.value.code == "INVALID_ARG" and (
+            f"position {pos}" in str(ei.value) or f"line {pos + 1}" in str(ei.value)), ei.value
+
+
 def test_round_trip_into_a_file_backend(tmp_path: Path) -> None:
     src = _source()
     for fmt in ("jsonl", "msgpack"):
         path = tmp_path / f"e.{fmt}"
         summary = export_log(src, path, fmt)  # type: ignore[arg-type]
-        assert summary.events == src.last_position() and path.read_bytes() == _export(src, fmt)
+        assert summary.events == src.last_position()
+        assert path.read_bytes() == _export(src, fmt, version=2)
         for dst in (SqliteStore(str(tmp_path / f"{fmt}.db")),
                     MsgpackLogStore(str(tmp_path / f"{fmt}.log"))):
             done = import_log(dst, path)
             assert (done.present, done.imported) == (0, src.last_position())
             assert list(dst.read_all()) == list(src.read_all())
-            assert _export(dst) == _export(src)
-            assert _export(dst, "msgpack") == _export(src, "msgpack")
+            for v in (1, 2):
+                assert _export(dst, version=v) == _export(src, version=v)
+                assert _export(dst, "msgpack", version=v) == _export(src, "msgpack", version=v)
             again = import_log(dst, path)  # already all there: nothing to do
             assert (again.present, again.imported) == (src.last_position(), 0)
             dst.close()
@@ -170,21 +246,28 @@ def _edit(line: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _bad_files(data: bytes) -> list[tuple[str, bytes, str]]:
+def _bad_files(data: bytes, version: int = 1) -> list[tuple[str, bytes, str]]:
     """(name, file, words the refusal must contain)."""
     ls = _lines(data)
-    meta = lambda o: o["payload"]["meta"].__setitem__("actor", "mallory")  # noqa: E731
+
+    def rec(o: dict[str, Any]) -> dict[str, Any]:  # where the stored fields are
+        return o if version == 1 else o["record"]
+
+    if version == 1:
+        meta = lambda o: o["payload"]["meta"].__setitem__("actor", "mallory")  # noqa: E731
+    else:
+        meta = lambda o: o.__setitem__("actor", "mallory")  # noqa: E731
     return [
         ("cut mid-line", data[: len(data) - 20], "truncated"),
         ("cut at a line", _join(ls[:-2]), "truncated"),
         ("header only", _join(ls[:1]), "truncated"),
         ("empty", b"", "empty"),
         ("edited payload", _join([*ls[:3], _edit(ls[3], meta), *ls[4:]]), "position 3"),
-        ("edited b64", _join([*ls[:-1], _edit(ls[-1], lambda o: o.__setitem__(
+        ("edited b64", _join([*ls[:-1], _edit(ls[-1], lambda o: rec(o).__setitem__(
             "payload_b64", "AAAA"))]), f"position {len(ls) - 1}"),
-        ("edited time", _join([*ls[:2], _edit(ls[2], lambda o: o.__setitem__(
-            "recorded_at", o["recorded_at"] + 1e-6)), *ls[3:]]), "position 2"),
-        ("edited hash", _join([*ls[:2], _edit(ls[2], lambda o: o.__setitem__(
+        ("edited time", _join([*ls[:2], _edit(ls[2], lambda o: rec(o).__setitem__(
+            "recorded_at", rec(o)["recorded_at"] + 1e-6)), *ls[3:]]), "position 2"),
+        ("edited hash", _join([*ls[:2], _edit(ls[2], lambda o: rec(o).__setitem__(
             "hash", "0" * 64)), *ls[3:]]), "position 2"),
         ("deleted", _join([*ls[:2], *ls[3:]]), "position 3"),
         ("swapped", _join([ls[0], ls[2], ls[1], *ls[3:]]), "position 2"),
@@ -193,16 +276,17 @@ def _bad_files(data: bytes) -> list[tuple[str, bytes, str]]:
          "header says 3"),
         ("not json", b"{hello\n", "line 1"),
         ("not an export", b'{"a": 1}\n', "not a ckpt-ledger export"),
-        ("newer version", _join([_edit(ls[0], lambda o: o.__setitem__("version", 2)),
-                                 *ls[1:]]), "version 2"),
+        ("newer version", _join([_edit(ls[0], lambda o: o.__setitem__("version", 3)),
+                                 *ls[1:]]), "version 3"),
         ("stray field", _join([*ls[:2], _edit(ls[2], lambda o: o.__setitem__("x", 1)),
                                *ls[3:]]), "line 3"),
     ]
 
 
-def test_bad_files_are_refused_before_anything_is_written(tmp_path: Path) -> None:
-    data = _export(_source())
-    for name, bad, words in _bad_files(data):
+@pytest.mark.parametrize("version", [1, 2])
+def test_bad_files_are_refused_before_anything_is_written(tmp_path: Path, version: int) -> None:
+    data = _export(_source(), version=version)
+    for name, bad, words in _bad_files(data, version):
         path = _write(tmp_path, bad, "bad.jsonl")
         dst = MemoryStore()
         with pytest.raises(LedgerError) as ei:
@@ -211,13 +295,16 @@ def test_bad_files_are_refused_before_anything_is_written(tmp_path: Path) -> Non
         assert ei.value.code == "INVALID_ARG" and "\n" not in msg, (name, msg)
         assert words in msg and "bad.jsonl" in msg, (name, msg)
         assert dst.last_position() == 0, name
-    mp = _export(_source(), "msgpack")
+    mp = _export(_source(), "msgpack", version=version)
     for bad in (mp[:-3], mp[: len(mp) // 2], mp[:1]):
         with pytest.raises(LedgerError) as ei:
             read_export(_write(tmp_path, bad, "bad.mp"))
         assert ei.value.code == "INVALID_ARG"
     objs = list(msgpack.Unpacker(io.BytesIO(mp), raw=False))
-    objs[4]["payload"] = objs[4]["payload"] + b"x"
+    if version == 1:
+        objs[4]["payload"] = objs[4]["payload"] + b"x"
+    else:
+        objs[4]["host"] = "elsewhere"
     edited = b"".join(msgpack.packb(o, use_bin_type=True) for o in objs)
     with pytest.raises(LedgerError) as ei:
         read_export(_write(tmp_path, edited, "bad.mp"))
@@ -244,7 +331,7 @@ def test_domain_export(tmp_path: Path) -> None:
                                        e["recorded_at"], payload, e["prev_hash"])
     with pytest.raises(LedgerError) as ei:
         import_log(MemoryStore(), _write(tmp_path, data))
-    assert "--domain" in str(ei.value) and "whole ledger" in str(ei.value)
+    assert "of domain vm only" in str(ei.value) and "whole ledger" in str(ei.value)
 
 
 def test_a_broken_store_is_not_exported(tmp_path: Path) -> None:
@@ -300,7 +387,7 @@ def test_cli_bad_input(host: Host, tmp_path: Path) -> None:
     data = good.read_bytes()
     target = f"sqlite:///{tmp_path}/t.db"
     picked = ("cut mid-line", "cut at a line", "edited payload", "edited hash", "swapped")
-    for name, bad, words in [f for f in _bad_files(data) if f[0] in picked]:
+    for name, bad, words in [f for f in _bad_files(data, 2) if f[0] in picked]:
         path = _write(tmp_path, bad, "bad.jsonl")
         run = host.main("--store", target, "import-log", str(path))
         assert run.code == 1 and run.stdout == "", (name, run)
@@ -423,15 +510,16 @@ def test_a_real_history_round_trips_through_every_backend(
         domains: int, checkpoints: int, seed: int, t0: float) -> None:
     src = MemoryStore()
     domain_history(src, domains=domains, checkpoints=checkpoints, seed=seed, t0=t0)
-    files = {fmt: _export(src, fmt) for fmt in ("jsonl", "msgpack")}
+    files = {(fmt, v): _export(src, fmt, version=v) for fmt in ("jsonl", "msgpack")
+             for v in (1, 2)}
     with tempfile.TemporaryDirectory() as folder:
-        for fmt, data in files.items():
-            path = Path(folder) / f"e.{fmt}"
+        for (fmt, v), data in files.items():
+            path = Path(folder) / f"e{v}.{fmt}"
             path.write_bytes(data)
-            sub = Path(folder) / fmt
+            sub = Path(folder) / f"{fmt}{v}"
             sub.mkdir()
             with _backends(str(sub), _pg_ok()) as stores:
                 for store in stores:
                     import_log(store, path)
-                    assert _export(store, "jsonl") == files["jsonl"], store.url
-                    assert _export(store, "msgpack") == files["msgpack"], store.url
+                    for key, want in files.items():
+                        assert _export(store, key[0], version=key[1]) == want, store.url

@@ -557,7 +557,8 @@ def test_cli_head_and_verify_log(host: Host) -> None:
     assert out.code == 0
     pos, h = out.stdout.strip().split(":")
     assert pos == "6" and len(h) == 64
-    assert host.main("head", "--json").json() == {"position": 6, "hash": h}
+    assert host.main("head", "--json").json() == {"schema": "ckpt-ledger/head/1",
+                                                     "position": 6, "hash": h}
     ok = host.main("verify-log")
     assert ok.code == 0 and ok.stdout.startswith("ok: 6 events") and ok.stderr == ""
     ok = host.main("verify-log", "--anchor", f"6:{h}")

@@ -95,9 +95,11 @@ def _history() -> MemoryStore:
     return store
 
 
-def _export(store: EventStore, fmt: str) -> bytes:
+def _export(store: EventStore, fmt: str, version: int = 1) -> bytes:
+    """Format version 1, which carries any stored bytes (version 2 refuses to write an
+    event it cannot read: see the test below)."""
     buf = io.BytesIO()
-    export_records(store, buf, fmt)  # type: ignore[arg-type]
+    export_records(store, buf, fmt, version=version)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
@@ -128,6 +130,29 @@ def test_an_unreadable_event_is_refused_before_anything_is_appended(
         assert f"position {position}" in msg and BAD[case][4] in msg, msg
         assert "nothing was imported" in msg
         assert list(store.read_all()) == before
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_an_unreadable_event_is_not_exported_as_an_event(tmp_path: Path, case: str) -> None:
+    """Format version 2 shows each event as ``log`` does: a store holding one it cannot
+    decode is not exported (STORE_ERROR naming the position), and one that decodes but
+    does not fold exports to a file that import refuses; version 1 carries any bytes."""
+    store = _history()
+    type_, schema, payload, at, _ = BAD[case]
+    sid = next(store.read_all()).stream_id
+    [bad] = store.append([NewRecord(sid, "vm0", type_, schema, at, payload)])
+    for fmt in ("jsonl", "msgpack"):
+        assert _export(store, fmt, version=1)
+        try:
+            data = _export(store, fmt, version=2)
+        except LedgerError as err:
+            assert err.code == "STORE_ERROR" and f"position {bad.position}" in str(err)
+            continue
+        path = tmp_path / f"v2.{fmt}"
+        path.write_bytes(data)
+        with pytest.raises(LedgerError) as refused:
+            import_log(MemoryStore(), path)
+        assert f"position {bad.position}" in str(refused.value), refused.value
 
 
 def _reads_work(host: Host, url: str) -> None:

@@ -1,5 +1,5 @@
 """The library API: ``from ledger import Ledger, LedgerError``, and libvirt's "current"
-checkpoint rules for REDEFINE and delete (libvirt-checkpoints.md §5.2)."""
+checkpoint rules for REDEFINE and delete (docs/libvirt-checkpoints.md §5.2)."""
 
 from __future__ import annotations
 

@@ -205,7 +205,7 @@ def test_missing_binding_message(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-# -- PartialDelete detection (libvirt-checkpoints.md §5.2 item 3) ------------------------------
+# -- PartialDelete detection (docs/libvirt-checkpoints.md §5.2 item 3) ------------------------
 # The test driver cannot fail a delete half-way, so a stand-in connection replays what the
 # qemu driver does: children reparented, then the bitmap removal fails. (tests/e2e provokes
 # the real thing on QEMU.)

@@ -33,7 +33,8 @@ def test_state_persists_across_processes(host: Host) -> None:
     host.ok("mock", "write", "vm", "vda", "128k", "64k")  # another (in-process) client
     run = host.proc("mock", "extents", "vm", "vda", "c1", "--json")
     assert run.code == 0 and json.loads(run.stdout) == {
-        "disk": "vda", "bitmaps": ["c1"], "extents": [[2 * BLOCK, BLOCK]]}
+        "schema": "ckpt-ledger/mock-extents/1", "disk": "vda", "bitmaps": ["c1"],
+        "extents": [[2 * BLOCK, BLOCK]]}
     run = host.proc("list", "vm", "--json")
     assert [v["name"] for v in json.loads(run.stdout)] == ["c1"]
 
@@ -176,7 +177,8 @@ def test_lose_metadata_keeps_bitmaps(host: Host) -> None:
     host.write("vm", "vda", 4 * BLOCK)
     host.ok("mock", "lose-metadata", "vm")
     assert host.ok_json("mock", "checkpoints", "vm") == {
-        "domain": "vm", "checkpoints": [], "current": None}
+        "schema": "ckpt-ledger/mock-checkpoints/1", "domain": "vm", "checkpoints": [],
+        "current": None}
     assert host.extents("vm", "vda", ["c1"]) == [[0, BLOCK], [4 * BLOCK, BLOCK]]
     assert host.extents("vm", "vda", ["c2"]) == [[4 * BLOCK, BLOCK]]
     assert host.names("vm") == ["c1", "c2"]

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from readme_sessions import TITLES, replay
 
 from ledger import __version__
 
@@ -88,3 +89,25 @@ def test_the_installed_wheel_runs_without_the_source_tree(venv: Path, tmp_path: 
         "    lg.create('vm1', 'chk1')\n"
         "    print([c.name for c in lg.list('vm1')])\n"))
     assert example.returncode == 0 and example.stdout.strip() == "['chk1']", example
+
+
+@pytest.mark.parametrize("title", TITLES)
+def test_the_readme_sessions_run_as_written_with_the_installed_wheel(
+        venv: Path, tmp_path: Path, title: str) -> None:
+    """Each console session of README.md, command by command, by the installed
+    ``ckpt-ledger`` in a clean environment (a new HOME, no ckpt-ledger or libvirt variables
+    but what the session exports): what the README shows."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "backups").mkdir()
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("CKPT_LEDGER_", "PYTHON", "LIBVIRT_", "XDG_"))}
+    base |= {"HOME": str(home), "CKPT_LEDGER_SYSTEM_CONFIG": str(tmp_path / "none.toml"),
+             "CKPT_LEDGER_SYSTEM_DIR": str(tmp_path / "system")}
+
+    def run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+        r = subprocess.run([str(venv / "bin" / "ckpt-ledger"), *args], capture_output=True,
+                           text=True, cwd=tmp_path, env={**base, **env}, timeout=300)
+        return r.returncode, r.stdout, r.stderr
+
+    replay(title, tmp_path, run)

@@ -1,4 +1,4 @@
-"""libvirt's checkpoint rules, decided by pure functions (libvirt-checkpoints.md §2.3, §5, §9).
+"""libvirt's checkpoint rules, decided by pure functions (docs/libvirt-checkpoints.md §2.3, §5, §9).
 
 These tests fold events into a DomainState with no store and no hypervisor: the rules are
 pure, so each test is a small specification of what libvirt does.

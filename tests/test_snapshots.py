@@ -319,7 +319,8 @@ def test_cli_rebuild(tmp_path: Path) -> None:
     assert first.stdout.startswith(f"rebuilt 2 domains from {n} events")
     assert "there was no snapshot; wrote a fresh snapshot" in first.stdout
     data = host.main("rebuild", "--json").json()
-    assert data == {"position": n, "events": n, "domains": 2, "snapshot": "matched",
+    assert data == {"schema": "ckpt-ledger/rebuild/1", "position": n, "events": n,
+                    "domains": 2, "snapshot": "matched",
                     "detail": str(n), "differing": [], "written": True}
     assert GENESIS not in first.stdout
 

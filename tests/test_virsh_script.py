@@ -127,7 +127,8 @@ def test_checkpoint_in_replay(host: Host) -> None:
     assert names(host, "--leaves") == [] and host.ok_json("list", "test") == []
     # the mock agrees, and no bitmap is left behind
     assert host.ok_json("mock", "checkpoints", "test") == {
-        "domain": "test", "checkpoints": [], "current": None}
+        "schema": "ckpt-ledger/mock-checkpoints/1", "domain": "test", "checkpoints": [],
+        "current": None}
     assert host.ok_json("bitmaps", "test")["disks"] == {"vda": []}
 
 

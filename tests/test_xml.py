@@ -20,6 +20,7 @@ from ledger.domain.checkpoint_xml import (
     MAX_XML_BYTES,
     create_request_xml,
     format_checkpoint_xml,
+    indented,
     parse_checkpoint_xml,
     parse_diskspec,
 )
@@ -529,3 +530,48 @@ def test_arbitrary_input_fails_cleanly(doc: str | bytes) -> None:
         parse_checkpoint_xml(doc, redefine=True)
     except LedgerError as err:
         assert "\n" not in str(err)
+
+
+# --- a known embedded domain -------------------------------------------------------------
+
+
+REDEFINE_FILES = ["out/redefine.xml", "out-libvirt-9.0.0-variants/redefine.xml",
+                  "virsh/checkpoint-c2.xml", "virsh/checkpoint-c3.xml"]
+
+
+@pytest.mark.parametrize("rel", REDEFINE_FILES)
+def test_a_known_domain_gives_the_same_definition(rel: str) -> None:
+    text = read(rel)
+    full = parse_checkpoint_xml(text, redefine=True)
+    assert full.domain_xml is not None
+    assert parse_checkpoint_xml(text, redefine=True, known_domain=full.domain_xml) == full
+    other = full.domain_xml.replace("<uuid>", "<uuid>0")
+    assert parse_checkpoint_xml(text, redefine=True, known_domain=other) == full
+
+
+@pytest.mark.parametrize("known", [
+    "<domain/>", "<domain><x></domain>", "<nodomain/>", "<domain>&bad;</domain>",
+    " <domain/>", "<domain>\r\n</domain>",
+])
+def test_a_known_domain_that_does_not_fit_is_parsed_in_full(known: str) -> None:
+    # the document embeds ``known`` as libvirt lays it out: every answer is the full parse's
+    doc = ("<domaincheckpoint>\n  <name>n</name>\n  <creationTime>3</creationTime>\n"
+           + indented(known) + "\n</domaincheckpoint>\n")
+    try:
+        expected: CheckpointDef | str = parse_checkpoint_xml(doc, redefine=True)
+    except LedgerError as e:
+        expected = e.code
+    try:
+        got: CheckpointDef | str = parse_checkpoint_xml(doc, redefine=True, known_domain=known)
+    except LedgerError as e:
+        got = e.code
+    assert got == expected
+
+
+def test_a_known_domain_does_not_excuse_the_rest_of_the_document() -> None:
+    d = parse_checkpoint_xml(read("out/redefine.xml"), redefine=True)
+    assert d.domain_xml is not None
+    bad = format_checkpoint_xml(d).replace("<name>", "<name>../", 1)
+    with pytest.raises(LedgerError) as e:
+        parse_checkpoint_xml(bad, redefine=True, known_domain=d.domain_xml)
+    assert e.value.code == "XML_INVALID_SCHEMA"

@@ -16,11 +16,25 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any
 
-from ledger.app.views import EventView
+from ledger.app.views import EventView, iso
 from ledger.domain.errors import LedgerError
-from ledger.domain.events import EVENT_TYPES, Event
+from ledger.domain.events import (
+    EVENT_TYPES,
+    BackupEnded,
+    BackupStarted,
+    BitmapEvent,
+    BitmapMerged,
+    CheckpointCreated,
+    CheckpointDeleted,
+    CheckpointGone,
+    CheckpointObserved,
+    CheckpointRedefined,
+    DomainEnrolled,
+    DriftObserved,
+    Event,
+    OperationSettled,
+)
 from ledger.domain.state import DomainState
 from ledger.log.chain import malformed
 from ledger.log.fold import DECODE_ERRORS, damaged
@@ -28,12 +42,10 @@ from ledger.log.records import Provenance, StoredRecord, decode_record
 
 Point = int | datetime
 
-BITMAP_TYPES = ("BitmapDisabled", "BitmapEnabled", "BitmapMerged", "BitmapRemoved")
-CHECKPOINT_TYPES = ("CheckpointCreated", "CheckpointRedefined", "CheckpointObserved")
 
 
 def parse_point(
-    value: int | str | datetime, *, upper: bool = False, what: str = "--as-of"
+    value: int | str | datetime, *, upper: bool = False, what: str = "a point in history"
 ) -> Point:
     """An event POSITION (non-negative int) or a UTC time, from an int, datetime or text.
 
@@ -141,8 +153,8 @@ class LogFilter:
             checkpoints=tuple(checkpoints),
             types=tuple(canon),
             actors=tuple(actors),
-            since=None if since is None else parse_point(since, what="--since"),
-            until=None if until is None else parse_point(until, upper=True, what="--until"),
+            since=None if since is None else parse_point(since, what="the start"),
+            until=None if until is None else parse_point(until, upper=True, what="the end"),
         )
         flt.check()
         return flt
@@ -155,7 +167,8 @@ class LogFilter:
         if isinstance(s, datetime) != isinstance(u, datetime):
             return  # a position and a time cannot be compared before reading the log
         if s > u:  # type: ignore[operator]
-            raise LedgerError("INVALID_ARG", f"--since {_show(s)} is later than --until {_show(u)}")
+            raise LedgerError("INVALID_ARG",
+                              f"the start {_show(s)} is later than the end {_show(u)}")
 
     def matches(self, ev: EventView) -> bool:
         """True when ``ev`` passes every part of the filter."""
@@ -171,10 +184,10 @@ class LogFilter:
                 return False
             if self.until is not None and not at_or_before(ev.position, secs, self.until):
                 return False
-        if self.disks and not any(touches_disk(ev.type, ev.data, d) for d in self.disks):
+        if self.disks and not any(touches_disk(ev.event, d) for d in self.disks):
             return False
         return not self.checkpoints or any(
-            touches_checkpoint(ev.type, ev.data, c) for c in self.checkpoints
+            touches_checkpoint(ev.event, c) for c in self.checkpoints
         )
 
     def apply(self, events: Iterable[EventView]) -> list[EventView]:
@@ -190,91 +203,78 @@ def _show(p: Point) -> str:
     return p.isoformat().replace("+00:00", "Z") if isinstance(p, datetime) else str(p)
 
 
-def touches_disk(type_: str, data: dict[str, Any], disk: str) -> bool:
+def touches_disk(event: Event, disk: str) -> bool:
     """A bitmap (or drift) event on ``disk``, a checkpoint event with a bitmap on it, or an
     enrolment listing it."""
-    if type_ in BITMAP_TYPES or type_ == "DriftObserved":
-        return data.get("disk") == disk
-    if type_ in CHECKPOINT_TYPES:
-        return any(
-            d.get("name") == disk and d.get("checkpoint", "bitmap") == "bitmap"
-            for d in data.get("disks", ())
-        )
-    if type_ == "DomainEnrolled":
-        return any(d.get("name") == disk for d in data.get("disks", ()))
+    match event:
+        case BitmapEvent() | DriftObserved():
+            return event.disk == disk
+        case CheckpointCreated() | CheckpointRedefined() | CheckpointObserved():
+            return any(d.name == disk and d.checkpoint == "bitmap" for d in event.disks)
+        case DomainEnrolled():
+            return any(d.name == disk for d in event.disks)
     return False
 
 
-def touches_checkpoint(type_: str, data: dict[str, Any], name: str) -> bool:
+def touches_checkpoint(event: Event, name: str) -> bool:
     """A checkpoint event named ``name``, a bitmap event of it (its checkpoint, bitmap or merge
     target), or a delete that removed it, targeted it or reparented it (or onto it)."""
-    if type_ in CHECKPOINT_TYPES:
-        return data.get("name") == name
-    if type_ in BITMAP_TYPES:
-        return name in (data.get("checkpoint"), data.get("bitmap"), data.get("into"))
-    if type_ == "CheckpointDeleted":
-        reparented = data.get("reparented") or {}
-        return (
-            data.get("name") == name
-            or name in data.get("deleted", ())
-            or name in reparented
-            or name in reparented.values()
-        )
-    if type_ == "DriftObserved":
-        return name in (data.get("checkpoint"), data.get("bitmap"))
-    if type_ == "CheckpointGone":
-        reparented = data.get("reparented") or {}
-        return data.get("name") == name or name in reparented or name in reparented.values()
-    if type_ == "OperationSettled":
-        return data.get("checkpoint") == name
-    if type_ == "BackupStarted":
-        return data.get("checkpoint") == name or any(
-            d.get("incremental") == name for d in data.get("disks", ()))
+    match event:
+        case CheckpointCreated() | CheckpointRedefined() | CheckpointObserved():
+            return event.name == name
+        case BitmapMerged():
+            return name in (event.checkpoint, event.bitmap, event.into)
+        case BitmapEvent() | DriftObserved():
+            return name in (event.checkpoint, event.bitmap)
+        case CheckpointDeleted():
+            return (event.name == name or name in event.deleted
+                    or name in event.reparented or name in event.reparented.values())
+        case CheckpointGone():
+            return (event.name == name
+                    or name in event.reparented or name in event.reparented.values())
+        case OperationSettled():
+            return event.checkpoint == name
+        case BackupStarted():
+            return event.checkpoint == name or any(d.incremental == name for d in event.disks)
     return False
 
 
-def summary(type_: str, data: dict[str, Any]) -> str:
+def summary(event: Event) -> str:
     """A few words saying what an event did (the ``log`` table's "What" column)."""
-    if "bitmap" in data and "disk" in data and type_ != "DriftObserved":
-        into = f" -> {data['into']}" if "into" in data else ""
-        return f"{data['disk']}/{data['bitmap']}{into}"
-    if type_ == "CheckpointDeleted":
-        gone = [str(n) for n in data.get("deleted", ())]
-        others = [n for n in gone if n != data["name"]]
-        if data.get("children_only"):
-            what = f"children of {data['name']}: {', '.join(gone) or 'none'}"
-        else:
-            what = data["name"] + (f" with {', '.join(others)}" if others else "")
-        moves = (data.get("reparented") or {}).items()
-        moved = ", ".join(f"{c} now under {p or '(no parent)'}" for c, p in moves)
-        return what + (f"; {moved}" if moved else "")
-    if type_ == "DomainEnrolled":
-        return f"{data['name']} {data['policy']}"
-    if type_ == "DriftObserved":
-        return f"{data.get('kind', '')} {data.get('detail', '')}".strip()
-    if type_ == "CheckpointGone":
-        return f"{data.get('name', '')} ({data.get('why', '')})"
-    if type_ == "OperationSettled":
-        return f"{data.get('op', '')} {data.get('checkpoint', '')}: {data.get('outcome', '')}"
-    if type_ == "BackupStarted":
-        since = sorted({str(d["incremental"]) for d in data.get("disks", ())
-                        if d.get("incremental")})
-        kind = f"incremental since {', '.join(since)}" if since else "full"
-        made = f", creates {data['checkpoint']}" if data.get("checkpoint") else ""
-        return f"job {data.get('job', '')}: {kind}{made}"
-    if type_ == "BackupEnded":
-        error = f" ({data['error']})" if data.get("error") else ""
-        return f"job {data.get('job', '')}: {data.get('outcome', '')}{error}"
-    name = str(data.get("name", ""))
-    parent = data.get("parent")
-    return f"{name} <- {parent}" if parent else name
-
-
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds as ISO 8601 UTC to the second (``2026-11-29T18:00:00Z``)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    match event:
+        case BitmapMerged():
+            return f"{event.disk}/{event.bitmap} -> {event.into}"
+        case BitmapEvent():
+            return f"{event.disk}/{event.bitmap}"
+        case CheckpointDeleted():
+            gone = list(event.deleted)
+            others = [n for n in gone if n != event.name]
+            if event.children_only:
+                what = f"children of {event.name}: {', '.join(gone) or 'none'}"
+            else:
+                what = event.name + (f" with {', '.join(others)}" if others else "")
+            moved = ", ".join(f"{c} now under {p or '(no parent)'}"
+                              for c, p in event.reparented.items())
+            return what + (f"; {moved}" if moved else "")
+        case DomainEnrolled():
+            return f"{event.name} {event.policy}"
+        case DriftObserved():
+            return f"{event.kind} {event.detail}".strip()
+        case CheckpointGone():
+            return f"{event.name} ({event.why})"
+        case OperationSettled():
+            return f"{event.op} {event.checkpoint}: {event.outcome}"
+        case BackupStarted():
+            since = sorted({d.incremental for d in event.disks if d.incremental})
+            kind = f"incremental since {', '.join(since)}" if since else "full"
+            made = f", creates {event.checkpoint}" if event.checkpoint else ""
+            return f"job {event.job}: {kind}{made}"
+        case BackupEnded():
+            error = f" ({event.error})" if event.error else ""
+            return f"job {event.job}: {event.outcome}{error}"
+        case CheckpointCreated() | CheckpointRedefined() | CheckpointObserved():
+            return f"{event.name} <- {event.parent}" if event.parent else event.name
+    return event.type
 
 
 def decoded(rec: StoredRecord) -> tuple[Event, Provenance]:
@@ -299,15 +299,15 @@ def event_view(rec: StoredRecord) -> EventView:
     event, prov = decoded(rec)
     try:
         recorded_at = iso(rec.recorded_at)
-    except DECODE_ERRORS as e:
+    except (*DECODE_ERRORS, OSError) as e:  # OSError: beyond what the C library shows
         raise LedgerError("STORE_ERROR", f"event at position {rec.position} is damaged: "
                           f"recorded_at {rec.recorded_at!r} is not a time") from e
-    return EventView(
+    return EventView.of(
+        event,
         position=rec.position,
         stream_version=rec.stream_version,
         domain=rec.stream_name,
         stream_id=rec.stream_id,
-        type=rec.type,
         recorded_at=recorded_at,
         actor=prov.actor,
         host=prov.host,
@@ -315,7 +315,6 @@ def event_view(rec: StoredRecord) -> EventView:
         correlation_id=prov.correlation_id,
         tool=prov.tool,
         tool_version=prov.tool_version,
-        data={k: v for k, v in event.model_dump(mode="json").items() if k != "type"},
     )
 
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from ledger.app import sync
-from ledger.app.audit import event_view, iso
-from ledger.app.views import BackupView, EventView
+from ledger.app.audit import event_view
+from ledger.app.views import BackupView, EventView, iso
 from ledger.app.writer import Writer
 from ledger.domain.errors import LedgerError
 from ledger.domain.events import BackupEnded, BackupStarted, Event
@@ -29,28 +29,26 @@ def backups(events: Iterable[EventView]) -> list[BackupView]:
     """The backup jobs in one domain's events, numbered from 1 in the order they started."""
     jobs: dict[str, BackupView] = {}
     for ev in events:
-        d = ev.data
-        if ev.type == "BackupStarted" and d["job"] not in jobs:
-            disks = [BackupDisk.model_validate(x) for x in d.get("disks", ())]
+        e = ev.event
+        if isinstance(e, BackupStarted) and e.job not in jobs:
+            disks = list(e.disks)
             since = sorted({x.incremental for x in disks if x.incremental})
             kind: Literal["full", "incremental", "mixed", "unknown"] = (
                 "unknown" if not disks else "full" if not since else
                 "incremental" if all(x.incremental for x in disks) else "mixed")
-            jobs[d["job"]] = BackupView(
-                number=len(jobs) + 1, job=d["job"], mode=d.get("mode", "push"), kind=kind,
-                since=since, checkpoint=d.get("checkpoint"), disks=disks, tool=d.get("tool"),
-                target=d.get("target"), source=d.get("source", "recorded"),
-                started_at=iso(d["at"]) if d.get("at") else ev.recorded_at, actor=ev.actor,
-                host=ev.host,
-                reason=ev.reason, started_position=ev.position)
-        elif ev.type == "BackupEnded" and d["job"] in jobs:
-            view = jobs[d["job"]]
+            jobs[e.job] = BackupView(
+                number=len(jobs) + 1, job=e.job, mode=e.mode, kind=kind, since=since,
+                checkpoint=e.checkpoint, disks=disks, tool=e.tool, target=e.target,
+                source=e.source, started_at=iso(e.at) if e.at else ev.recorded_at,
+                actor=ev.actor, host=ev.host, reason=ev.reason, started_position=ev.position)
+        elif isinstance(e, BackupEnded) and e.job in jobs:
+            view = jobs[e.job]
             if view.outcome != "running":
                 continue
-            view.outcome = d["outcome"]
-            view.ended_at = iso(d["at"]) if d.get("at") else ev.recorded_at
+            view.outcome = e.outcome
+            view.ended_at = iso(e.at) if e.at else ev.recorded_at
             view.ended_position = ev.position
-            view.bytes, view.seconds, view.error = d.get("bytes"), d.get("seconds"), d.get("error")
+            view.bytes, view.seconds, view.error = e.bytes, e.seconds, e.error
     return list(jobs.values())
 
 

@@ -49,7 +49,8 @@ def create(
         xml = _applied(w, info, Intent("create", request.name or "", time.time(), w.actor,
                                        reason or w.reason),
                        lambda: w.hypervisor.create_checkpoint(domain, request_xml(request)))
-        actual = parse_checkpoint_xml(xml, redefine=True)
+        actual = parse_checkpoint_xml(xml, redefine=True,
+                                      known_domain=state.newest_domain_xml or info.domain_xml)
         w.record(info, lambda st: [*_unknown_parents(w, domain, st, actual.parent, "create"),
                                    *rules.created_events(st, actual, xml)], reason)
         _done(w, info)
@@ -235,7 +236,10 @@ def _redefine_batch(
 def _record_redefined(
     w: Writer, info: DomainInfo, outs: Sequence[str], validate: bool, reason: str | None
 ) -> None:
-    actual = [(parse_checkpoint_xml(out, redefine=True), out) for out in outs]
+    state = w.model.states.get(info.uuid)
+    known = state.newest_domain_xml if state is not None else None
+    actual = [(parse_checkpoint_xml(out, redefine=True, known_domain=known), out)
+              for out in outs]
     w.record(info, lambda st: [ev for d, out in actual
                                for ev in rules.redefined_events(st, d, out, validate)], reason)
 

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.app.integrity import verify_chain
+from ledger.app.json_types import CopyJSON
 from ledger.domain.errors import LedgerError
 from ledger.log.chain import GENESIS, malformed, record_hash
-from ledger.log.records import NewRecord, StoredRecord, again, append_groups
+from ledger.log.records import NewRecord, StoredRecord, append_groups, to_append
 from ledger.log.store import EventStore, ExpectedVersion
 
 BATCH = 500  # records at most per transaction (append_many call)
@@ -83,9 +84,9 @@ class CopyReport:
     batches: int  # transactions (append_many calls)
     verify: VerifyResult | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CopyJSON:
         """Plain data for ``--json``."""
-        out: dict[str, Any] = {
+        out: CopyJSON = {
             "source": self.source, "target": self.target, "events": self.events,
             "streams": self.streams, "batches": self.batches,
         }
@@ -148,7 +149,7 @@ def copy_store(
                     f"source store {_label(source)} has a gap in stream {sid}: version "
                     f"{run[0].stream_version} at position {run[0].position} follows {expected}",
                 )
-            appends.append(([again(r) for r in run], expected))
+            appends.append(([to_append(r) for r in run], expected))
             versions[sid] = run[-1].stream_version
         written = target.append_many(appends)
         for run, stored in zip(group, written, strict=True):

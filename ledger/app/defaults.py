@@ -1,5 +1,9 @@
 """Defaults: where the store is (``$CKPT_LEDGER_STORE``, a config file, else root's system
-folder or the user's XDG data folder), and how long a command waits for a domain's lock."""
+folder or the user's XDG data folder), and how long a command waits for a domain's lock.
+
+Kept by hand rather than ``platformdirs``: the tool runs on Linux hosts only, root's default
+is a system path (``/var/lib``) that platformdirs does not choose, and the XDG rules used here
+are three lines with an origin to report."""
 
 from __future__ import annotations
 

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ledger.app.audit import BITMAP_TYPES, CHECKPOINT_TYPES
 from ledger.app.views import EventView, HistoryEntry
 from ledger.domain.errors import no_checkpoint
-from ledger.domain.model import bitmap_name
+from ledger.domain.events import (
+    BitmapDisabled,
+    BitmapEnabled,
+    BitmapEvent,
+    BitmapMerged,
+    CheckpointCreated,
+    CheckpointDeleted,
+    CheckpointGone,
+    CheckpointObserved,
+    CheckpointRedefined,
+    DriftObserved,
+    OperationSettled,
+)
 
 Fact = Callable[[EventView, str, str], None]
 
@@ -32,77 +43,79 @@ def history(events: Iterable[EventView], name: str) -> list[HistoryEntry]:
         ))
 
     for ev in events:
-        d, t = ev.data, ev.type
-        if t in CHECKPOINT_TYPES and d.get("name") == name:
-            bitmaps = [(x["name"], bitmap_name(x.get("bitmap"), name)) for x in d.get("disks", ())
-                       if x.get("checkpoint", "bitmap") == "bitmap"]
-            fresh = not existed or t == "CheckpointCreated"
-            owned = set(bitmaps) if fresh else owned | set(bitmaps)
-            existed, parent = True, d.get("parent")
-            what = {"CheckpointCreated": "created", "CheckpointObserved": "observed"}.get(
-                t, "redefined")
-            extra = " (update)" if d.get("update") else ""
-            extra += " (bitmaps validated)" if d.get("validate_bitmaps") else ""
-            bms = ", ".join(f"{k}/{b}" for k, b in bitmaps) or "none"
-            fact(ev, what, f"parent {parent or '(none)'}; bitmaps {bms}{extra}")
-        elif t in BITMAP_TYPES and (d["disk"], d["bitmap"]) in owned:
-            bm, cause = f"{d['disk']}/{d['bitmap']}", d["checkpoint"]
-            if t == "BitmapDisabled":
-                fact(ev, "bitmap disabled", f"{bm} stopped recording ({cause} created)")
-            elif t == "BitmapEnabled":
-                fact(ev, "bitmap enabled", f"{bm} recording again ({cause} deleted)")
-            elif t == "BitmapMerged":
-                fact(ev, "bitmap merged", f"{bm} into {d['disk']}/{d['into']}")
-            else:
-                owned.discard((d["disk"], d["bitmap"]))
-                fact(ev, "bitmap removed", f"{bm} removed from the disk")
-        elif t == "BitmapMerged" and (d["disk"], d["into"]) in owned:
-            fact(ev, "bitmap merged from",
-                 f"{d['disk']}/{d['bitmap']} ({d['checkpoint']} deleted) merged into "
-                 f"{d['disk']}/{d['into']}")
-        elif t == "CheckpointDeleted" and existed:
-            parent = _deleted_facts(ev, name, parent, fact)
-        elif t == "CheckpointGone" and existed and d.get("name") == name:
-            fact(ev, "gone", f"{d.get('why', '')}: {d.get('detail', '')}".strip(": "))
-        elif t == "CheckpointGone" and existed and name in (d.get("reparented") or {}):
-            new = d["reparented"][name]
-            fact(ev, "reparented",
-                 f"parent {parent or '(none)'} -> {new or '(none)'} ({d['name']} gone)")
-            parent = new
-        elif t == "OperationSettled" and d.get("checkpoint") == name:
-            fact(ev, "settled", f"an interrupted {d.get('op')} by {d.get('attempted_by')}: "
-                 f"{d.get('outcome')} ({d.get('detail', '')})")
-        elif t == "DriftObserved" and (d.get("checkpoint") == name or (
-                (d.get("disk"), d.get("bitmap")) in owned)):
-            fact(ev, "drift observed", f"{d.get('kind', '')}: {d.get('detail', '')}".strip(": "))
+        e = ev.event
+        match e:
+            case CheckpointCreated() | CheckpointRedefined() | CheckpointObserved() \
+                    if e.name == name:
+                bitmaps = [(d.name, d.bitmap_of(name)) for d in e.disks
+                           if d.checkpoint == "bitmap"]
+                fresh = not existed or isinstance(e, CheckpointCreated)
+                owned = set(bitmaps) if fresh else owned | set(bitmaps)
+                existed, parent = True, e.parent
+                what = ("created" if isinstance(e, CheckpointCreated) else
+                        "observed" if isinstance(e, CheckpointObserved) else "redefined")
+                extra = ""
+                if isinstance(e, CheckpointRedefined):
+                    extra = " (update)" if e.update else ""
+                    extra += " (bitmaps validated)" if e.validate_bitmaps else ""
+                bms = ", ".join(f"{k}/{b}" for k, b in bitmaps) or "none"
+                fact(ev, what, f"parent {parent or '(none)'}; bitmaps {bms}{extra}")
+            case BitmapEvent() if (e.disk, e.bitmap) in owned:
+                bm = f"{e.disk}/{e.bitmap}"
+                if isinstance(e, BitmapDisabled):
+                    fact(ev, "bitmap disabled", f"{bm} stopped recording ({e.checkpoint} created)")
+                elif isinstance(e, BitmapEnabled):
+                    fact(ev, "bitmap enabled", f"{bm} recording again ({e.checkpoint} deleted)")
+                elif isinstance(e, BitmapMerged):
+                    fact(ev, "bitmap merged", f"{bm} into {e.disk}/{e.into}")
+                else:
+                    owned.discard((e.disk, e.bitmap))
+                    fact(ev, "bitmap removed", f"{bm} removed from the disk")
+            case BitmapMerged() if (e.disk, e.into) in owned:
+                fact(ev, "bitmap merged from",
+                     f"{e.disk}/{e.bitmap} ({e.checkpoint} deleted) merged into "
+                     f"{e.disk}/{e.into}")
+            case CheckpointDeleted() if existed:
+                parent = _deleted_facts(ev, e, name, parent, fact)
+            case CheckpointGone() if existed and e.name == name:
+                fact(ev, "gone", f"{e.why}: {e.detail}".strip(": "))
+            case CheckpointGone() if existed and name in e.reparented:
+                new = e.reparented[name]
+                fact(ev, "reparented",
+                     f"parent {parent or '(none)'} -> {new or '(none)'} ({e.name} gone)")
+                parent = new
+            case OperationSettled() if e.checkpoint == name:
+                fact(ev, "settled", f"an interrupted {e.op} by {e.attempted_by}: "
+                     f"{e.outcome} ({e.detail})")
+            case DriftObserved() if e.checkpoint == name or (e.disk, e.bitmap) in owned:
+                fact(ev, "drift observed", f"{e.kind}: {e.detail}".strip(": "))
     if not existed:
         raise no_checkpoint(name)
     return out
 
 
-def _deleted_facts(ev: EventView, name: str, parent: str | None, fact: Fact) -> str | None:
+def _deleted_facts(ev: EventView, e: CheckpointDeleted, name: str, parent: str | None,
+                   fact: Fact) -> str | None:
     """The facts a CheckpointDeleted holds about ``name``; returns its parent afterwards."""
-    d = ev.data
-    reparented: dict[str, str | None] = d.get("reparented") or {}
-    if name in reparented:
-        new = reparented[name]
+    if name in e.reparented:
+        new = e.reparented[name]
         fact(ev, "reparented",
-             f"parent {parent or '(none)'} -> {new or '(none)'} ({d['name']} deleted)")
+             f"parent {parent or '(none)'} -> {new or '(none)'} ({e.name} deleted)")
         parent = new
-    for child, new in reparented.items():
+    for child, new in e.reparented.items():
         if new == name:
-            fact(ev, "adopted child", f"{child} now a child of {name} ({d['name']} deleted)")
-    if d["name"] == name:
-        for child, new in reparented.items():
+            fact(ev, "adopted child", f"{child} now a child of {name} ({e.name} deleted)")
+    if e.name == name:
+        for child, new in e.reparented.items():
             if new != name:
                 fact(ev, "child reparented", f"{child} moved to {new or '(no parent)'}")
-    if name in d.get("deleted", ()):
-        how = [f for f in ("children", "children_only", "metadata_only") if d.get(f)]
+    if name in e.deleted:
+        how = [f for f, on in (("children", e.children), ("children_only", e.children_only),
+                               ("metadata_only", e.metadata_only)) if on]
         flags = ", ".join("--" + f.replace("_", "-") for f in how) or "no flags"
-        via = "" if d["name"] == name else f" along with {d['name']}"
-        left = "; bitmaps left on the disks" if d.get("metadata_only") else ""
+        via = "" if e.name == name else f" along with {e.name}"
+        left = "; bitmaps left on the disks" if e.metadata_only else ""
         fact(ev, "deleted", f"deleted{via} ({flags}){left}")
-    elif d["name"] == name and d.get("children_only"):
-        fact(ev, "children deleted",
-             ", ".join(str(n) for n in d.get("deleted", ())) + " (--children-only)")
+    elif e.name == name and e.children_only:
+        fact(ev, "children deleted", ", ".join(e.deleted) + " (--children-only)")
     return parent

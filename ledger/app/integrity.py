@@ -14,24 +14,30 @@
   before it writes anything (the hash chain, and that every event can be read and folded
   here), then appends only what the store is missing.
 
-Export format (version 1). ``jsonl``: one JSON object per line, keys sorted, compact
-separators, ASCII only. ``msgpack``: the same objects as consecutive msgpack maps (keys
-sorted, ``payload`` always binary). First comes the header::
+Export format (version 2). ``jsonl``: one JSON object per line, compact separators, ASCII
+only; ``msgpack``: the same objects as consecutive msgpack maps. First comes the header (keys
+sorted)::
 
     {"domain": null | {"name": ..., "stream_id": ...}, "events": N,
-     "format": "ckpt-ledger-export", "head": {"hash": ..., "position": ...}, "version": 1}
+     "format": "ckpt-ledger-export", "head": {"hash": ..., "position": ...}, "version": 2}
 
-then one object per event, oldest first, with every stored field and the chain links::
+then one object per event, oldest first: the event exactly as ``log --jsonl`` prints it
+(``ckpt-ledger/event/1``, ledger/schemas/event.schema.json), with one more field, ``record``,
+holding what the stored record has beyond that shape and its chain link::
 
-    {"hash", "position", "prev_hash", "recorded_at", "schema_version", "stream_id",
-     "stream_name", "stream_version", "type", "payload" | "payload_b64"}
+    {"schema": "ckpt-ledger/event/1", "position", ..., "data": {...},
+     "record": {"schema_version", "recorded_at": <the stored float>, "hash", "prev_hash"}}
 
-In JSON ``payload`` is the decoded msgpack payload when it round-trips byte for byte
-(``msgpack.packb(json.loads(json.dumps(decoded))) == payload``; true for every event the
-ledger writes), otherwise ``payload_b64`` holds the raw bytes in base64. From schema
-version 2 the payload's ``meta`` is itself msgpack (a ``bin``): JSON shows it decoded, and
-reading the file packs it again. ``recorded_at`` is
-the stored float (JSON's shortest repr, which reads back as the same float).
+The stored payload is what the ledger writes for that event and provenance; when it is not
+(an older schema version, a time inside the data that ISO 8601 rounds, bytes another writer
+chose), ``record`` also holds it: ``payload_b64`` (base64) in JSON, ``payload`` (binary) in
+msgpack. Reading a file rebuilds each record, checks its hash, and checks that the event's
+fields are what the record shows, so neither can be edited without the other.
+
+Version 1 (still read, and written with ``version=1``) holds the stored fields themselves:
+keys sorted, ``{"hash", "position", "prev_hash", "recorded_at", "schema_version",
+"stream_id", "stream_name", "stream_version", "type", "payload" | "payload_b64"}``, the
+payload decoded into JSON when that packs back byte for byte, else in base64.
 
 ``--domain`` exports hold one stream: ``head`` is still the whole log's head, and each
 event carries its global ``prev_hash``, so every event's own hash can be recomputed from the
@@ -52,16 +58,26 @@ from typing import IO, Any, Literal
 
 import msgpack
 
+from ledger.app.audit import event_view
+from ledger.app.json_types import ChainReportJSON, ExportJSON, ImportLogJSON
 from ledger.app.rebuild import Refold, SnapshotCheck
+from ledger.app.views import EventView
 from ledger.domain.errors import LedgerError
 from ledger.log.chain import GENESIS, event_hash, is_hash, malformed, record_hash
 from ledger.log.files import cannot_write, replacing
+from ledger.log.fold import damage
 from ledger.log.readable import first_unreadable
-from ledger.log.records import StoredRecord, again, append_groups
+from ledger.log.records import (
+    Provenance,
+    StoredRecord,
+    append_groups,
+    encode_payload,
+    to_append,
+)
 from ledger.log.store import EventStore
 
 EXPORT_FORMAT = "ckpt-ledger-export"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # what export writes; import reads versions 1 and 2
 ExportFormat = Literal["jsonl", "msgpack"]
 _ANCHOR = re.compile(r"^\s*(\d{1,18})\s*:\s*([0-9a-fA-F]{64})\s*$")
 _IMPORT_BATCH = 500  # records at most per transaction (append_many call)
@@ -83,7 +99,7 @@ class ChainReport:
     snapshot: SnapshotCheck | None = None  # the store's snapshot against the events
     torn_tail: str | None = None  # what the store says lies unfinished past its last event
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ChainReportJSON:
         """Plain data for ``--json``."""
         return {
             "ok": self.ok,
@@ -259,7 +275,7 @@ class ExportSummary:
     head_hash: str
     domain: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ExportJSON:
         """Plain data for ``--json``."""
         return {"path": self.path, "format": self.format, "events": self.events,
                 "head": {"position": self.head_position, "hash": self.head_hash},
@@ -325,16 +341,54 @@ def _encode(obj: dict[str, Any], fmt: ExportFormat) -> bytes:
     return msgpack.packb(dict(sorted(obj.items())), use_bin_type=True)
 
 
+def _view_obj(rec: StoredRecord, prev_hash: str, fmt: ExportFormat) -> dict[str, Any]:
+    """Version 2: the event as ``log --jsonl`` shows it, and its ``record``."""
+    try:
+        view = event_view(rec)
+    except LedgerError as err:
+        raise LedgerError("STORE_ERROR", f"cannot export store: {err.detail}") from None
+    obj = view.model_dump(mode="json")
+    record: dict[str, Any] = {"schema_version": rec.schema_version,
+                              "recorded_at": float(rec.recorded_at), "hash": rec.hash,
+                              "prev_hash": prev_hash}
+    # what a reader rebuilds from the shape alone (as read_export does), not from the event
+    # in hand: a time inside the data, shown to the second, may not give it back
+    if _payload_of(EventView.model_validate(obj)) != rec.payload:
+        payload = bytes(rec.payload)
+        record["payload" if fmt == "msgpack" else "payload_b64"] = (
+            payload if fmt == "msgpack" else base64.b64encode(payload).decode("ascii"))
+    obj["record"] = record
+    return obj
+
+
+def _payload_of(view: EventView) -> bytes:
+    """The payload the ledger writes for the event and provenance ``view`` shows."""
+    prov = Provenance(actor=view.actor, host=view.host, tool=view.tool,
+                      tool_version=view.tool_version, reason=view.reason,
+                      correlation_id=view.correlation_id)
+    return encode_payload(view.event, prov)
+
+
+def _encode_view(obj: dict[str, Any], fmt: ExportFormat) -> bytes:
+    if fmt == "jsonl":
+        return (_dumps(obj, False) + "\n").encode("ascii")
+    return msgpack.packb(obj, use_bin_type=True)
+
+
 def export_records(
     store: EventStore, out: IO[bytes], fmt: ExportFormat = "jsonl",
     stream_id: str | None = None, stream_name: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, version: int = EXPORT_VERSION,
 ) -> ExportSummary:
-    """Write the export of ``store`` (only ``stream_id`` when given) to ``out``.
+    """Write the export of ``store`` (only ``stream_id`` when given) to ``out``, in format
+    ``version`` (2, or 1 as earlier releases wrote it).
 
     The chain is verified while writing: a broken store raises STORE_ERROR naming the first
-    bad position (the caller discards what was written).
+    bad position (the caller discards what was written); so does, in version 2, an event
+    this ckpt-ledger cannot read.
     """
+    if version not in (1, 2):
+        raise LedgerError("INVALID_ARG", f"export format version must be 1 or 2, not {version}")
     if fmt not in ("jsonl", "msgpack"):
         raise LedgerError("INVALID_ARG", f"export format must be jsonl or msgpack, not {fmt!r}")
     last, last_hash = head(store)
@@ -346,7 +400,7 @@ def export_records(
         "events": events,
         "format": EXPORT_FORMAT,
         "head": {"hash": last_hash, "position": last},
-        "version": EXPORT_VERSION,
+        "version": version,
     }
     out.write(_encode(header, fmt))
     prev, expected, written = GENESIS, 1, 0
@@ -355,7 +409,10 @@ def export_records(
             bad = verify_chain(store.read_all(limit=last))
             raise LedgerError("STORE_ERROR", f"cannot export store {store.url}: {bad.line()}")
         if stream_id is None or rec.stream_id == stream_id:
-            out.write(_encode(_event_obj(rec, prev, fmt), fmt))
+            if version == 1:
+                out.write(_encode(_event_obj(rec, prev, fmt), fmt))
+            else:
+                out.write(_encode_view(_view_obj(rec, prev, fmt), fmt))
             written += 1
         prev, expected = rec.hash, expected + 1
     if expected - 1 != last or written != events:  # pragma: no cover - store changed under us
@@ -412,7 +469,7 @@ class ImportSummary:
     head_position: int
     head_hash: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ImportLogJSON:
         """Plain data for ``--json``."""
         return {"path": self.path, "events": self.events, "present": self.present,
                 "imported": self.imported,
@@ -489,6 +546,57 @@ def _record(obj: Any, where: str, path: str, binary: bool) -> tuple[StoredRecord
     return rec, obj["prev_hash"]
 
 
+_VIEW_KEYS = {*EventView.model_fields} - {"event_schema"} | {"schema", "record"}
+_RECORD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int, "recorded_at": (float, int), "hash": str, "prev_hash": str}
+
+
+def _record_v2(obj: Any, where: str, path: str, binary: bool) -> tuple[StoredRecord, str]:
+    """A version-2 event object as stored, and its ``prev_hash``; the event's fields must
+    be what the stored record shows (one edited without the other is refused)."""
+    if not isinstance(obj, dict) or set(obj) != _VIEW_KEYS:
+        raise _bad(path, where, "not an event of a ckpt-ledger export (fields "
+                   f"{sorted(obj) if isinstance(obj, dict) else type(obj).__name__})")
+    record = obj["record"]
+    payload_key = "payload" if binary else "payload_b64"
+    if not isinstance(record, dict) or not set(_RECORD_TYPES) <= set(record) <= {
+            *_RECORD_TYPES, payload_key}:
+        raise _bad(path, where, "its record is malformed")
+    for k, t in _RECORD_TYPES.items():
+        if not isinstance(record[k], t) or isinstance(record[k], bool):
+            raise _bad(path, where, f"record field {k} has the wrong type")
+    try:
+        view = EventView.model_validate({k: v for k, v in obj.items() if k != "record"})
+        if payload_key not in record:
+            payload = _payload_of(view)
+        elif binary:
+            payload = record["payload"]
+            if not isinstance(payload, bytes):
+                raise _bad(path, where, "payload is not binary")
+        else:
+            payload = base64.b64decode(record["payload_b64"], validate=True)
+    except LedgerError:
+        raise
+    except Exception as e:
+        raise _bad(path, where, f"its event is not one this ckpt-ledger reads ({damage(e)})"
+                   ) from None
+    rec = StoredRecord(
+        position=view.position, stream_id=view.stream_id, stream_name=view.domain,
+        stream_version=view.stream_version, type=view.type,
+        schema_version=record["schema_version"], recorded_at=float(record["recorded_at"]),
+        payload=payload, hash=record["hash"])
+    return rec, record["prev_hash"]
+
+
+def _shows_its_record(obj: dict[str, Any], rec: StoredRecord) -> bool:
+    """Whether a version-2 event object's fields are what ``rec`` shows."""
+    try:
+        shown = event_view(rec).model_dump(mode="json")
+    except LedgerError:
+        return False
+    return shown == {k: v for k, v in obj.items() if k != "record"}
+
+
 def read_export(path: str | Path) -> ExportFile:
     """Parse and fully verify an export file; INVALID_ARG naming the first problem.
 
@@ -515,9 +623,9 @@ def read_export(path: str | Path) -> ExportFile:
     if (not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT
             or set(header) != {"domain", "events", "format", "head", "version"}):
         raise _bad(name, where, "not a ckpt-ledger export header")
-    if header["version"] != EXPORT_VERSION:
-        raise _bad(name, where, f"export format version {header['version']!r} is not "
-                   f"{EXPORT_VERSION}")
+    version = header["version"]
+    if version not in (1, 2) or isinstance(version, bool):
+        raise _bad(name, where, f"export format version {version!r} is not 1 or 2")
     hd = header["head"]
     if (not isinstance(hd, dict) or not isinstance(hd.get("position"), int)
             or not is_hash(hd.get("hash")) or not isinstance(header["events"], int)):
@@ -525,12 +633,12 @@ def read_export(path: str | Path) -> ExportFile:
     if header["domain"] is not None:
         dom = header["domain"]
         label = dom.get("name") or dom.get("stream_id") if isinstance(dom, dict) else dom
-        raise _bad(name, where, f"it is an export of domain {label} only (--domain); "
-                   "import-log needs an export of the whole ledger")
+        raise _bad(name, where, f"it is an export of domain {label} only; "
+                   "importing needs an export of the whole ledger")
     out = ExportFile(header=header)
     prev, versions = GENESIS, dict[str, int]()
     for where, obj in objs:
-        rec, link = _record(obj, where, name, binary)
+        rec, link = (_record if version == 1 else _record_v2)(obj, where, name, binary)
         pos = len(out.records) + 1
         if rec.position != pos:
             raise _bad(name, where, f"position {rec.position} where {pos} was expected "
@@ -543,6 +651,9 @@ def read_export(path: str | Path) -> ExportFile:
                 rec.schema_version, rec.recorded_at, rec.payload, prev) != rec.hash:
             raise _bad(name, where, f"position {pos}: the event does not match its hash "
                        "(edited)")
+        if version == 2 and not _shows_its_record(obj, rec):
+            raise _bad(name, where, f"position {pos}: the event's fields are not what its "
+                       "record holds (edited)")
         want = versions.get(rec.stream_id, 0) + 1
         if rec.stream_version != want:
             raise _bad(name, where, f"position {pos}: stream version {rec.stream_version} "
@@ -593,7 +704,7 @@ def import_log(store: EventStore, path: str | Path,
     tail = records[present:]
     done = 0
     for runs in append_groups(tail, _IMPORT_BATCH):  # one append_many each
-        got = store.append_many([([again(r) for r in run], run[0].stream_version - 1)
+        got = store.append_many([([to_append(r) for r in run], run[0].stream_version - 1)
                                  for run in runs])
         for run, stored in zip(runs, got, strict=True):
             if stored != run:

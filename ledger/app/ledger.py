@@ -387,13 +387,18 @@ class Ledger:
             return False
 
     # ------------------------------------------------ recovery (ledger/app/recovery.py)
-    def import_(self, domains: Sequence[str] = ()) -> builtins.list[ImportReport]:
-        """Append what the hypervisor has and the ledger does not (actor ``import``)."""
-        return recovery.import_domains(self.writer, domains)
+    def import_(self, domains: Sequence[str] = (), *,
+                progress: Callable[[int, int], None] | None = None
+                ) -> builtins.list[ImportReport]:
+        """Append what the hypervisor has and the ledger does not (actor ``import``);
+        ``progress(done, total)`` is told after each domain."""
+        return recovery.import_domains(self.writer, domains, progress)
 
-    def import_xml(self, domain: str, folder: str | Path) -> ImportReport:
-        """Import a directory of checkpoint XML files, ordered by their parent links."""
-        return recovery.import_xml_dir(self.writer, domain, Path(folder))
+    def import_xml(self, domain: str, folder: str | Path, *,
+                   progress: Callable[[int, int], None] | None = None) -> ImportReport:
+        """Import a directory of checkpoint XML files, ordered by their parent links;
+        ``progress(done, total)`` is told as the files are checked."""
+        return recovery.import_xml_dir(self.writer, domain, Path(folder), progress)
 
     def replay(
         self,
@@ -477,7 +482,8 @@ class Ledger:
                 state.descendants(from_) if descendants else list(state.checkpoints[from_].children)
             )
             if roots and not descendants:
-                raise LedgerError("INVALID_ARG", "--roots and --from are mutually exclusive")
+                raise LedgerError("INVALID_ARG", "the roots and the children of one checkpoint "
+                                  "cannot be listed at once")
         else:
             names = state.topological()
             if roots:

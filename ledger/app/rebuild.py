@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from ledger.app.json_types import RebuildJSON, SnapshotCheckJSON
 from ledger.app.read_model import ReadModel
 from ledger.domain.errors import LedgerError
 from ledger.domain.state import DomainState
@@ -32,7 +32,7 @@ class RebuildReport:
     differing: list[str] = field(default_factory=list)  # domains that differ (names)
     written: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> RebuildJSON:
         """Plain data for ``--json``."""
         return {"position": self.position, "events": self.events, "domains": self.domains,
                 "snapshot": self.snapshot, "detail": self.detail,
@@ -126,7 +126,7 @@ class SnapshotCheck:
         """False when a snapshot that would be loaded is not what the events say."""
         return self.status not in ("differs", "unfoldable")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SnapshotCheckJSON:
         """Plain data for ``--json``."""
         return {"status": self.status, "position": self.position, "detail": self.detail,
                 "differing": list(self.differing)}

@@ -60,12 +60,16 @@ def _learn(
     return events
 
 
-def import_domains(w: Writer, domains: Sequence[str]) -> list[ImportReport]:
+def import_domains(w: Writer, domains: Sequence[str],
+                   progress: Callable[[int, int], None] | None = None) -> list[ImportReport]:
     """Bring the ledger up to what the host shows for ``domains`` (all the hypervisor's when
-    empty): :func:`ledger.app.sync.reconcile` comparing every checkpoint's XML."""
+    empty): :func:`ledger.app.sync.reconcile` comparing every checkpoint's XML.
+    ``progress(done, total)`` is told after each domain."""
     names = list(domains) or w.hypervisor.list_domains()
     reports = []
-    for name in names:
+    for i, name in enumerate(names):
+        if progress is not None:
+            progress(i, len(names))
         with w.locked(name) as info:
             report = sync.reconcile(w, info, "import", full=True, actor="import")
             jobs = Watcher(w).job_events(info, None, [*report.added, *report.replaced])
@@ -73,6 +77,8 @@ def import_domains(w: Writer, domains: Sequence[str]) -> list[ImportReport]:
                 w.append(info, jobs, f"observed on {w.hypervisor.uri} by import", actor="import")
                 report.backups = [ev.job for ev in jobs if isinstance(ev, BackupStarted)]
             reports.append(report)
+    if progress is not None:
+        progress(len(names), len(names))
     return reports
 
 
@@ -151,8 +157,10 @@ def order_by_parents(
     return ordered
 
 
-def import_xml_dir(w: Writer, domain: str, folder: Path) -> ImportReport:
-    """Import a directory of checkpoint XML (libvirt's or virtnbdbackup's) into the ledger."""
+def import_xml_dir(w: Writer, domain: str, folder: Path,
+                   progress: Callable[[int, int], None] | None = None) -> ImportReport:
+    """Import a directory of checkpoint XML (libvirt's or virtnbdbackup's) into the ledger;
+    ``progress(done, total)`` is told as the files are checked."""
     items = _read_dir(folder)
     uuid = next((parse_domain_xml(d.domain_xml).uuid for _, d, _ in items if d.domain_xml), None)
     info = _info_for(w, domain, uuid)
@@ -162,7 +170,9 @@ def import_xml_dir(w: Writer, domain: str, folder: Path) -> ImportReport:
         trial = state.clone()
         ordered = order_by_parents(items, set(trial.checkpoints))
         defs = []
-        for path, d, _ in ordered:
+        for i, (path, d, _) in enumerate(ordered):
+            if progress is not None:
+                progress(i, len(ordered))
             try:
                 embedded = None
                 if d.domain_xml is not None:
@@ -178,6 +188,8 @@ def import_xml_dir(w: Writer, domain: str, folder: Path) -> ImportReport:
         events = _learn(state.clone(), defs, report)
         if pre or events:
             w.append(info, [*pre, *events], f"imported from {folder}", actor="import")
+    if progress is not None:
+        progress(len(ordered), len(ordered))
     return report
 
 
@@ -319,7 +331,7 @@ def _replay_domain(
         elif theirs is not None and not overwrite:
             report.steps.append(ReplayStep(
                 name=n, action="conflict", why="defined differently on the host "
-                "(use --overwrite to replace it)"))
+                "(overwrite replaces it)"))
         else:
             todo.append(n)
             report.steps.append(ReplayStep(name=n, action="redefine"))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from ledger.domain.events import DriftObserved
+from ledger.domain.events import EPOCH_FIELDS, DriftObserved, Event, parse_event
 from ledger.domain.model import BackupDisk, CheckpointDisk, Policy
 from ledger.domain.policies import DiskPlan
 from ledger.domain.state import DomainState
@@ -50,6 +51,11 @@ class PlanView(BaseModel):
     disks: dict[str, DiskPlan]
 
 
+# the JSON Schema of a time field: ISO 8601 in UTC, as iso() writes it
+ISO_8601: dict[str, Any] = {
+    "format": "date-time",
+    "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"}
+POSITIVE: dict[str, Any] = {"minimum": 1}
 EVENT_SCHEMA: Literal["ckpt-ledger/event/1"] = "ckpt-ledger/event/1"
 
 
@@ -60,19 +66,55 @@ class EventView(BaseModel):
     model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
 
     event_schema: Literal["ckpt-ledger/event/1"] = Field(default=EVENT_SCHEMA, alias="schema")
-    position: int
-    stream_version: int
-    domain: str
-    stream_id: str
+    position: int = Field(json_schema_extra=POSITIVE)  # global, gapless, from 1
+    stream_version: int = Field(json_schema_extra=POSITIVE)  # the domain's own, from 1
+    domain: str  # its name when the event was recorded
+    stream_id: str  # its UUID
     type: str
-    recorded_at: str  # ISO 8601, UTC
+    recorded_at: str = Field(json_schema_extra=ISO_8601)  # ISO 8601, UTC
     actor: str
     host: str
     reason: str | None = None
     correlation_id: str | None = None
     tool: str = ""
     tool_version: str = ""
-    data: dict[str, Any]
+    data: dict[str, Any]  # the event's fields but ``type`` (ledger/domain/events.py)
+    _event: Event | None = PrivateAttr(default=None)
+
+    @classmethod
+    def of(cls, event: Event, **fields: Any) -> EventView:
+        """The view of ``event`` (its data without the type tag, its times in ISO 8601),
+        with the other fields."""
+        data = event.model_dump(mode="json")
+        del data["type"]
+        for name in EPOCH_FIELDS.get(event.type, ()):
+            if data[name] is not None:
+                data[name] = iso(data[name])
+        view = cls(type=event.type, data=data, **fields)
+        view._event = event
+        return view
+
+    @property
+    def event(self) -> Event:
+        """The typed event this view shows."""
+        if self._event is None:
+            data: dict[str, Any] = {**self.data, "type": self.type}
+            for name in EPOCH_FIELDS.get(self.type, ()):
+                if isinstance(data.get(name), str):
+                    data[name] = epoch(data[name])
+            self._event = parse_event(data)
+        return self._event
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as ISO 8601 UTC to the second (``2026-11-29T18:00:00Z``)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def epoch(text: str) -> float:
+    """An ISO 8601 time (``Z`` or an offset; naive is UTC) as epoch seconds."""
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 class BackupView(BaseModel):
@@ -91,12 +133,12 @@ class BackupView(BaseModel):
     tool: str | None
     target: str | None
     source: Literal["recorded", "observed"]
-    started_at: str  # ISO 8601, UTC
+    started_at: str = Field(json_schema_extra=ISO_8601)
     actor: str
     host: str
     reason: str | None = None
     outcome: Literal["running", "completed", "failed", "aborted"] = "running"
-    ended_at: str | None = None
+    ended_at: str | None = Field(default=None, json_schema_extra=ISO_8601)
     bytes: int | None = None
     seconds: float | None = None
     error: str | None = None
@@ -108,7 +150,7 @@ class HistoryEntry(BaseModel):
     """One fact in a checkpoint's life (``history``), with who recorded it and why."""
 
     position: int
-    recorded_at: str  # ISO 8601, UTC
+    recorded_at: str = Field(json_schema_extra=ISO_8601)
     actor: str
     host: str
     tool: str = ""

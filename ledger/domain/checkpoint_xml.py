@@ -7,12 +7,15 @@ enforces libvirt's ``domaincheckpoint.rng`` as libvirt does, unconditionally.
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from xml.parsers import expat
 
+from ledger.domain.domain_xml import safe_fromstring
 from ledger.domain.errors import LedgerError
 from ledger.domain.model import CheckpointDef, CheckpointDisk
 from ledger.domain.names import check_checkpoint_name, check_disk_name
@@ -258,14 +261,57 @@ def _creation_time(node: _Node | None) -> int:
     return int(text)
 
 
-def parse_checkpoint_xml(text: str | bytes, *, redefine: bool = False) -> CheckpointDef:
+def indented(domain_xml: str) -> str:
+    """``domain_xml`` indented by two spaces, as a checkpoint's XML embeds it (one shared
+    copy of each: the least recently used dropped past 4,096)."""
+    return _indented(domain_xml)
+
+
+@functools.lru_cache(maxsize=4096)
+def _indented(domain_xml: str) -> str:
+    return sys.intern("  " + domain_xml.replace("\n", "\n  "))
+
+
+END = "\n</domaincheckpoint>\n"  # what follows the embedded domain, as libvirt formats it
+
+
+@functools.lru_cache(maxsize=256)
+def _embeddable(domain_xml: str) -> str | None:
+    """:func:`indented` of ``domain_xml`` when it is one safe, well-formed ``<domain>``
+    element that a parse of a checkpoint embedding it gives back unchanged; else None."""
+    if "\r" in domain_xml or domain_xml != domain_xml.strip():
+        return None
+    try:
+        root = safe_fromstring(domain_xml, "domain XML")
+    except LedgerError:
+        return None
+    return indented(domain_xml) if root.tag == "domain" else None
+
+
+def parse_checkpoint_xml(text: str | bytes, *, redefine: bool = False,
+                         known_domain: str | None = None) -> CheckpointDef:
     """Parse and validate a ``<domaincheckpoint>`` document as libvirt does.
 
     Errors: XML_ERROR (too large, malformed, DOCTYPE/entities, not UTF-8, or a redefine
     without a name), XML_INVALID_SCHEMA (``domaincheckpoint.rng``), INTERNAL_ERROR (a
     redefine without a usable creationTime). Without ``redefine``, ``creationTime`` and
     ``parent`` are validated but ignored (``None``). ``size`` is validated but ignored.
+
+    ``known_domain``: a domain XML the document probably embeds (the domain's newest
+    checkpoint's). When the document ends with it, laid out as libvirt formats it, that
+    part is not parsed again: the result is the same, in a fraction of the time.
     """
+    if known_domain is not None and type(text) is str and len(text) <= MAX_XML_BYTES:
+        mid = _embeddable(known_domain)
+        if mid is not None and text.endswith(END):
+            start = len(text) - len(END) - len(mid)
+            if text.startswith(mid, start) and text.endswith("\n", 0, start):
+                d = _parse(text[:start] + "  <domain/>" + END, redefine)
+                return d.model_copy(update={"domain_xml": known_domain})
+    return _parse(text, redefine)
+
+
+def _parse(text: str | bytes, redefine: bool) -> CheckpointDef:
     raw = _to_bytes(text)
     found = _children(_parse_tree(raw))
     name = description = parent = None

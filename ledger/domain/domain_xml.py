@@ -22,6 +22,7 @@ is refused before the parser sees it, so entity expansion cannot happen. Every f
 
 from __future__ import annotations
 
+import functools
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
@@ -94,8 +95,20 @@ def parse_domain_xml(text: str) -> DomainXml:
     """Parse a libvirt ``<domain>`` XML into its name, UUID and disks.
 
     Raises ``LedgerError("XML_ERROR")`` for malformed or unsafe XML, a root element other
-    than ``<domain>``, a missing ``<name>``, or a disk without a target.
+    than ``<domain>``, a missing ``<name>``, or a disk without a target. A text parsed
+    before gives the same (immutable) result without a parse: the last 256 are kept.
     """
+    if not isinstance(text, str):
+        return _parse_domain_xml(text)  # refused there, with a line naming the type
+    return _parse_cached(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str) -> DomainXml:
+    return _parse_domain_xml(text)
+
+
+def _parse_domain_xml(text: str) -> DomainXml:
     root = safe_fromstring(text, "domain XML")
     if root.tag != "domain":
         raise _xml_error(f"expected a <domain> element, found <{root.tag}>")

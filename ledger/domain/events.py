@@ -7,7 +7,7 @@ is stored with every event; a reader refuses a version newer than its own.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -16,6 +16,15 @@ from ledger.domain.model import BackupDisk, CheckpointDisk, DomainDisk, Policy
 # 1: the payload's provenance ("meta") is a msgpack map; 2: it is a msgpack bin holding that
 # map (ledger/log/records.py). Readers take both; a reader refuses a version newer than its own.
 SCHEMA_VERSION = 2
+
+
+class EpochMark:
+    """Marks a field holding a time as seconds since the epoch (views show it as ISO 8601)."""
+
+
+EPOCH_MARK = EpochMark()
+Epoch = Annotated[float, EPOCH_MARK]
+"""A point in time, in seconds since the epoch (UTC)."""
 
 
 class _Event(BaseModel):
@@ -73,32 +82,35 @@ class CheckpointDeleted(_Event):
     reparented: dict[str, str | None] = Field(default_factory=dict)  # child -> new parent
 
 
-class _BitmapEvent(_Event):
+class BitmapEvent(_Event):
+    """What every bitmap event holds: the disk, the bitmap, and the checkpoint whose create
+    or delete caused it."""
+
     disk: str
     bitmap: str
     checkpoint: str  # the checkpoint whose create/delete caused it
 
 
-class BitmapDisabled(_BitmapEvent):
+class BitmapDisabled(BitmapEvent):
     """A bitmap stopped recording (chained policy: a newer checkpoint took over the disk)."""
 
     type: Literal["BitmapDisabled"] = "BitmapDisabled"
 
 
-class BitmapEnabled(_BitmapEvent):
+class BitmapEnabled(BitmapEvent):
     """A bitmap started recording again (chained: the leaf on that disk was deleted)."""
 
     type: Literal["BitmapEnabled"] = "BitmapEnabled"
 
 
-class BitmapMerged(_BitmapEvent):
+class BitmapMerged(BitmapEvent):
     """``bitmap`` was merged into ``into`` on ``disk`` (chained delete)."""
 
     type: Literal["BitmapMerged"] = "BitmapMerged"
     into: str
 
 
-class BitmapRemoved(_BitmapEvent):
+class BitmapRemoved(BitmapEvent):
     """A bitmap was removed from the disk (a non-metadata delete)."""
 
     type: Literal["BitmapRemoved"] = "BitmapRemoved"
@@ -157,7 +169,7 @@ class OperationSettled(_Event):
     op: str
     checkpoint: str
     outcome: Literal["done", "not-done"]
-    attempted_at: float
+    attempted_at: Epoch
     attempted_by: str | None = None
     attempted_reason: str | None = None
     detail: str = ""
@@ -178,7 +190,7 @@ class BackupStarted(_Event):
     tool: str | None = None
     target: str | None = None
     source: Literal["recorded", "observed"] = "recorded"
-    at: float | None = None  # when it started (epoch seconds) if not when recorded
+    at: Epoch | None = None  # when it started (epoch seconds) if not when recorded
 
 
 class BackupEnded(_Event):
@@ -191,7 +203,7 @@ class BackupEnded(_Event):
     bytes: int | None = None
     seconds: float | None = None
     error: str | None = None
-    at: float | None = None  # when it ended (epoch seconds) if not when recorded
+    at: Epoch | None = None  # when it ended (epoch seconds) if not when recorded
 
 
 Event = Annotated[
@@ -233,6 +245,17 @@ EVENT_TYPES: dict[str, type[_Event]] = {
 }
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def _epoch_fields(cls: type[_Event]) -> tuple[str, ...]:
+    return tuple(name for name, f in cls.model_fields.items()
+                 if EPOCH_MARK in f.metadata or any(
+                     EPOCH_MARK in getattr(a, "__metadata__", ()) for a in get_args(f.annotation)))
+
+
+EPOCH_FIELDS: dict[str, tuple[str, ...]] = {
+    tag: fields for tag, cls in EVENT_TYPES.items() if (fields := _epoch_fields(cls))}
+"""Event type -> its fields holding a time in seconds since the epoch (:data:`Epoch`)."""
 
 
 def parse_event(data: dict[str, object]) -> Event:

@@ -97,7 +97,7 @@ class Hypervisor(Protocol):
 
 
 class PartialDelete(Exception):
-    """A delete the hypervisor did only in part (libvirt-checkpoints.md §5.2 item 3).
+    """A delete the hypervisor did only in part (docs/libvirt-checkpoints.md §5.2 item 3).
 
     ``reparented`` maps each child that was moved to its new parent; ``error`` is the
     hypervisor's error for the step that failed.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,28 +33,20 @@ class CheckpointDisk(Frozen):
 
 def bitmap_name(bitmap: str | None, checkpoint: str) -> str:
     """A disk's bitmap name: the one its ``<disk bitmap=...>`` gives, else the checkpoint's
-    own name (libvirt's rule, libvirt-checkpoints.md section 2.3)."""
+    own name (libvirt's rule, docs/libvirt-checkpoints.md section 2.3)."""
     return bitmap or checkpoint
 
 
-# (name, checkpoint, bitmap, size) -> the one shared instance (see shared_disk)
-SHARED_DISKS: dict[tuple[str, str, str | None, int | None], CheckpointDisk] = {}
-
-
+@functools.lru_cache(maxsize=16384, typed=True)
 def shared_disk(name: str, checkpoint: str, bitmap: str | None, size: int | None
                 ) -> CheckpointDisk:
     """The shared instance of the checkpoint disk entry with these values (they are
-    frozen), made on first use: most checkpoints of most domains list the same disks with
-    the same bitmaps. The caller has checked the values as validation would (``checkpoint``
-    'bitmap' or 'no', ``size`` an int, never a bool, or None)."""
-    key = (name, checkpoint, bitmap, size)
-    disk = SHARED_DISKS.get(key)
-    if disk is None:
-        if len(SHARED_DISKS) >= 16384:
-            SHARED_DISKS.clear()
-        disk = SHARED_DISKS[key] = CheckpointDisk.model_construct(
-            name=name, checkpoint=checkpoint, bitmap=bitmap, size=size)
-    return disk
+    frozen): most checkpoints of most domains list the same disks with the same bitmaps,
+    so a ledger holds one copy of each (the least recently used are dropped past 16,384).
+    The caller has checked the values as validation would (``checkpoint`` 'bitmap' or 'no',
+    ``size`` an int, never a bool, or None): the entry is built without validating them."""
+    return CheckpointDisk.model_construct(name=name, checkpoint=checkpoint, bitmap=bitmap,
+                                          size=size)
 
 
 class CheckpointDef(Frozen):

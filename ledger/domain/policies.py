@@ -1,4 +1,4 @@
-"""The two bitmap policies libvirt's QEMU driver has had (libvirt-checkpoints.md §4.3).
+"""The two bitmap policies libvirt's QEMU driver has had (docs/libvirt-checkpoints.md §4.3).
 
 * ``chained`` (libvirt 5.6 to 6.4): one recording bitmap per disk; creating C disables the
   bitmap of the nearest ancestor (from the old current) on each of C's disks; deleting C merges

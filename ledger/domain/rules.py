@@ -2,7 +2,7 @@
 
 Each ``decide_*`` raises :class:`LedgerError` with libvirt's error code when the command
 breaks a rule, and then nothing is appended. The order of the checks follows libvirt's, so
-the first error a user sees is the one virsh would show (libvirt-checkpoints.md §2.3, §3.3,
+the first error a user sees is the one virsh would show (docs/libvirt-checkpoints.md §2.3, §3.3,
 §5 and the checklist in §9).
 """
 

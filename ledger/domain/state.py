@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.domain.checkpoint_xml import END, indented
 from ledger.domain.events import (
     BackupEnded,
     BackupStarted,
@@ -60,21 +61,7 @@ def _intern_opt(text: Any) -> Any:
     return _intern(text) if type(text) is str else text
 
 
-_INDENTED: dict[str, str] = {}  # domain_xml -> itself indented as a checkpoint embeds it
-
-
-def indented(domain_xml: str) -> str:
-    """``domain_xml`` indented by two spaces, as a checkpoint's XML embeds it (one shared
-    copy of each, for the domains of a ledger)."""
-    mid = _INDENTED.get(domain_xml)
-    if mid is None:
-        if len(_INDENTED) >= 65536:
-            _INDENTED.clear()
-        mid = _INDENTED[domain_xml] = _intern("  " + domain_xml.replace("\n", "\n  "))
-    return mid
-
-
-_END = "\n</domaincheckpoint>\n"  # what follows the embedded domain, as libvirt formats it
+_END = END
 _END_LEN = len(_END)
 
 
@@ -105,7 +92,7 @@ def _share_disks(disks: tuple[CheckpointDisk, ...]) -> tuple[CheckpointDisk, ...
     for d in disks:
         dd = d.__dict__
         size = dd.get("size")
-        if (type(d) is not CheckpointDisk or len(dd) != 4 or len(d.__pydantic_fields_set__) != 4
+        if (type(d) is not CheckpointDisk or len(dd) != 4 or len(d.model_fields_set) != 4
                 or type(size) is bool):
             return disks  # not as validated from a full entry: leave it alone
         out.append(shared_disk(dd["name"], dd["checkpoint"], dd["bitmap"], size))
@@ -242,6 +229,11 @@ class DomainState:
     _waiting: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ queries
+    @property
+    def newest_domain_xml(self) -> str | None:
+        """The domain XML the newest checkpoint folded embeds (None before any)."""
+        return self._domain_xml
+
     def get(self, name: str) -> Checkpoint | None:
         """The live checkpoint called ``name``, if any."""
         return self.checkpoints.get(name)

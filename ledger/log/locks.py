@@ -10,6 +10,10 @@ or :data:`DEFAULT_TIMEOUT` seconds; 0 fails at once, ``inf`` waits for ever.
 :func:`file_lock` is an exclusive ``flock`` waited for that way. Its holder writes one line
 of JSON into the lock file (pid, host, command line, since when), which a waiter reads to
 name it; the line is removed on release.
+
+Kept by hand rather than ``filelock``: the same ``flock`` and timeout, but a waiter here also
+learns who holds the lock (the holder's line) and says so, the one wait loop serves the
+PostgreSQL advisory locks too, and the ledger keeps no extra dependency for ~100 lines.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,7 +27,6 @@ from ledger.domain.events import (
     event_data,
     parse_event,
 )
-from ledger.domain.model import SHARED_DISKS as _SHARED_DISKS
 from ledger.domain.model import CheckpointDisk, shared_disk
 from ledger.version import __version__
 
@@ -99,7 +98,7 @@ class StoredRecord:
     hash: str
 
 
-def again(record: StoredRecord) -> NewRecord:
+def to_append(record: StoredRecord) -> NewRecord:
     """``record`` as it is appended again (a copy or an import): every field the store
     does not assign kept as it was."""
     return NewRecord(record.stream_id, record.stream_name, record.type, record.schema_version,
@@ -179,40 +178,12 @@ def decode_record(record: StoredRecord) -> tuple[Event, Provenance]:
     return parse_event(data), Provenance.model_validate(meta)
 
 
-_setattr = object.__setattr__
-_new = object.__new__
-
-
-def _simple_events() -> dict[str, tuple[Any, tuple[str, ...], frozenset[str]]]:
-    """type -> (class, field order, field set) for the events whose fields are all
-    required plain strings (the bitmap events), checked by hand in the fold."""
-    out = {}
-    for tag, cls in EVENT_TYPES.items():
-        fields = cls.model_fields
-        if all(f.annotation in (str, "str") or name == "type" for name, f in fields.items()) \
-                and all(f.is_required() for name, f in fields.items() if name != "type"):
-            out[tag] = (cls, tuple(fields), frozenset(fields))
-    return out
-
-
-_SIMPLE = _simple_events()
-_ONLY_STR = {str}
-
-
 _CREATED_LEN = len(CheckpointCreated.model_fields)
 _STR_OR_NONE = (str, type(None))
 _INT_OR_NONE = (int, type(None))
 _I64 = 1 << 63
-
-
-def _model(cls: Any, values: dict[str, Any]) -> Any:
-    """A model instance holding ``values`` (every field given), as validation makes it."""
-    m = _new(cls)
-    _setattr(m, "__dict__", values)
-    _setattr(m, "__pydantic_fields_set__", set(values))
-    _setattr(m, "__pydantic_extra__", None)
-    _setattr(m, "__pydantic_private__", None)
-    return m
+_CHECKPOINT_TYPES = ("bitmap", "no")
+_MISSING: Any = object()  # what a lacking key reads as: it fails every type check
 
 
 def created_disks(data: dict[str, Any]) -> tuple[CheckpointDisk, ...] | None:
@@ -223,10 +194,11 @@ def created_disks(data: dict[str, Any]) -> tuple[CheckpointDisk, ...] | None:
         return None
     get = data.get
     ct = get("creation_time")
-    if (type(get("name")) is not str or type(get("parent", 0)) not in _STR_OR_NONE
+    if (type(get("name")) is not str or type(get("parent", _MISSING)) not in _STR_OR_NONE
             or type(ct) is not int or not -_I64 <= ct < _I64
-            or type(get("description", 0)) not in _STR_OR_NONE
-            or type(get("domain_xml", 0)) not in _STR_OR_NONE or type(get("xml")) is not str):
+            or type(get("description", _MISSING)) not in _STR_OR_NONE
+            or type(get("domain_xml", _MISSING)) not in _STR_OR_NONE
+            or type(get("xml")) is not str):
         return None
     entries = get("disks")
     if type(entries) is not list:
@@ -235,24 +207,18 @@ def created_disks(data: dict[str, Any]) -> tuple[CheckpointDisk, ...] | None:
     for d in entries:
         if type(d) is not dict or len(d) != 4:
             return None
-        size = d.get("size", 0.5)
-        key: Any = (d.get("name"), d.get("checkpoint"), d.get("bitmap", 0.5), size)
-        disk = _SHARED_DISKS.get(key)
-        # a hit's values were checked when it was made: equal values are valid too, but
-        # True == 1 == 1.0, so the size's own type is checked again (0.5 marks a missing key)
-        if disk is None or type(size) not in _INT_OR_NONE:
-            name, checkpoint, bitmap = key[:3]
-            if (type(name) is not str or type(checkpoint) is not str
-                    or checkpoint not in _CHECKPOINT_TYPES or type(bitmap) not in _STR_OR_NONE
-                    or type(size) not in _INT_OR_NONE
-                    or (size is not None and not -_I64 <= size < _I64)):
-                return None
-            disk = shared_disk(name, checkpoint, bitmap, size)
-        disks.append(disk)
+        dget = d.get
+        name, checkpoint, bitmap = dget("name"), dget("checkpoint"), dget("bitmap", _MISSING)
+        size = dget("size", _MISSING)
+        if (type(name) is not str or type(checkpoint) is not str
+                or checkpoint not in _CHECKPOINT_TYPES or type(bitmap) not in _STR_OR_NONE
+                or type(size) not in _INT_OR_NONE
+                or (size is not None and not -_I64 <= size < _I64)):
+            return None
+        disks.append(shared_disk(name, checkpoint, bitmap, size))
     return tuple(disks)
 
 
-_CHECKPOINT_TYPES = ("bitmap", "no")
 
 
 def decode_event(record: StoredRecord) -> Event:
@@ -268,25 +234,12 @@ def event_from(obj: Any) -> Event:
     data = obj["data"]
     obj["meta"]  # a payload without provenance fails as decode_payload does
     tag = data.get("type") if type(data) is dict else None
-    if type(tag) is str:
-        simple = _SIMPLE.get(tag)
-        # every field a required str, no defaults: exactly pydantic's result when the keys
-        # are the fields (in their order, as encode_payload writes them) and every value is
-        # a str; anything else is left to pydantic
-        if simple is not None and tuple(data) == simple[1] and {
-                *map(type, data.values())} == _ONLY_STR:
-            return _model(simple[0], data)
-        if tag == "CheckpointCreated":
-            disks = created_disks(data)
-            if disks is not None:
-                data["disks"] = disks
-                return _model(CheckpointCreated, data)
-        cls = EVENT_TYPES.get(tag)
-        if cls is not None:
-            try:
-                return cls.__pydantic_validator__.validate_python(data)
-            except ValidationError:
-                pass  # raise the discriminated union's own error, below
+    cls = EVENT_TYPES.get(tag) if type(tag) is str else None
+    if cls is not None:
+        try:
+            return cast("Event", cls.model_validate(data))  # the class the tag names
+        except ValidationError:
+            pass  # raise the discriminated union's own error, below
     return parse_event(data)
 
 

@@ -17,10 +17,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any
 
 from ledger.app.views import EventView
-from ledger.domain.events import parse_event
+from ledger.domain.events import (
+    BackupEnded,
+    BackupStarted,
+    BitmapMerged,
+    CheckpointCreated,
+    CheckpointDeleted,
+    CheckpointGone,
+    CheckpointObserved,
+    CheckpointRedefined,
+)
 from ledger.domain.state import DomainState
 from ledger.log.files import cannot_write, replacing
 
@@ -66,8 +74,8 @@ class Model:
     links: list[tuple[int, int, str, int]] = field(default_factory=list)  # parent, child, kind, col
     merges: list[tuple[int, str, str, str]] = field(default_factory=list)  # col, disk, from, into
     deletions: list[tuple[int, EventView]] = field(default_factory=list)
-    backups: list[tuple[int, dict[str, Any], dict[str, Any] | None]] = field(
-        default_factory=list)  # column, the job's start data, its end data (None: running)
+    backups: list[tuple[int, BackupStarted, BackupEnded | None]] = field(
+        default_factory=list)  # column, the job's start, its end (None: running)
     policy: str = ""
 
 
@@ -77,34 +85,36 @@ def build(events: Sequence[EventView]) -> Model:
     state = DomainState(stream_id=events[0].stream_id if events else "")
     open_bars: dict[tuple[str, str], tuple[Bar, int]] = {}
     for col, ev in enumerate(events):
-        data = ev.data
-        new_line = (ev.type in ("CheckpointCreated", "CheckpointRedefined", "CheckpointObserved")
-                    and not data.get("update") and data.get("name") not in state.checkpoints)
-        if ev.type in ("CheckpointDeleted", "CheckpointGone"):
-            gone = data.get("deleted", ()) if ev.type == "CheckpointDeleted" else [data["name"]]
+        e = ev.event
+        new_line = (isinstance(e, CheckpointCreated | CheckpointRedefined | CheckpointObserved)
+                    and not (isinstance(e, CheckpointRedefined) and e.update)
+                    and e.name not in state.checkpoints)
+        if isinstance(e, CheckpointDeleted | CheckpointGone):
+            gone = e.deleted if isinstance(e, CheckpointDeleted) else (e.name,)
             for name in gone:
                 for ln in m.lines:
                     if ln.name == name and ln.deleted_at is None:
                         ln.deleted_at = col
-            for child, parent in (data.get("reparented") or {}).items():
+            for child, parent in e.reparented.items():
                 _link(m, parent, child, "reparented", col)
             m.deletions.append((col, ev))
-        elif ev.type == "BitmapMerged":
-            m.merges.append((col, data["disk"], data["bitmap"], data["into"]))
-        elif ev.type == "BackupStarted":
-            m.backups.append((col, data, None))
-        elif ev.type == "BackupEnded":
+        elif isinstance(e, BitmapMerged):
+            m.merges.append((col, e.disk, e.bitmap, e.into))
+        elif isinstance(e, BackupStarted):
+            m.backups.append((col, e, None))
+        elif isinstance(e, BackupEnded):
             for i, (_col, start, end) in enumerate(m.backups):
-                if start.get("job") == data.get("job") and end is None:
-                    m.backups[i] = (col, start, data)
-        state.apply(parse_event({"type": ev.type, **data}), ev.stream_version, ev.position)
+                if start.job == e.job and end is None:
+                    m.backups[i] = (col, start, e)
+        state.apply(e, ev.stream_version, ev.position)
         m.policy = state.policy
         for disk in (d.name for d in state.disks):
             if disk not in m.disks:
                 m.disks.append(disk)
         if new_line:
-            m.lines.append(Line(data["name"], col, data.get("parent")))
-            _link(m, data.get("parent"), data["name"], "parent", col)
+            assert isinstance(e, CheckpointCreated | CheckpointRedefined | CheckpointObserved)
+            m.lines.append(Line(e.name, col, e.parent))
+            _link(m, e.parent, e.name, "parent", col)
         seen = set()
         for disk, bms in state.bitmaps.items():
             if disk not in m.disks:
@@ -326,47 +336,50 @@ def _merge(m: Model, col: int, disk: str, src: str, into: str, x: XFn, step: flo
 
 
 def _deletion(col: int, ev: EventView, x: XFn, bottom: float) -> str:
-    d, dx = ev.data, x(col)
-    flags = [f for f in ("children", "children_only", "metadata_only") if d.get(f)]
-    tip = (f"delete {d['name']} (removed {', '.join(d.get('deleted', ())) or 'nothing'}"
-           + (f"; {', '.join(flags)}" if flags else "") + f"): {_tip(ev)}")
-    if ev.type == "CheckpointGone":
-        tip = f"{d['name']} gone ({d.get('why')}: {d.get('detail', '')}): {_tip(ev)}"
-        d = {**d, "deleted": [d["name"]]}
-    return (f'<g class="deletion" {_a(data_name=d["name"], data_position=ev.position)} '
-            f'{_a(data_deleted=",".join(d.get("deleted", ())))}><title>{escape(tip)}</title>'
+    e, dx = ev.event, x(col)
+    if isinstance(e, CheckpointGone):
+        deleted: tuple[str, ...] = (e.name,)
+        tip = f"{e.name} gone ({e.why}: {e.detail}): {_tip(ev)}"
+    else:
+        assert isinstance(e, CheckpointDeleted)
+        deleted = e.deleted
+        flags = [f for f, on in (("children", e.children), ("children_only", e.children_only),
+                                 ("metadata_only", e.metadata_only)) if on]
+        tip = (f"delete {e.name} (removed {', '.join(e.deleted) or 'nothing'}"
+               + (f"; {', '.join(flags)}" if flags else "") + f"): {_tip(ev)}")
+    return (f'<g class="deletion" {_a(data_name=e.name, data_position=ev.position)} '
+            f'{_a(data_deleted=",".join(deleted))}><title>{escape(tip)}</title>'
             f'<line {_a(x1=dx, y1=TOP - 4, x2=dx, y2=bottom)} stroke="#c00000" '
             f'stroke-width="1.5" stroke-dasharray="3 3"/><text {_a(x=dx, y=TOP - 2)} '
             f'text-anchor="middle" fill="#c00000" font-weight="bold" {HALO}>'
-            f'\u2715 {escape(d["name"])}</text></g>')
+            f'\u2715 {escape(e.name)}</text></g>')
 
 
 BACKUP_COLORS = {"full": "#2ca02c", "incremental": "#17becf", "failed": "#c00000",
                  "running": "#999999"}
 
 
-def _backup(col: int, start: dict[str, Any], end: dict[str, Any] | None, x: XFn,
+def _backup(col: int, start: BackupStarted, end: BackupEnded | None, x: XFn,
             lane_y: dict[str, float], rows: dict[str, int], disks: list[str]) -> str:
     """A backup job: a triangle on each disk lane it covered (every lane when not known),
     green for a full, teal for an incremental, red when it failed or was aborted."""
-    since = sorted({str(d["incremental"]) for d in start.get("disks", ())
-                    if d.get("incremental")})
+    since = sorted({d.incremental for d in start.disks if d.incremental})
     kind = "incremental" if since else "full"
-    outcome = end.get("outcome", "running") if end else "running"
+    outcome = end.outcome if end else "running"
     color = BACKUP_COLORS["failed" if outcome in ("failed", "aborted") else
                           "running" if outcome == "running" else kind]
-    covered = [d["name"] for d in start.get("disks", ()) if d.get("name") in lane_y] or disks
-    tip = (f"backup job {start.get('job')}: {kind}"
+    covered = [d.name for d in start.disks if d.name in lane_y] or disks
+    tip = (f"backup job {start.job}: {kind}"
            + (f" since {', '.join(since)}" if since else "")
-           + (f", created {start['checkpoint']}" if start.get("checkpoint") else "")
-           + f"; {outcome}" + (f" ({end['error']})" if end and end.get("error") else ""))
+           + (f", created {start.checkpoint}" if start.checkpoint else "")
+           + f"; {outcome}" + (f" ({end.error})" if end and end.error else ""))
     cx = x(col)
     marks = []
     for disk in covered:
         top = lane_y[disk] + 2
         marks.append(f'<path d="M{cx - 6},{top} L{cx + 6},{top} L{cx},{top + 10} z" '
                      f'fill="{color}" stroke="#222" stroke-width="0.6"/>')
-    return (f'<g class="backup" {_a(data_job=start.get("job"), data_outcome=outcome)} '
+    return (f'<g class="backup" {_a(data_job=start.job, data_outcome=outcome)} '
             f'{_a(data_kind=kind)}><title>{escape(tip)}</title>{"".join(marks)}</g>')
 
 

@@ -1,4 +1,4 @@
-"""A real QEMU guest under a real libvirtd, for end-to-end tests (docs: real-qemu.md).
+"""A real QEMU guest under a real libvirtd, for end-to-end tests (docs/real-qemu.md).
 
 The guest is a TCG (``type='qemu'``) domain with no OS and three 16 MiB qcow2 disks
 ``vda``/``vdb``/``vdc`` (virtio, aliases ``virtio-disk0/1/2``) in a private directory under
@@ -217,7 +217,7 @@ def guest_write(
 ) -> str:
     """Make the guest write ``length`` bytes of byte ``pattern`` at ``offset`` of disk
     number ``disk_index`` (0 = vda, 1 = vdb, 2 = vdc), through the device's block backend,
-    so every recording bitmap on that disk is dirtied (real-qemu.md section 5).
+    so every recording bitmap on that disk is dirtied (docs/real-qemu.md section 5).
 
     ``offset``/``length`` are ints or qemu-io sizes such as ``"1M"`` / ``"64k"``. Returns
     qemu-io's output (QEMU 7.2 returns nothing on success); raises RuntimeError when the
@@ -257,7 +257,7 @@ def parse_nbdinfo_map(text: str) -> list[list[int]]:
 
 def dirty_extents(dom: Any, checkpoint: str, disk: str, workdir: str | Path) -> list[list[int]]:
     """The ``[offset, length]`` ranges of ``disk`` written since ``checkpoint``, as QEMU
-    reports them to a backup (real-qemu.md section 6).
+    reports them to a backup (docs/real-qemu.md section 6).
 
     Starts a pull-mode incremental backup of ``disk`` alone from ``checkpoint`` with a
     scratch file and an NBD unix socket in ``workdir``, reads the export's dirty bitmap

@@ -169,7 +169,7 @@ def test_crash_leaves_bitmaps_inconsistent(qemu_adapter: Any, clean_guest: QemuG
 
 
 def test_delete_with_missing_bitmap(qemu_adapter: Any, clean_guest: QemuGuest) -> None:
-    """libvirt-checkpoints.md §5.2 item 3: qemu reparents the children before it removes
+    """docs/libvirt-checkpoints.md §5.2 item 3: qemu reparents the children before it removes
     the bitmaps, so a delete whose bitmap is gone fails half-way (PartialDelete)."""
     dom = clean_guest.name
     create_seed(qemu_adapter, clean_guest, upto=3)  # chk1.1 <- chk2.1 <- chk1.2
