@@ -286,7 +286,7 @@ def test_every_hand_checked_event_type_takes_the_fast_path(
 
     monkeypatch.setattr(DomainState, "apply", counted)
     types = {row_type for row_type in (r.type for r in store.read_all())}
-    fast = set(fold.FAST) | {"BitmapDisabled", "BitmapEnabled"}
+    fast = set(fold.FAST) | set(fold.BITMAP_CHANGES)
     expected = fast & types
     assert {"CheckpointCreated", "CheckpointDeleted"} <= expected, types
     if policy == "chained":

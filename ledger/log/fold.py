@@ -24,6 +24,7 @@ from ledger.domain.errors import LedgerError
 from ledger.domain.events import (
     SCHEMA_VERSION,
     BitmapDisabled,
+    BitmapEnabled,
     BitmapMerged,
     BitmapRemoved,
     CheckpointDeleted,
@@ -45,10 +46,11 @@ _bytes = bytes
 # how many keys each hand-checked event's data has: its model's fields, type included (a new
 # field changes these with the model, so the fast path keeps up; tests/test_fold.py checks
 # that every hand-checked type takes it)
-_REMOVED_LEN = len(BitmapRemoved.model_fields)
 _MERGED_LEN = len(BitmapMerged.model_fields)
 _DELETED_LEN = len(CheckpointDeleted.model_fields)
 _ACTIVE_LEN = len(BitmapDisabled.model_fields)
+if not _ACTIVE_LEN == len(BitmapRemoved.model_fields) == len(BitmapEnabled.model_fields):
+    raise ImportError("the bitmap events' fields differ: fold_rows checks them as one")
 # what decoding or folding a damaged row raises (a LedgerError is already one line)
 DECODE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
 
@@ -82,15 +84,6 @@ def _malformed(position: object, *fields: object) -> LedgerError:
     name = next(n for n, v, k in zip(names, fields, kinds, strict=True) if type(v) is not k)
     return LedgerError("STORE_ERROR", f"event at position {position} is damaged: field "
                        f"{name} is malformed")
-
-
-def _bitmap_removed(state: DomainState, data: dict[str, Any]) -> bool:
-    disk, bitmap, checkpoint = data.get("disk"), data.get("bitmap"), data.get("checkpoint")
-    if len(data) != _REMOVED_LEN or type(disk) is not _str or type(bitmap) is not _str \
-            or type(checkpoint) is not _str:
-        return False
-    state.remove_bitmap(disk, bitmap)
-    return True
 
 
 def _bitmap_merged(state: DomainState, data: dict[str, Any]) -> bool:
@@ -127,14 +120,18 @@ def _deleted(state: DomainState, data: dict[str, Any]) -> bool:
 
 
 # event type -> hand-checked fold (True when done; False: fold it the ordinary way). The
-# bitmap state changes (half the events of a history) are handled in fold_rows itself.
+# bitmap disables, enables and removals (most events of a history) are handled in fold_rows
+# itself (BITMAP_CHANGES).
 FAST: dict[str, Callable[[DomainState, dict[str, Any]], bool]] = {
-    "BitmapRemoved": _bitmap_removed,
     "BitmapMerged": _bitmap_merged,
     "CheckpointCreated": _created,
     "CheckpointDeleted": _deleted,
 }
-_ACTIVE = {"BitmapDisabled": False, "BitmapEnabled": True}
+_REMOVE = 2
+# bitmap event type -> what fold_rows does: set the bitmap inactive (False), active (True),
+# or remove it (_REMOVE); DomainState.set_active and remove_bitmap, inlined
+BITMAP_CHANGES: dict[str, bool | int] = {
+    "BitmapDisabled": False, "BitmapEnabled": True, "BitmapRemoved": _REMOVE}
 
 
 def fold_rows(
@@ -151,7 +148,7 @@ def fold_rows(
     position of the last row folded and how many were (``(0, 0)`` for none).
     """
     fast = FAST.get
-    active_of = _ACTIVE.get
+    active_of = BITMAP_CHANGES.get
     get_state = states.get
     unpackb, newest, str_ = _unpackb, SCHEMA_VERSION, _str  # locals: read once per row
     int_, bytes_, active_len = _int, _bytes, _ACTIVE_LEN
@@ -178,15 +175,19 @@ def fold_rows(
                 except (KeyError, TypeError):  # not a payload this code wrote: see below
                     data = tag = active = None
                 if active is not None:
-                    # BitmapDisabled/Enabled: DomainState.set_active, inlined
+                    # BitmapDisabled/Enabled/Removed: DomainState.set_active or
+                    # remove_bitmap, inlined
                     disk, bitmap = data.get("disk"), data.get("bitmap")
                     if (len(data) == active_len and type(disk) is str_ and type(bitmap) is str_
                             and type(data.get("checkpoint")) is str_):
                         bms = state.bitmaps.get(disk)
                         if bms is not None:
-                            bm = bms.get(bitmap)
-                            if bm is not None:
-                                bm.active = active
+                            if active == 2:  # _REMOVE
+                                bms.pop(bitmap, None)
+                            else:
+                                bm = bms.get(bitmap)
+                                if bm is not None:
+                                    bm.active = active is True
                         handled = True
                     else:
                         handled = False
