@@ -155,7 +155,7 @@ def _rebuild_rows(rows: list[Row], hist: Path, es_hist: Path, domains: int, mixe
     if not es_hist.exists():
         log(f"copying the history into eventsourcing: {es_hist} (once; cached)")
         run_worker("generate_es", history=str(hist), es_history=str(es_hist))
-    log(f"rebuild{what}: ours, eventsourcing and the raw floor x{repeats}")
+    log(f"rebuild{what.rstrip(',')}: ours, eventsourcing and the raw floor x{repeats}")
     ours, es, raw = trials(repeats, ("rebuild_ours", {"history": str(hist)}),
                            ("rebuild_es", {"history": str(hist), "es_history": str(es_hist)}),
                            ("rebuild_raw", {"history": str(hist)}))

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,16 +36,37 @@ def bitmap_name(bitmap: str | None, checkpoint: str) -> str:
     return bitmap or checkpoint
 
 
-@functools.lru_cache(maxsize=16384, typed=True)
+class BoundedCache(dict[Any, Any]):
+    """A dict holding at most ``limit`` entries: adding one past that drops the oldest
+    (the first added), so a cache of shared instances never grows without bound."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if len(self) >= self.limit and key not in self:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
+
+
+# (name, checkpoint, bitmap, size) -> the one shared instance (see shared_disk)
+SHARED_DISKS = BoundedCache(16384)
+
+
 def shared_disk(name: str, checkpoint: str, bitmap: str | None, size: int | None
                 ) -> CheckpointDisk:
     """The shared instance of the checkpoint disk entry with these values (they are
     frozen): most checkpoints of most domains list the same disks with the same bitmaps,
-    so a ledger holds one copy of each (the least recently used are dropped past 16,384).
-    The caller has checked the values as validation would (``checkpoint`` 'bitmap' or 'no',
-    ``size`` an int, never a bool, or None): the entry is built without validating them."""
-    return CheckpointDisk.model_construct(name=name, checkpoint=checkpoint, bitmap=bitmap,
-                                          size=size)
+    so a ledger holds one copy of each (:data:`SHARED_DISKS`). The caller has checked the
+    values as validation would (``checkpoint`` 'bitmap' or 'no', ``size`` an int, never a
+    bool, or None): the entry is built without validating them."""
+    key = (name, checkpoint, bitmap, size)
+    disk = SHARED_DISKS.get(key)
+    if disk is None:
+        disk = SHARED_DISKS[key] = CheckpointDisk.model_construct(
+            name=name, checkpoint=checkpoint, bitmap=bitmap, size=size)
+    return disk
 
 
 class CheckpointDef(Frozen):

@@ -27,6 +27,7 @@ from ledger.domain.events import (
     event_data,
     parse_event,
 )
+from ledger.domain.model import SHARED_DISKS as _SHARED_DISKS
 from ledger.domain.model import CheckpointDisk, shared_disk
 from ledger.version import __version__
 
@@ -208,14 +209,23 @@ def created_disks(data: dict[str, Any]) -> tuple[CheckpointDisk, ...] | None:
         if type(d) is not dict or len(d) != 4:
             return None
         dget = d.get
-        name, checkpoint, bitmap = dget("name"), dget("checkpoint"), dget("bitmap", _MISSING)
         size = dget("size", _MISSING)
-        if (type(name) is not str or type(checkpoint) is not str
-                or checkpoint not in _CHECKPOINT_TYPES or type(bitmap) not in _STR_OR_NONE
-                or type(size) not in _INT_OR_NONE
-                or (size is not None and not -_I64 <= size < _I64)):
+        key: Any = (dget("name"), dget("checkpoint"), dget("bitmap", _MISSING), size)
+        try:
+            disk = _SHARED_DISKS.get(key)
+        except TypeError:  # an unhashable value: not what validation would accept as is
             return None
-        disks.append(shared_disk(name, checkpoint, bitmap, size))
+        # a hit's values were checked when it was made: equal values are valid too, but
+        # True == 1 == 1.0, so the size's own type is checked again
+        if disk is None or type(size) not in _INT_OR_NONE:
+            name, checkpoint, bitmap = key[:3]
+            if (type(name) is not str or type(checkpoint) is not str
+                    or checkpoint not in _CHECKPOINT_TYPES or type(bitmap) not in _STR_OR_NONE
+                    or type(size) not in _INT_OR_NONE
+                    or (size is not None and not -_I64 <= size < _I64)):
+                return None
+            disk = shared_disk(name, checkpoint, bitmap, size)
+        disks.append(disk)
     return tuple(disks)
 
 
