@@ -33,8 +33,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy ledger backends adapters cli
 
+# two workers for the suite (crash, concurrency and store tests spread over both cores), then
+# the end-to-end tests against the one real QEMU guest, alone
 test: venv lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist worksteal --ignore=tests/e2e
+	$(BIN)/pytest -q tests/e2e
 
 # `make bench BENCH_ARGS=--quick` for a 10x smaller run; the data is cached in bench/.data
 bench: venv
