@@ -10,12 +10,12 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: demo test lint typecheck venv bench clean
 
-# the demo needs the package only
+# the demo needs the package only (quietly: `make demo` prints the demo's output, as README shows)
 $(BIN)/ckpt-ledger: pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
-	touch $@
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e .
+	@touch $@
 
 $(STAMP): pyproject.toml $(BIN)/ckpt-ledger
 	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml $(BIN)/ckpt-ledger
 venv: $(STAMP)
 
 demo: $(BIN)/ckpt-ledger
-	$(BIN)/ckpt-ledger demo
+	@$(BIN)/ckpt-ledger demo
 
 lint: venv
 	$(BIN)/ruff check ledger backends adapters cli tests $(wildcard bench)

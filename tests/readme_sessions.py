@@ -61,3 +61,11 @@ def normal(lines: list[str]) -> list[str]:
         line = re.sub(r"-{3,}", "---", line)
         out.append(" ".join(line.split()))
     return [ln for ln in out if ln]
+
+
+def demo_output() -> list[str]:
+    """What README's "What the demo prints" shows after ``$ make demo``."""
+    section = README.split("## What the demo prints", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```\n", 1)[1].split("```", 1)[0].splitlines()
+    assert block[0] == "$ make demo", block[0]
+    return block[1:]
