@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
+import typer.main
 
+from cli.argv import hoist_global_options
 from cli.errors import ABORT, EXIT, NO_ARGS, USAGE, bad_parameter
 from ledger import Ledger, LedgerError, __version__
 from ledger.app import defaults
@@ -235,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     try:
-        result = app(args=argv, prog_name="ckpt-ledger", standalone_mode=False)
+        command = typer.main.get_command(app)
+        args = hoist_global_options(list(sys.argv[1:] if argv is None else argv), command)
+        result = command.main(args=args, prog_name="ckpt-ledger", standalone_mode=False)
     except NO_ARGS as err:
         ctx = getattr(err, "ctx", None)
         where = ctx.command_path if ctx is not None else "ckpt-ledger"

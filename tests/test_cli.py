@@ -483,3 +483,19 @@ def test_virsh_option_names_and_columns(host: Host) -> None:
                  ["create", "vm", "a", "--name", "b"]):
         run = host.main(*argv)
         assert run.code == 2 and "[USAGE]" in assert_one_error_line(run), argv
+
+
+def test_global_options_are_taken_after_the_command_too(host: Host, tmp_path: Path) -> None:
+    """As virsh users type them (``list web01 --store URL``); a command's own option of
+    the same name stays its own (``log --actor`` filters), and ``--`` ends the options."""
+    other = f"sqlite:///{tmp_path}/other.db"
+    host.ok("mock", "define", "vm", "--disk", "vda")
+    assert host.main("create", "vm", "c1", "--store", other, "--actor", "alice").code == 0
+    listed = host.main("list", "vm", f"--store={other}", "--json").json()
+    assert [v["name"] for v in listed] == ["c1"]
+    assert not host.db.exists()  # the default store was not touched
+    mine = host.main("log", "--actor", "alice", "--store", other, "--json").json()
+    assert mine and {e["actor"] for e in mine} == {"alice"}
+    assert host.main("log", "--actor", "nobody", "--json", "--store", other).json() == []
+    assert host.main("list", "vm", "--", "--store", other).code == 2
+    assert host.main("list", "vm", "--store").code == 2
