@@ -1,1 +1,1 @@
-"""Hypervisor adapters: the mock hypervisor (mock:///state.json) and real libvirt."""
+"""Hypervisor adapters: the mock hypervisor (mock:///path/state.json) and real libvirt."""

@@ -1,6 +1,8 @@
 """A simulated hypervisor: domains, disks, persistent bitmaps and guest writes, in a file.
 
-``mock:///path/state.json`` (or ``mock:////abs/state.json``) names the state file: a journal
+``mock:///abs/path/state.json`` names the state file as a libvirt URI names a path (an
+absolute path; ``mock:state.json``, without slashes, is relative to the working directory;
+``mock:////abs/state.json`` is read as ``mock:///abs/state.json``). It is a journal
 of the mock's operations (adapters/mock_journal.py), each one line, appended and fsynced
 under an exclusive lock on ``state.json.lock``; reads fold what others appended since and
 write nothing. So one operation costs O(1) in the number of checkpoints, and several
@@ -50,7 +52,6 @@ from ledger.domain.model import BackupDisk, DomainDisk, DomainInfo, HostJob, Job
 from ledger.domain.names import check_checkpoint_name, check_disk_name
 from ledger.domain.policies import plan
 from ledger.domain.state import DomainState
-from ledger.log.urls import path_of
 
 from .mock_journal import Journal, Transaction, state_error
 
@@ -235,7 +236,7 @@ class MockHypervisor:
 
     def __init__(self, path: str, uri: str | None = None) -> None:
         self.path = os.path.abspath(path)
-        self.uri = uri or f"mock:///{path}"
+        self.uri = uri or f"mock://{self.path}"
         folder = os.path.dirname(self.path)
         if os.path.isdir(self.path):
             raise state_error(self.path, "it is a directory")
@@ -633,5 +634,23 @@ class MockHypervisor:
 
 
 def open_url(uri: str) -> MockHypervisor:
-    """``mock:///relative/state.json`` or ``mock:////abs/state.json``."""
-    return MockHypervisor(path_of(uri), uri)
+    """The mock whose state file ``uri`` names (:func:`state_path`)."""
+    return MockHypervisor(state_path(uri), uri)
+
+
+def state_path(uri: str) -> str:
+    """The state file of a mock URI, read as libvirt reads a URI's path: ``mock:///a/b.json``
+    is ``/a/b.json`` (so is ``mock:////a/b.json``); ``mock:b.json`` is ``b.json`` in the
+    working directory. STORE_URL for a host part (``mock://host/...``) or no path."""
+    if not uri.startswith("mock:"):
+        raise LedgerError("STORE_URL", f"'{uri}' is not a mock hypervisor URI")
+    rest = uri[len("mock:"):]
+    if rest.startswith("//"):
+        rest = rest[2:]
+        if not rest.startswith("/"):
+            raise LedgerError("STORE_URL", f"'{uri}' has a host part; a mock URI is "
+                              "mock:///absolute/path/state.json or mock:relative/state.json")
+        rest = "/" + rest.lstrip("/")
+    if rest in ("", "/"):
+        raise LedgerError("STORE_URL", f"'{uri}' names no state file")
+    return rest

@@ -24,7 +24,7 @@ def _mock(ctx: typer.Context) -> MockHypervisor:
     hv = open_hypervisor(uri)
     if not isinstance(hv, MockHypervisor):
         hv.close()
-        raise LedgerError("STORE_URL", f"'{uri}' is not a mock hypervisor (mock:///state.json)")
+        raise LedgerError("STORE_URL", f"'{uri}' is not a mock hypervisor (mock:///path/state.json)")
     return hv
 
 

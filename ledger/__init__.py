@@ -1,7 +1,7 @@
 """ckpt-ledger: an append-only, event-sourced ledger of libvirt disk checkpoints.
 
     from ledger import Ledger
-    with Ledger.open(store="sqlite:///ledger.db", hypervisor="mock:///state.json") as lg:
+    with Ledger.open(store="sqlite:///ledger.db", hypervisor="mock:state.json") as lg:
         lg.create("vm1", "chk1")
 """
 

@@ -172,7 +172,7 @@ def test_settings_come_from_option_then_environment_then_config_files_then_defau
     """The user's config file overrides the system's; the environment overrides both; the
     command line overrides everything; ``info`` says where each came from."""
     (tmp_path / "etc.toml").write_text(
-        'store = "sqlite:///from-system.db"\nhypervisor = "mock:///sys.json"\n'
+        'store = "sqlite:///from-system.db"\nhypervisor = "mock:sys.json"\n'
         'actor = "system-actor"\nlock_timeout = 5\n')
     user = tmp_path / "cfg" / "ckpt-ledger" / "config.toml"
     user.parent.mkdir(parents=True)
@@ -181,7 +181,7 @@ def test_settings_come_from_option_then_environment_then_config_files_then_defau
     assert (got["store"], got["store_from"]) == ("sqlite:///from-system.db",
                                                  str(tmp_path / "etc.toml"))
     assert (got["hypervisor"], got["actor"], got["actor_from"]) == (
-        "mock:///sys.json", "user-actor", str(user))
+        "mock:sys.json", "user-actor", str(user))
     assert (got["lock_timeout"], got["lock_timeout_from"]) == ("5", str(tmp_path / "etc.toml"))
     assert got["config_files"] == {str(tmp_path / "etc.toml"): "read", str(user): "read"}
     got = info(tmp_path, CKPT_LEDGER_ACTOR="env-actor", LIBVIRT_DEFAULT_URI="test:///default")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import BLOCK, Host, assert_one_error_line
 
-from adapters.mock import CLUSTER, MockHypervisor
+from adapters.mock import CLUSTER, MockHypervisor, state_path
 from ledger.domain.errors import LedgerError
 
 
@@ -202,3 +202,20 @@ def test_create_over_a_surviving_bitmap_is_refused(tmp_path: Path) -> None:
         hv.create_checkpoint("vm", "<domaincheckpoint><name>c1</name></domaincheckpoint>")
     assert hv.extents("vm", "vda", ["c1"]) == [(0, CLUSTER)], "dirty blocks were lost"
     assert hv.list_checkpoints("vm") == []
+
+
+@pytest.mark.parametrize(("uri", "path"), [
+    ("mock:///var/lib/x/state.json", "/var/lib/x/state.json"),  # absolute, as libvirt's
+    ("mock:////var/lib/x/state.json", "/var/lib/x/state.json"),  # the extra slash is kept
+    ("mock:state.json", "state.json"),  # relative to the working directory
+    ("mock:sub/state.json", "sub/state.json"),
+])
+def test_a_mock_uri_names_a_path_as_a_libvirt_uri_does(uri: str, path: str) -> None:
+    assert state_path(uri) == path
+
+
+@pytest.mark.parametrize("uri", ["mock://host/state.json", "mock:", "mock:///", "qemu:///x"])
+def test_a_mock_uri_without_a_usable_path_is_refused(uri: str) -> None:
+    with pytest.raises(LedgerError) as err:
+        state_path(uri)
+    assert err.value.code == "STORE_URL" and "\n" not in str(err.value)

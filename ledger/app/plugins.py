@@ -67,10 +67,12 @@ def open_store(url: str, readonly: bool = False) -> Any:
 
 
 def open_hypervisor(uri: str) -> Any:
-    """Open the hypervisor at ``uri``: ``mock:///state.json`` or any libvirt URI."""
+    """Open the hypervisor at ``uri``: ``mock:///path/state.json`` or any libvirt URI."""
     if not isinstance(uri, str) or not uri.strip():
         raise LedgerError("STORE_URL", "the hypervisor URI is empty")
     scheme = scheme_of(uri)
+    if scheme is None and uri.lower().startswith("mock:"):
+        scheme = "mock"  # mock:relative/state.json: a URI without an authority part
     if scheme is None:
         raise LedgerError(
             "STORE_URL",
