@@ -499,3 +499,10 @@ def test_global_options_are_taken_after_the_command_too(host: Host, tmp_path: Pa
     assert host.main("log", "--actor", "nobody", "--json", "--store", other).json() == []
     assert host.main("list", "vm", "--", "--store", other).code == 2
     assert host.main("list", "vm", "--store").code == 2
+
+
+@pytest.mark.parametrize("args", [["-h"], ["--help"], ["list", "-h"], ["mock", "define", "-h"],
+                                  ["log", "--help"]])
+def test_help_is_dash_h_or_dash_dash_help_everywhere(host: Host, args: list[str]) -> None:
+    run = host.main(*args)
+    assert run.code == 0 and run.stdout.startswith("Usage: ckpt-ledger") and run.stderr == ""
