@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -17,7 +16,7 @@ from ledger.app.defaults import default_store_url
 from ledger.app.plugins import open_store, scheme_of
 from ledger.app.staging import staged_target
 
-from .output import handles_errors, print_json
+from .output import handles_errors, print_json, progress_bar
 
 FOLLOW_COLUMNS = (("Position", 8), ("Recorded at", 20), ("Domain", 16), ("Type", 19),
                   ("Version", 7), ("Actor", 0))
@@ -39,14 +38,20 @@ def _open_for_copy(url: str, role: str) -> EventStore:
     return store
 
 
-@contextmanager
-def _bar(length: int, label: str, show: bool) -> Iterator[Callable[[int], None] | None]:
-    """A typer progress bar on stderr when ``show`` (a terminal), else no callback."""
-    if not show or length == 0:
-        yield None
-        return
-    with typer.progressbar(length=length, label=label, file=sys.stderr) as bar:
-        yield bar.update
+def _adding(told: Callable[[int, int], None] | None, total: int
+            ) -> Callable[[int], None] | None:
+    """A callback of ``n`` more done (what copy_store and verify_copy tell) for a
+    :func:`progress_bar` told ``(done, total)``."""
+    if told is None:
+        return None
+    done = 0
+
+    def more(n: int) -> None:
+        nonlocal done
+        done += n
+        told(done, total)
+
+    return more
 
 
 def _summary(report: CopyReport) -> str:
@@ -93,13 +98,12 @@ def register(app: typer.Typer) -> None:
         try:
             with staged_target(target, lambda url: _open_for_copy(url, "to")) as dst:
                 label = str(getattr(dst, "display", None) or target)
-                show = (sys.stderr.isatty() and not json_out
-                        and not getattr(ctx.obj, "no_progress", False))
                 total = src.last_position()
-                with _bar(total, "copying", show) as copied:
-                    report = copy_store(src, dst, verify=False, progress=copied)
-                with _bar(total, "verifying", show) as checked:
-                    result = verify_copy(src, dst, upto=total, progress=checked)
+                with progress_bar(ctx, "Copying") as told:
+                    report = copy_store(src, dst, verify=False,
+                                        progress=_adding(told, total))
+                with progress_bar(ctx, "Verifying") as told:
+                    result = verify_copy(src, dst, upto=total, progress=_adding(told, total))
                 if not result.identical:
                     why = result.mismatch.describe() if result.mismatch else "the digests differ"
                     raise LedgerError("STORE_ERROR", f"the copy differs from the source: {why}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -87,16 +88,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     Kept by hand rather than ``rich``'s tables: the layout is virsh's exactly (what users
     compare by eye and scripts cut by column), it never wraps or truncates a cell, and it is
     the same on a terminal and in a pipe."""
-    cells = [[shown(c) for c in r] for r in rows]
-    widths = [len(h) for h in headers]
-    for r in cells:
-        for i, c in enumerate(r):
-            widths[i] = max(widths[i], len(c))
-    line = " " + "   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line.rstrip(), "-" * (len(line) + 1)]
-    for r in cells:
-        out.append((" " + "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))).rstrip())
-    return "\n".join(out)
+    return "\n".join(_table_lines(headers, rows, len(rows)))
 
 
 def stream_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
@@ -105,14 +97,17 @@ def stream_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
     first ``sample`` rows' (a longer cell later widens its own line only). With
     ``optional_last``, the last column is left out when no sampled row fills it and every
     row was sampled (a longer output keeps it: a later row may fill it)."""
-    head: list[Sequence[Any]] = []
+    write = sys.stdout.write
+    for line in _table_lines(headers, rows, sample, optional_last):
+        write(line + "\n")
+
+
+def _table_lines(headers: Sequence[str], rows: Iterable[Sequence[Any]], sample: int,
+                 optional_last: bool = False) -> Iterator[str]:
+    """The lines of a table whose column widths are its first ``sample`` rows'."""
     it = iter(rows)
-    for row in it:
-        head.append(row)
-        if len(head) >= sample:
-            break
-    more = len(head) >= sample
-    if optional_last and not more and not any(r[-1] for r in head):
+    head = list(itertools.islice(it, sample))
+    if optional_last and len(head) < sample and not any(r[-1] for r in head):
         headers, head = headers[:-1], [r[:-1] for r in head]
     cells = [[shown(c) for c in r] for r in head]
     widths = [len(h) for h in headers]
@@ -124,12 +119,12 @@ def stream_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
         return (" " + "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))).rstrip()
 
     top = " " + "   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = sys.stdout.write
-    out(top.rstrip() + "\n" + "-" * (len(top) + 1) + "\n")
+    yield top.rstrip()
+    yield "-" * (len(top) + 1)
     for r in cells:
-        out(line(r) + "\n")
+        yield line(r)
     for row in it:
-        out(line([shown(c) for c in row]) + "\n")
+        yield line([shown(c) for c in row])
 
 
 @contextmanager

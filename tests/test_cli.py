@@ -414,7 +414,8 @@ def test_verbose_quiet_and_a_log_file_use_standard_logging(host: Host, tmp_path:
 
 
 def test_progress_bars_go_to_stderr_on_a_terminal_only(host: Host, tmp_path: Path) -> None:
-    """replay, verify-log, rebuild, export and import-log draw a bar on stderr on a terminal;
+    """replay, verify-log, rebuild, export, import-log and copy draw a bar on stderr on a
+    terminal;
     stdout keeps only the answer (safe to pipe); --no-progress turns the bars off; no
     terminal, no bar."""
     import os
@@ -462,6 +463,11 @@ def test_progress_bars_go_to_stderr_on_a_terminal_only(host: Host, tmp_path: Pat
     run("export", dump)
     out, err = run("--store", str(tmp_path / "copy.db"), "import-log", dump)
     assert "Importing" in err and out.startswith("imported ")
+    for n, flags in enumerate(((), ("--no-progress",))):
+        out, err = run(*flags, "copy", "--from", host.store, "--to",
+                       f"sqlite:///{tmp_path}/copied{n}.db")
+        assert ("Copying" in err and "Verifying" in err) == (not flags), err
+        assert "Copying" not in out and out.startswith("copied ")
 
 
 def test_virsh_option_names_and_columns(host: Host) -> None:

@@ -261,14 +261,10 @@ def _creation_time(node: _Node | None) -> int:
     return int(text)
 
 
+@functools.lru_cache(maxsize=4096)
 def indented(domain_xml: str) -> str:
     """``domain_xml`` indented by two spaces, as a checkpoint's XML embeds it (one shared
     copy of each: the least recently used dropped past 4,096)."""
-    return _indented(domain_xml)
-
-
-@functools.lru_cache(maxsize=4096)
-def _indented(domain_xml: str) -> str:
     return sys.intern("  " + domain_xml.replace("\n", "\n  "))
 
 

@@ -61,8 +61,7 @@ def _intern_opt(text: Any) -> Any:
     return _intern(text) if type(text) is str else text
 
 
-_END = END
-_END_LEN = len(_END)
+_END_LEN = len(END)
 
 
 def _split_xml(
@@ -77,9 +76,9 @@ def _split_xml(
     if mid is None:
         mid = indented(domain_xml)
     end = len(xml) - _END_LEN
-    if xml.endswith(_END) and xml.endswith(mid, 0, end):  # as format_checkpoint_xml lays out
+    if xml.endswith(END) and xml.endswith(mid, 0, end):  # as format_checkpoint_xml lays out
         i = end - len(mid)
-        return (xml[:i], mid, _END)
+        return (xml[:i], mid, END)
     i = xml.find(mid[:40])  # a short needle finds it faster; then check all of it
     if i < 0 or not xml.startswith(mid, i):
         return xml

@@ -229,8 +229,6 @@ def created_disks(data: dict[str, Any]) -> tuple[CheckpointDisk, ...] | None:
     return tuple(disks)
 
 
-
-
 def decode_event(record: StoredRecord) -> Event:
     """The event model of a stored record, for the fold: what :func:`decode_record` returns
     first, but the provenance (which a fold discards) is not validated, and the event data is
