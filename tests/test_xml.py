@@ -575,3 +575,45 @@ def test_a_known_domain_does_not_excuse_the_rest_of_the_document() -> None:
     with pytest.raises(LedgerError) as e:
         parse_checkpoint_xml(bad, redefine=True, known_domain=d.domain_xml)
     assert e.value.code == "XML_INVALID_SCHEMA"
+
+
+_EDITS = ["<", ">", "&", "&amp;", "'", '"', "\t", "\r", "\n", "\x01", "\x00", " ", "0", "9",
+          "a", "/", ".", "\u00e9", "<name>", "</name>", "<description>", "  <disks>\n",
+          "    <disk name='vdb' checkpoint='no'/>\n", " size='1'", " bitmap=''", "-"]
+
+
+def _outcome(text: str, redefine: bool, known: str | None) -> CheckpointDef | str:
+    try:
+        return parse_checkpoint_xml(text, redefine=redefine, known_domain=known)
+    except LedgerError as e:
+        return e.code
+
+
+@given(data=st.data())
+def test_libvirt_layout_is_read_as_the_full_parser_reads_it(data: st.DataObject) -> None:
+    # a document laid out as libvirt formats one is read without a tree
+    # (checkpoint_xml._parse_layout); any edit before its <domain> gives the full parser's
+    # answer or error either way
+    d = parse_checkpoint_xml(read(data.draw(st.sampled_from(REDEFINE_FILES))), redefine=True)
+    assert d.domain_xml is not None
+    text = format_checkpoint_xml(d)
+    head = len(text) - len(indented(d.domain_xml)) - len("\n</domaincheckpoint>\n")
+    for _ in range(data.draw(st.integers(0, 3))):
+        at = data.draw(st.integers(0, head))
+        cut = data.draw(st.integers(0, 2))
+        piece = data.draw(st.sampled_from(["", *_EDITS]))
+        text = text[:at] + piece + text[at + cut:]
+        head += len(piece) - cut
+    redefine = data.draw(st.booleans())
+    assert _outcome(text, redefine, d.domain_xml) == _outcome(text, redefine, None)
+
+
+def test_libvirt_own_layout_takes_the_short_way() -> None:
+    from ledger.domain.checkpoint_xml import _parse_layout
+
+    for rel in REDEFINE_FILES:
+        d = parse_checkpoint_xml(read(rel), redefine=True)
+        assert d.domain_xml is not None
+        text = format_checkpoint_xml(d)
+        head = text[:len(text) - len(indented(d.domain_xml)) - len("\n</domaincheckpoint>\n")]
+        assert _parse_layout(head, True, d.domain_xml) == d

@@ -92,8 +92,11 @@ def learn(
     intent = load_intent(store, info.uuid, state.version)
     names = hv.list_checkpoints(info.name)
     on_host = set(names)
-    missing = [n for n in state.checkpoints if n not in on_host]
-    unknown = [n for n in names if n not in state.checkpoints]
+    missing: list[str] = []
+    unknown: list[str] = []
+    if state.checkpoints.keys() != on_host:
+        missing = [n for n in state.checkpoints if n not in on_host]
+        unknown = [n for n in names if n not in state.checkpoints]
     if not (intent or unknown or missing or full):
         return report, state
     if full or missing:

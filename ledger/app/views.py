@@ -22,7 +22,7 @@ class CheckpointView(BaseModel):
     description: str | None
     current: bool
     disks: list[CheckpointDisk]
-    children: list[str] = []
+    children: list[str] = Field(default_factory=list)
     orphan: bool = False  # its parent is not known to the ledger (``verify`` flags it)
 
 
@@ -173,15 +173,21 @@ class ImportReport(BaseModel):
     """What ``import`` / ``import-xml`` learned for one domain."""
 
     domain: str
-    added: list[str] = []  # on the host, not in the ledger: recorded as observed
-    changed: list[str] = []  # redefined on the host: recorded as observed
-    unchanged: list[str] = []
-    missing_on_host: list[str] = []  # metadata gone, bitmaps still there: replay restores
-    deleted_outside: list[str] = []  # metadata and bitmaps gone: recorded as gone
-    replaced: list[str] = []  # the name now belongs to another checkpoint
-    deleted: list[str] = []  # removed by an interrupted delete, settled from the host
-    settled: list[str] = []  # interrupted operations settled ("create c2: done")
-    backups: list[str] = []  # backup jobs the host remembers, recorded as observed
+    # on the host, not in the ledger: recorded as observed
+    added: list[str] = Field(default_factory=list)
+    changed: list[str] = Field(default_factory=list)  # redefined on the host: recorded as observed
+    unchanged: list[str] = Field(default_factory=list)
+    # metadata gone, bitmaps still there: replay restores
+    missing_on_host: list[str] = Field(default_factory=list)
+    # metadata and bitmaps gone: recorded as gone
+    deleted_outside: list[str] = Field(default_factory=list)
+    replaced: list[str] = Field(default_factory=list)  # the name now belongs to another checkpoint
+    # removed by an interrupted delete, settled from the host
+    deleted: list[str] = Field(default_factory=list)
+    # interrupted operations settled ("create c2: done")
+    settled: list[str] = Field(default_factory=list)
+    # backup jobs the host remembers, recorded as observed
+    backups: list[str] = Field(default_factory=list)
 
 
 class ReplayStep(BaseModel):
@@ -197,8 +203,8 @@ class ReplayReport(BaseModel):
 
     domain: str
     dry_run: bool = False
-    steps: list[ReplayStep] = []
-    unknown_on_host: list[str] = []
+    steps: list[ReplayStep] = Field(default_factory=list)
+    unknown_on_host: list[str] = Field(default_factory=list)
     error: str | None = None  # why this domain failed (replays of several domains go on)
 
 
@@ -222,7 +228,7 @@ class VerifyReport(BaseModel):
 
     domain: str
     ok: bool
-    findings: list[Finding] = []
+    findings: list[Finding] = Field(default_factory=list)
     unusable_plans: dict[str, dict[str, str]] = {}  # reference checkpoint -> disk -> reason
     recorded: int = 0
 

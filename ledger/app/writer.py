@@ -106,6 +106,10 @@ class Writer:
     def enrollment(self, info: DomainInfo) -> tuple[DomainState, list[Event]]:
         """The domain's state, plus a DomainEnrolled event if it is new or has changed."""
         state = self.model.states.get(info.uuid)
+        if state is None:
+            state = DomainState(stream_id=info.uuid)
+        elif (state.name, state.disks, state.policy) == (info.name, info.disks, info.policy):
+            return state, []
         enrolled = DomainEnrolled(
             name=info.name,
             uuid=info.uuid,
@@ -113,10 +117,6 @@ class Writer:
             policy=info.policy,
             hypervisor=self.hypervisor.uri if self.has_hypervisor() else None,
         )
-        if state is None:
-            state = DomainState(stream_id=info.uuid)
-        elif (state.name, state.disks, state.policy) == (info.name, info.disks, info.policy):
-            return state, []
         trial = state.clone()
         trial.apply(enrolled)
         return trial, [enrolled]

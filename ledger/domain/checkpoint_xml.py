@@ -17,8 +17,13 @@ from xml.parsers import expat
 
 from ledger.domain.domain_xml import safe_fromstring
 from ledger.domain.errors import LedgerError
-from ledger.domain.model import CheckpointDef, CheckpointDisk
-from ledger.domain.names import check_checkpoint_name, check_disk_name
+from ledger.domain.model import CheckpointDef, CheckpointDisk, shared_disk
+from ledger.domain.names import (
+    check_checkpoint_name,
+    check_disk_name,
+    is_checkpoint_name,
+    is_disk_name,
+)
 
 MAX_XML_BYTES = 1 << 20  # 1 MiB
 _ROOT = "domaincheckpoint"
@@ -217,11 +222,7 @@ def _disk(node: _Node) -> CheckpointDisk:
         raise _schema(f"{node.where()}: bitmap and size are not allowed with checkpoint='no'")
     if "size" in a:
         _unsigned_long(a["size"], "disk size")  # validated, then ignored as libvirt does
-    return CheckpointDisk(
-        name=check_disk_name(a["name"]),
-        checkpoint="no" if kind == "no" else "bitmap",
-        bitmap=a.get("bitmap"),
-    )
+    return shared_disk(check_disk_name(a["name"]), kind, a.get("bitmap"), None)
 
 
 def _disks(node: _Node) -> tuple[CheckpointDisk, ...]:
@@ -302,12 +303,55 @@ def parse_checkpoint_xml(text: str | bytes, *, redefine: bool = False,
         if mid is not None and text.endswith(END):
             start = len(text) - len(END) - len(mid)
             if text.startswith(mid, start) and text.endswith("\n", 0, start):
-                d = _parse(text[:start] + "  <domain/>" + END, redefine)
-                return d.model_copy(update={"domain_xml": known_domain})
+                head = text[:start]
+                return (_parse_layout(head, redefine, known_domain)
+                        or _parse(head + "  <domain/>" + END, redefine, known_domain))
     return _parse(text, redefine)
 
 
-def _parse(text: str | bytes, redefine: bool) -> CheckpointDef:
+_TEXT = r"[^<&\x00-\x08\x0b-\x1f]*"  # character data that needs no unescaping
+_LAYOUT = re.compile(
+    r"<domaincheckpoint>\n"
+    rf"(?:  <name>({_TEXT})</name>\n)?"
+    rf"(?:  <description>({_TEXT})</description>\n)?"
+    rf"(?:  <parent>\n    <name>({_TEXT})</name>\n  </parent>\n)?"
+    r"(?:  <creationTime>([0-9]{1,19})</creationTime>\n)?"
+    r"(?:  <disks>\n((?:    <disk [^<&>\x00-\x1f]*/>\n)+)  </disks>\n)?\Z")
+_LAYOUT_DISK = re.compile(r"    <disk name='([^'<&>\x00-\x1f]*)' checkpoint='(bitmap|no)'"
+                          r"(?: bitmap='([^'<&>\x00-\x1f]*)')?/>\n")
+
+
+def _parse_layout(head: str, redefine: bool, domain_xml: str | None) -> CheckpointDef | None:
+    """The definition of a valid document laid out exactly as libvirt formats one, given up
+    to its embedded ``<domain>`` (``head``); None for any other text, valid or not (the full
+    parser decides, with its errors). Exactness is checked by formatting the result again,
+    so the answer is the full parser's, without building a tree."""
+    m = _LAYOUT.match(head) if head.isascii() else None
+    if m is None:
+        return None
+    name, description, parent, created, disk_lines = m.groups()
+    if not (name is not None and is_checkpoint_name(name)
+            and (parent is None or is_checkpoint_name(parent))
+            and created is not None and 0 < int(created) <= LAST_SHOWN_TIME):
+        return None
+    disks = None
+    if disk_lines is not None:
+        found = _LAYOUT_DISK.findall(disk_lines)
+        if not all(is_disk_name(g[0]) for g in found):
+            return None
+        disks = tuple(shared_disk(g[0], g[1], g[2] or None, None) for g in found)
+    d = CheckpointDef(name=name, description=description or None, parent=parent,
+                      creation_time=int(created), disks=disks)
+    if format_checkpoint_xml(d) != head + "</domaincheckpoint>\n":
+        return None
+    if redefine:
+        return d.model_copy(update={"domain_xml": domain_xml})
+    return d.model_copy(update={"parent": None, "creation_time": None, "domain_xml": domain_xml})
+
+
+def _parse(text: str | bytes, redefine: bool, known_domain: str | None = None) -> CheckpointDef:
+    """The document's definition; with ``known_domain``, the domain XML its ``<domain/>``
+    placeholder stands for."""
     raw = _to_bytes(text)
     found = _children(_parse_tree(raw))
     name = description = parent = None
@@ -322,7 +366,9 @@ def _parse(text: str | bytes, redefine: bool) -> CheckpointDef:
         parent = _parent_name(found["parent"])
     disks = _disks(found["disks"]) if "disks" in found else None
     dom = found.get("domain")
-    domain_xml = _dedent(raw, dom.start, dom.end) if dom is not None else None
+    domain_xml = None
+    if dom is not None:
+        domain_xml = known_domain if known_domain is not None else _dedent(raw, dom.start, dom.end)
     if redefine:
         if name is None:
             raise LedgerError("XML_ERROR", "a redefined checkpoint must have a name")

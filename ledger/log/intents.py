@@ -15,7 +15,7 @@ records what the host shows, as observed, only without the attempt's who and why
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -46,7 +46,7 @@ class Intent:
 
     def encode(self) -> bytes:
         """The intent as stored."""
-        return bytes(msgpack.packb({"v": _VERSION, **asdict(self)}, use_bin_type=True))
+        return bytes(msgpack.packb({"v": _VERSION, **vars(self)}, use_bin_type=True))
 
     @classmethod
     def decode(cls, data: bytes) -> Intent | None:

@@ -7,6 +7,7 @@ they assigned. :func:`encode_payload` / :func:`decode_payload` are the only code
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import socket
@@ -58,16 +59,27 @@ class Provenance(BaseModel):
         correlation_id: str | None = None,
     ) -> Provenance:
         """``CKPT_LEDGER_ACTOR`` or user@host, this host, this tool."""
-        host = socket.gethostname()
+        user, host = local_identity()
         if actor is None:
             actor = os.environ.get("CKPT_LEDGER_ACTOR")
-        if not actor:
-            try:
-                user = getpass.getuser()
-            except Exception:  # no passwd entry for the uid
-                user = str(os.getuid())
-            actor = f"{user}@{host}"
-        return cls(actor=actor, host=host, reason=reason, correlation_id=correlation_id)
+        return _provenance(actor or f"{user}@{host}", host, reason, correlation_id)
+
+
+@functools.cache
+def local_identity() -> tuple[str, str]:
+    """This process's user (its uid when it has no passwd entry) and host name, read once."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry for the uid
+        user = str(os.getuid())
+    return user, socket.gethostname()
+
+
+@functools.lru_cache(maxsize=64)
+def _provenance(actor: str, host: str, reason: str | None,
+                correlation_id: str | None) -> Provenance:
+    """One shared (frozen) Provenance per distinct who, where and why."""
+    return Provenance(actor=actor, host=host, reason=reason, correlation_id=correlation_id)
 
 
 @dataclass(frozen=True, slots=True)
