@@ -183,6 +183,16 @@ def test_values_pydantic_would_coerce_or_refuse_fold_the_same(size: Any) -> None
     assert outcome(bulk, store) == outcome(one_by_one, store)
 
 
+@pytest.mark.parametrize("size", [True, 1.0])
+def test_a_value_equal_to_one_already_folded_is_still_checked(size: Any) -> None:
+    # True == 1 == 1.0: a disk entry equal to one folded before is checked on its own
+    first, second = created(), created("c2", "c1")
+    first["disks"][0]["size"] = 1
+    second["disks"][0] = {**first["disks"][0], "size": size}
+    store = store_of(enrolled(), raw(UUID, first), raw(UUID, second))
+    assert outcome(bulk, store) == outcome(one_by_one, store)
+
+
 BAD_PAYLOADS: list[tuple[str, bytes]] = [
     ("not msgpack", b"\xc1\xc1"),
     ("not a map", msgpack.packb([1, 2])),
