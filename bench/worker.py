@@ -18,7 +18,13 @@ from typing import Any
 import msgpack
 
 from .common import DATA, maxrss_mb, median, timer, warm
-from .on_libvirt import create_libvirt_ours, create_libvirt_raw, replay_ours, replay_raw
+from .on_libvirt import (
+    create_answered_ours,
+    create_libvirt_ours,
+    create_libvirt_raw,
+    replay_ours,
+    replay_raw,
+)
 
 RAW_SCHEMA = (  # the store's table, as the raw floors write it with plain sqlite3
     "CREATE TABLE events (position INTEGER PRIMARY KEY, stream_id TEXT NOT NULL, "
@@ -414,7 +420,7 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     for f in (generate, generate_es, rebuild_ours, rebuild_raw, rebuild_es, import_ours,
               import_raw, import_es, create_append, create_ledger, raw_commit, plan,
               snapshot_prepare, open_snapshot, replay_ours, replay_raw, create_libvirt_ours,
-              create_libvirt_raw)
+              create_answered_ours, create_libvirt_raw)
 }
 
 

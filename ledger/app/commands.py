@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from ledger.app import faults, sync
@@ -46,8 +45,7 @@ def create(
         sync.reconcile(w, info, "create")
         state, pre = w.enrollment(info)
         rules.decide_create(state, info, request, int(time.time()))
-        xml = _applied(w, info, Intent("create", request.name or "", time.time(), w.actor,
-                                       reason or w.reason),
+        xml = _applied(w, info, "create", request.name or "", reason,
                        lambda: w.hypervisor.create_checkpoint(domain, request_xml(request)))
         actual = parse_checkpoint_xml(xml, redefine=True,
                                       known_domain=state.newest_domain_xml or info.domain_xml)
@@ -57,13 +55,15 @@ def create(
     assert actual.name is not None
     return checkpoint_view(w.model.state(domain), actual.name)
 
-def _applied(w: Writer, info: DomainInfo, intent: Intent, call: Any) -> Any:
-    """``call()`` (the hypervisor's change) with ``intent`` open around it: saved before
-    (at the domain's stream version: the append of the operation's events closes it),
-    cleared when the hypervisor refuses. Crash points before and after the call
-    (ledger/app/faults.py)."""
+def _applied(w: Writer, info: DomainInfo, op: str, checkpoint: str, reason: str | None,
+             call: Any, flags: dict[str, Any] | None = None) -> Any:
+    """``call()`` (the hypervisor's change) with its :class:`Intent` (``op`` on
+    ``checkpoint``, by the writer's actor, why) open around it: saved before (at the
+    domain's stream version: the append of the operation's events closes it), cleared when
+    the hypervisor refuses. Crash points before and after the call (ledger/app/faults.py)."""
     state = w.model.states.get(info.uuid)
-    intent = replace(intent, version=state.version if state is not None else 0)
+    intent = Intent(op, checkpoint, time.time(), w.actor, reason or w.reason, flags or {},
+                    state.version if state is not None else 0)
     save_intent(w.model.store, info.uuid, intent)
     faults.point("before-hypervisor")
     try:
@@ -153,8 +153,7 @@ def redefine_locked(
     rules.decide_redefine(state, request, embedded)
     text = xml.decode() if isinstance(xml, bytes) else xml
     assert request.name is not None
-    out = _applied(w, info, Intent("redefine", request.name, time.time(), w.actor,
-                                   reason or w.reason),
+    out = _applied(w, info, "redefine", request.name, reason,
                    lambda: w.hypervisor.redefine_checkpoint(info.name, text, validate=validate))
     actual = parse_checkpoint_xml(out, redefine=True)
     w.record(info, lambda st: rules.redefined_events(st, actual, out, validate), reason)
@@ -222,8 +221,7 @@ def _redefine_batch(
                 progress(len(outs))
 
     try:
-        _applied(w, info, Intent("replay", names[0], time.time(), w.actor, reason or w.reason,
-                                 {"names": names}), run)
+        _applied(w, info, "replay", names[0], reason, run, {"names": names})
     except LedgerError:
         if outs:  # the ones the hypervisor took before refusing are recorded
             _record_redefined(w, info, outs, validate, reason)
@@ -265,9 +263,8 @@ def delete(
         )
         events = rules.decide_delete(state, name, **flags)
         try:
-            _applied(w, info, Intent("delete", name, time.time(), w.actor, reason or w.reason,
-                                     flags),
-                     lambda: w.hypervisor.delete_checkpoint(domain, name, **flags))
+            _applied(w, info, "delete", name, reason,
+                     lambda: w.hypervisor.delete_checkpoint(domain, name, **flags), flags)
         except PartialDelete as partial:
             _record_partial(w, info, state, pre, name, partial, reason)
             save_intent(w.model.store, info.uuid, None)

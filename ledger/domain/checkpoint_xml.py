@@ -340,13 +340,16 @@ def _parse_layout(head: str, redefine: bool, domain_xml: str | None) -> Checkpoi
         if not all(is_disk_name(g[0]) for g in found):
             return None
         disks = tuple(shared_disk(g[0], g[1], g[2] or None, None) for g in found)
-    d = CheckpointDef(name=name, description=description or None, parent=parent,
-                      creation_time=int(created), disks=disks)
-    if format_checkpoint_xml(d) != head + "</domaincheckpoint>\n":
+    description = description or None
+    if format_checkpoint_xml(CheckpointDef(
+            name=name, description=description, parent=parent, creation_time=int(created),
+            disks=disks)) != head + "</domaincheckpoint>\n":
         return None
-    if redefine:
-        return d.model_copy(update={"domain_xml": domain_xml})
-    return d.model_copy(update={"parent": None, "creation_time": None, "domain_xml": domain_xml})
+    if not redefine:
+        parent = created = None
+    return CheckpointDef(name=name, description=description, parent=parent,
+                         creation_time=None if created is None else int(created), disks=disks,
+                         domain_xml=domain_xml)
 
 
 def _parse(text: str | bytes, redefine: bool, known_domain: str | None = None) -> CheckpointDef:
