@@ -24,7 +24,8 @@ interpreter (``bench.worker``) on a fresh or cached file:
   against a raw REDEFINE loop, the ledger's own cost per checkpoint, and 20 domains x 100
   with ``jobs=4`` and ``jobs=1`` against the raw loop in turn (bench/on_libvirt.py);
 * ``Ledger.create`` on libvirt + SQLite against the raw call + one durable INSERT, and its own
-  cost on a memory store;
+  cost on a memory store (also with libvirt's recorded answers given back at once: the same
+  code without the slowdown it meets right after each real call);
 * peak RSS of the rebuild (``VmHWM``).
 
 Every measurement is the median of 3 trials, interleaved, each reading its files once
