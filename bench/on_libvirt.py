@@ -63,11 +63,14 @@ def domains(uri: str, count: int, chain: int) -> Iterator[tuple[Any, list[str], 
 
 
 class _Timed:
-    """A hypervisor whose every call is timed: ``spent`` seconds, summed over threads."""
+    """A hypervisor whose every call is timed: ``spent`` seconds, summed over threads; with
+    ``record``, each call's name, arguments (positional, then keyword) and answer are also
+    kept in ``calls``."""
 
-    def __init__(self, hv: Any) -> None:
+    def __init__(self, hv: Any, record: bool = False) -> None:
         self.hv = hv
         self.spent = 0.0
+        self.calls: list[tuple[str, tuple[Any, ...], Any]] | None = [] if record else None
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.hv, name)
@@ -77,9 +80,12 @@ class _Timed:
         def timed(*args: Any, **kwargs: Any) -> Any:
             t = time.perf_counter()
             try:
-                return attr(*args, **kwargs)
+                out = attr(*args, **kwargs)
             finally:
                 self.spent += time.perf_counter() - t
+            if self.calls is not None:
+                self.calls.append((name, (*args, kwargs), out))
+            return out
 
         return timed
 
@@ -150,28 +156,8 @@ def create_libvirt_ours(uri: str, creates: int, store: str = "sqlite") -> dict[s
     return {"seconds": t(), "events": creates, "hv_seconds": hv.spent}
 
 
-class _Recording:
-    """A hypervisor that keeps every call's arguments and answer (``calls``)."""
-
-    def __init__(self, hv: Any) -> None:
-        self.hv = hv
-        self.calls: list[tuple[str, tuple[Any, ...], Any]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.hv, name)
-        if not callable(attr):
-            return attr
-
-        def recorded(*args: Any) -> Any:
-            out = attr(*args)
-            self.calls.append((name, args, out))
-            return out
-
-        return recorded
-
-
 class _Answering:
-    """The answers a :class:`_Recording` kept, given back in order (each call checked to be
+    """The answers a recording :class:`_Timed` kept, given back in order (each call checked to be
     the one recorded): the ledger's own code runs with no time in libvirt between its steps.
     ``spent`` is the time inside these calls."""
 
@@ -184,10 +170,10 @@ class _Answering:
         pass
 
     def __getattr__(self, name: str) -> Any:
-        def answer(*args: Any) -> Any:
+        def answer(*args: Any, **kwargs: Any) -> Any:
             t = time.perf_counter()
             called, recorded_args, out = next(self.calls)
-            if (called, recorded_args) != (name, args):
+            if (called, recorded_args) != (name, (*args, kwargs)):
                 raise RuntimeError(f"expected {called}{recorded_args}, got {name}{args}")
             self.spent += time.perf_counter() - t
             return out
@@ -204,10 +190,11 @@ def create_answered_ours(uri: str, creates: int) -> dict[str, Any]:
     from ledger.app.ledger import Ledger
 
     with domains(uri, 1, 0) as (_, names, _scratch):
-        rec = _Recording(LibvirtHypervisor(uri))
+        rec = _Timed(LibvirtHypervisor(uri), record=True)
         with Ledger.open(MemoryStore(), rec) as lg:  # type: ignore[arg-type]
             for i in range(creates + 1):
                 lg.create(names[0], f"c{i:05d}")
+        assert rec.calls is not None
         calls = rec.calls
     hv = _Answering(uri, calls)
     with Ledger.open(MemoryStore(), hv) as lg:  # type: ignore[arg-type]

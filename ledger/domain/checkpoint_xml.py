@@ -340,16 +340,11 @@ def _parse_layout(head: str, redefine: bool, domain_xml: str | None) -> Checkpoi
         if not all(is_disk_name(g[0]) for g in found):
             return None
         disks = tuple(shared_disk(g[0], g[1], g[2] or None, None) for g in found)
-    description = description or None
-    if format_checkpoint_xml(CheckpointDef(
-            name=name, description=description, parent=parent, creation_time=int(created),
-            disks=disks)) != head + "</domaincheckpoint>\n":
+    d = CheckpointDef(name=name, description=description or None, parent=parent,
+                      creation_time=int(created), disks=disks, domain_xml=domain_xml)
+    if format_checkpoint_xml(d, no_domain=True) != head + "</domaincheckpoint>\n":
         return None
-    if not redefine:
-        parent = created = None
-    return CheckpointDef(name=name, description=description, parent=parent,
-                         creation_time=None if created is None else int(created), disks=disks,
-                         domain_xml=domain_xml)
+    return d if redefine else d.model_copy(update={"parent": None, "creation_time": None})
 
 
 def _parse(text: str | bytes, redefine: bool, known_domain: str | None = None) -> CheckpointDef:
