@@ -35,6 +35,9 @@ class Scale:
     replay_domains: tuple[int, int]  # domains x checkpoints replayed at once
     mixed_domains: int  # domains in the mixed history (both policies, ~99 events each)
     repeats: int = 3  # trials of each short measurement (median reported)
+    # trials of the replay chain against the raw loop: both sides are libvirt's time, which
+    # drifts by 10-30% over minutes on this machine, more than the 5% the row judges
+    libvirt_repeats: int = 5
 
     @property
     def events(self) -> int:

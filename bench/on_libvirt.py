@@ -22,9 +22,12 @@ from .common import timer
 
 
 def _chain_xml(i: int) -> str:
+    # the bitmap named as libvirt names it by default and as the ledger's import records it:
+    # the raw loop then sends the very text the ledger's replay sends
     parent = f"<parent><name>c{i - 1:05d}</name></parent>" if i else ""
     return (f"<domaincheckpoint><name>c{i:05d}</name>{parent}<creationTime>{1_000_000 + i}"
-            "</creationTime><disks><disk name='vda' checkpoint='bitmap'/></disks>"
+            f"</creationTime><disks><disk name='vda' checkpoint='bitmap' bitmap='c{i:05d}'/>"
+            "</disks>"
             "</domaincheckpoint>")
 
 

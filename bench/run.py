@@ -82,10 +82,14 @@ def verdict(ok: bool) -> str:
 
 
 def trials(n: int, *tasks: tuple[str, dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Run each task ``n`` times, interleaved; results per task."""
+    """Run each task ``n`` times, interleaved, each round starting one task later than the one
+    before (A B, B A, A B ...: a machine that slows or speeds up over minutes favours no
+    task); results per task."""
     out: list[list[dict[str, Any]]] = [[] for _ in tasks]
-    for _ in range(n):
-        for i, (task, kwargs) in enumerate(tasks):
+    for round_ in range(n):
+        for k in range(len(tasks)):
+            i = (round_ + k) % len(tasks)
+            task, kwargs = tasks[i]
             out[i].append(run_worker(task, **kwargs))
     return out
 
@@ -252,9 +256,9 @@ def bench_replay(scale: Scale, rows: list[Row]) -> None:
     if libvirt_missing(rows, "replay"):
         return
     chain = scale.replay_chain
-    log(f"replay of a {chain:,}-checkpoint chain into {uri} x{scale.repeats}")
+    log(f"replay of a {chain:,}-checkpoint chain into {uri} x{scale.libvirt_repeats}")
     one = {"uri": uri, "domains_": 1, "chain": chain}
-    ours, raw = trials(scale.repeats, ("replay_ours", one), ("replay_raw", one))
+    ours, raw = trials(scale.libvirt_repeats, ("replay_ours", one), ("replay_raw", one))
     rows.append(at_least(f"replay, {chain:,}-cp chain, {uri} vs raw REDEFINE loop",
                          med_rate(ours), med_rate(raw), 0.95, " cp/s"))
     rows.append(own_cost(f"replay, {chain:,}-cp chain: the ledger's own cost per checkpoint",
@@ -376,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before {load_before}, after {load_average()}")
     print(table(rows))
     print("ratios are ours / reference (plan: many / few, RSS: absolute); medians of "
-          f"{scale.repeats} interleaved trials, each in a fresh interpreter.")
+          f"{scale.repeats} interleaved trials ({scale.libvirt_repeats} for the replay chain), "
+          "each in a fresh interpreter.")
     return 0
 
 
