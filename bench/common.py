@@ -36,7 +36,7 @@ class Scale:
     mixed_domains: int  # domains in the mixed history (both policies, ~99 events each)
     repeats: int = 3  # trials of each short measurement (median reported)
     # trials of the replay chain against the raw loop: both sides are libvirt's time, which
-    # drifts by 10-30% over minutes on this machine, more than the 5% the row judges
+    # drifts by tens of percent over minutes on this machine, more than the 5% the row judges
     libvirt_repeats: int = 5
 
     @property

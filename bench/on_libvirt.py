@@ -177,7 +177,7 @@ class _Answering:
             t = time.perf_counter()
             called, recorded_args, out = next(self.calls)
             if (called, recorded_args) != (name, (*args, kwargs)):
-                raise RuntimeError(f"expected {called}{recorded_args}, got {name}{args}")
+                raise RuntimeError(f"expected {called}{recorded_args}, got {name}{(*args, kwargs)}")
             self.spent += time.perf_counter() - t
             return out
 

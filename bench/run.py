@@ -28,8 +28,9 @@ interpreter (``bench.worker``) on a fresh or cached file:
   code without the slowdown it meets right after each real call);
 * peak RSS of the rebuild (``VmHWM``).
 
-Every measurement is the median of 3 trials, interleaved, each reading its files once
-before its clock starts (so all start from the page cache). ``--quick`` is 10x smaller
+Every measurement is the median of 3 trials (5 for the replay chain), interleaved, each round
+starting with a different contender, each trial reading its files once before its clock starts
+(so all start from the page cache). ``--quick`` is 10x smaller
 everywhere. ``--profile`` prints where a 100,000-event rebuild spends its time instead.
 """
 
