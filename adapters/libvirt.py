@@ -19,7 +19,6 @@ import contextlib
 import gc
 import importlib
 import json
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from ledger.domain.domain_xml import parse_domain_xml, safe_fromstring
 from ledger.domain.errors import ErrorCode, LedgerError
 from ledger.domain.hypervisor import PartialDelete
 from ledger.domain.model import BackupDisk, DomainInfo, HostJob, JobResult, Policy
+from ledger.domain.names import is_uuid
 
 from . import qemu_img
 
@@ -124,10 +124,6 @@ def to_ledger_error(err: Exception) -> LedgerError:
     return LedgerError(ErrorCode(name), detail, prefixed=False)
 
 
-
-_UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
-
-
 def _dotted(version: int) -> str:
     """libvirt's packed version number (major * 1,000,000 + minor * 1,000 + micro)."""
     return f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
@@ -154,6 +150,7 @@ class LibvirtHypervisor:
         if conn is None:  # very old bindings returned None instead of raising
             raise LedgerError("HYPERVISOR_ERROR", f"cannot connect to hypervisor '{uri}'")
         self._conn: Any = conn
+        self._by_uuid: dict[str, Any] = {}  # virDomain by lower-case UUID (see _domain)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -189,13 +186,24 @@ class LibvirtHypervisor:
         return self._conn
 
     def _domain(self, name: str) -> Any:
-        """The domain by name, else by UUID (as virsh finds one)."""
-        try:
-            return self._call(self.connection.lookupByName, name)
-        except LedgerError as err:
-            if err.code != "NO_DOMAIN" or not _UUID.fullmatch(name):
-                raise
-        return self._call(self.connection.lookupByUUIDString, name)
+        """The domain by UUID (when ``name`` reads as one), else by name, as virsh finds
+        one. A domain found by UUID is kept for the connection's life: a UUID names one
+        domain for good, so later calls skip the lookup, and a call on a domain undefined
+        meanwhile fails with NO_DOMAIN instead of reaching another domain of that name."""
+        if is_uuid(name):
+            key = name.lower()
+            dom = self._by_uuid.get(key)
+            if dom is not None:
+                return dom
+            try:
+                dom = self._call(self.connection.lookupByUUIDString, name)
+            except LedgerError as err:
+                if err.code != "NO_DOMAIN":
+                    raise
+            else:
+                self._by_uuid[key] = dom
+                return dom
+        return self._call(self.connection.lookupByName, name)
 
     def _checkpoint(self, dom: Any, name: str) -> Any:
         return self._call(dom.checkpointLookupByName, name, 0)
@@ -407,6 +415,7 @@ class LibvirtHypervisor:
     def close(self) -> None:
         """Close the connection (idempotent)."""
         conn, self._conn = self._conn, None
+        self._by_uuid.clear()
         if conn is not None:
             with contextlib.suppress(self._lv.libvirtError):
                 conn.close()

@@ -49,7 +49,7 @@ from ledger.domain.events import (
 )
 from ledger.domain.hypervisor import PartialDelete
 from ledger.domain.model import BackupDisk, DomainDisk, DomainInfo, HostJob, JobResult, Policy
-from ledger.domain.names import check_checkpoint_name, check_disk_name
+from ledger.domain.names import check_checkpoint_name, check_disk_name, is_uuid
 from ledger.domain.policies import plan
 from ledger.domain.state import DomainState
 
@@ -248,10 +248,15 @@ class MockHypervisor:
 
     # ------------------------------------------------------------ state file
     def _dom(self, host: _Host, name: str) -> _Domain:
-        dom = host.domains.get(name)
-        if dom is None:  # by UUID, as virsh finds a domain
-            dom = next((d for d in host.domains.values() if d.uuid.lower() == name.lower()),
+        """The domain by UUID (when ``name`` reads as one), else by name, as virsh finds
+        one."""
+        dom = None
+        if is_uuid(name):
+            key = name.replace("-", "").lower()
+            dom = next((d for d in host.domains.values() if d.uuid.replace("-", "").lower() == key),
                        None)
+        if dom is None:
+            dom = host.domains.get(name)
         if dom is None:
             raise no_domain(name)
         return dom

@@ -358,3 +358,56 @@ def test_several_domains_replay_at_once_into_libvirt(adapter: Any, tmp_path: Any
             for root in dom.listAllCheckpoints(lv.VIR_DOMAIN_CHECKPOINT_LIST_ROOTS):
                 root.delete(lv.VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN)
             dom.destroy()
+
+
+def _transient(adapter: Any, name: str, uuid: str) -> Any:
+    return adapter.connection.createXML(
+        f"<domain type='test'><name>{name}</name><uuid>{uuid}</uuid><memory>65536</memory>"
+        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
+        "<source file='/tmp/x.qcow2'/><target dev='vda'/></disk></devices></domain>", 0)
+
+
+@pytest.mark.parametrize("op", ["create", "delete", "replay"])
+def test_a_command_acts_only_on_the_domain_it_locked(
+    adapter: Any, monkeypatch: pytest.MonkeyPatch, op: str
+) -> None:
+    """Another tool replaces the domain (same name, new UUID) between the ledger's lock and
+    its call to the hypervisor: the call fails with NO_DOMAIN instead of changing the new
+    domain, and neither domain's stream records anything."""
+    import uuid
+
+    from ledger.app import faults
+
+    lv = _libvirt_or_skip()
+    old, new = str(uuid.uuid4()), str(uuid.uuid4())
+    doms = [_transient(adapter, "swapped", old)]
+
+    def replace(_point: str) -> None:
+        doms[0].destroy()  # a transient domain: gone with its checkpoints
+        doms.append(_transient(adapter, "swapped", new))
+        doms[0] = doms[-1]
+        monkeypatch.delenv("CKPT_LEDGER_CRASH_AT")
+
+    try:
+        with Ledger.open(MemoryStore(), URI) as lg:
+            lg.create("swapped", name="c1")
+            if op == "replay":  # the host lost the metadata: replay puts it back
+                doms[0].checkpointLookupByName("c1").delete(
+                    lv.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
+            before = lg.event_count()
+            monkeypatch.setattr(faults, "crash", replace)
+            monkeypatch.setenv("CKPT_LEDGER_CRASH_AT", "before-hypervisor")
+            with pytest.raises(LedgerError) as err:
+                if op == "create":
+                    lg.create("swapped", name="c2")
+                elif op == "delete":
+                    lg.delete("swapped", "c1")
+                else:
+                    (report,) = lg.replay(["swapped"])
+                    raise report.error or AssertionError("replay reported no error")
+            assert err.value.code == "NO_DOMAIN"
+            assert adapter.list_checkpoints("swapped") == []  # the new domain is untouched
+            assert lg.event_count() == before
+            assert new not in lg.states and old in lg.states
+    finally:
+        doms[0].destroy()

@@ -46,10 +46,10 @@ def create(
         state, pre = w.enrollment(info)
         rules.decide_create(state, info, request, int(time.time()))
         xml = _applied(w, info, "create", request.name or "", reason,
-                       lambda: w.hypervisor.create_checkpoint(domain, request_xml(request)))
+                       lambda: w.hypervisor.create_checkpoint(info.uuid, request_xml(request)))
         actual = parse_checkpoint_xml(xml, redefine=True,
                                       known_domain=state.newest_domain_xml or info.domain_xml)
-        w.record(info, lambda st: [*_unknown_parents(w, domain, st, actual.parent, "create"),
+        w.record(info, lambda st: [*_unknown_parents(w, info.uuid, st, actual.parent, "create"),
                                    *rules.created_events(st, actual, xml)], reason)
         _done(w, info)
     assert actual.name is not None
@@ -154,7 +154,7 @@ def redefine_locked(
     text = xml.decode() if isinstance(xml, bytes) else xml
     assert request.name is not None
     out = _applied(w, info, "redefine", request.name, reason,
-                   lambda: w.hypervisor.redefine_checkpoint(info.name, text, validate=validate))
+                   lambda: w.hypervisor.redefine_checkpoint(info.uuid, text, validate=validate))
     actual = parse_checkpoint_xml(out, redefine=True)
     w.record(info, lambda st: rules.redefined_events(st, actual, out, validate), reason)
     _done(w, info)
@@ -216,7 +216,7 @@ def _redefine_batch(
 
     def run() -> None:
         for text in texts:
-            outs.append(w.hypervisor.redefine_checkpoint(info.name, text, validate))
+            outs.append(w.hypervisor.redefine_checkpoint(info.uuid, text, validate))
             if progress:
                 progress(len(outs))
 
@@ -264,7 +264,7 @@ def delete(
         events = rules.decide_delete(state, name, **flags)
         try:
             _applied(w, info, "delete", name, reason,
-                     lambda: w.hypervisor.delete_checkpoint(domain, name, **flags), flags)
+                     lambda: w.hypervisor.delete_checkpoint(info.uuid, name, **flags), flags)
         except PartialDelete as partial:
             _record_partial(w, info, state, pre, name, partial, reason)
             save_intent(w.model.store, info.uuid, None)
@@ -295,7 +295,7 @@ def _record_partial(
         if cp is None:
             continue
         moved = cp.definition().model_copy(update={"parent": new_parent})
-        xml = w.hypervisor.checkpoint_xml(info.name, child)
+        xml = w.hypervisor.checkpoint_xml(info.uuid, child)
         events.extend(rules.redefined_events(state, moved, xml))
     if len(events) > len(pre):
         w.append(info, events, reason or f"partial delete of {name}: {partial.error}")

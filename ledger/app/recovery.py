@@ -310,16 +310,16 @@ def _replay_domain(
     elif dry_run:  # what a replay would learn first, without recording it
         learned, state = sync.learn(w, info, "replay", full=True, record=False)
     else:
-        with _domain_lock(w, name, locked) as info:
+        with _domain_lock(w, info.uuid, locked) as info:
             learned = sync.reconcile(w, info, "replay", full=True)
         state = w.model.state(name)
     host = {}
-    for x in w.hypervisor.checkpoint_xmls(name):
+    for x in w.hypervisor.checkpoint_xmls(info.uuid):
         d = parse_checkpoint_xml(x, redefine=True)
         host[d.name or ""] = d
     report = ReplayReport(domain=name, dry_run=dry_run)
     report.unknown_on_host = sorted(n for n in host if n not in state.checkpoints)
-    blocked = _unrestorable(w, name, state, host)
+    blocked = _unrestorable(w, info.uuid, state, host)
     todo = []
     for n in replay_order(state):
         mine = state.checkpoints[n].definition()
@@ -345,7 +345,7 @@ def _replay_domain(
         "redefining", len(todo), len(report.steps) - len(todo))
     if not dry_run and todo:
         counted.planned(len(todo))
-        with _domain_lock(w, name, locked) as info:
+        with _domain_lock(w, info.uuid, locked) as info:
             commands.redefine_all_locked(
                 w, info, [state.checkpoints[n].definition() for n in todo], validate,
                 "replay", counted.one)
@@ -469,7 +469,7 @@ def _verify_one(w: Writer, name: str, record: bool) -> VerifyReport:
         report.findings.append(Finding(kind="uuid-mismatch", detail=f"host {info.uuid}, "
                                        f"ledger {state.uuid}"))
     host = {}
-    for x in hv.checkpoint_xmls(name):
+    for x in hv.checkpoint_xmls(info.uuid):
         d = parse_checkpoint_xml(x, redefine=True)
         host[d.name or ""] = d
     for n in state.topological():
@@ -487,7 +487,7 @@ def _verify_one(w: Writer, name: str, record: bool) -> VerifyReport:
     for n in sorted(set(host) - set(state.checkpoints)):
         report.findings.append(Finding(kind="extra-on-host", checkpoint=n,
                                        detail="in the hypervisor, not in the ledger"))
-    report.findings.extend(_bitmap_findings(state, hv.observed_bitmaps(name), info.running))
+    report.findings.extend(_bitmap_findings(state, hv.observed_bitmaps(info.uuid), info.running))
     trial = state.clone()
     drift = [Finding.to_event(f) for f in report.findings if f.kind != SNAPSHOT_MISMATCH]
     for ev in drift:

@@ -90,7 +90,7 @@ def learn(
     report = ImportReport(domain=info.name)
     state = w.model.states.get(info.uuid) or DomainState(stream_id=info.uuid)
     intent = load_intent(store, info.uuid, state.version)
-    names = hv.list_checkpoints(info.name)
+    names = hv.list_checkpoints(info.uuid)
     on_host = set(names)
     missing: list[str] = []
     unknown: list[str] = []
@@ -101,13 +101,13 @@ def learn(
         return report, state
     if full or missing:
         defs = {d.name or "": (d, x) for d, x in ((_parsed(x), x)
-                                                  for x in hv.checkpoint_xmls(info.name))}
+                                                  for x in hv.checkpoint_xmls(info.uuid))}
     else:
         defs = {n: (_parsed(x), x) for n, x in
-                ((n, hv.checkpoint_xml(info.name, n)) for n in unknown)}
+                ((n, hv.checkpoint_xml(info.uuid, n)) for n in unknown)}
     if intent is not None and intent.op == "redefine" and intent.checkpoint in on_host \
             and intent.checkpoint not in defs:
-        x = hv.checkpoint_xml(info.name, intent.checkpoint)
+        x = hv.checkpoint_xml(info.uuid, intent.checkpoint)
         defs[intent.checkpoint] = (_parsed(x), x)
     trial, pre = w.enrollment(info)
     trial = trial.clone()
@@ -173,7 +173,7 @@ def _gone(
     assert callable(add)
     deleting = _intended_deletes(intent, state)
     try:
-        bitmaps = w.hypervisor.observed_bitmaps(info.name)
+        bitmaps = w.hypervisor.observed_bitmaps(info.uuid)
     except LedgerError:
         bitmaps = None  # unreadable images: nothing is known gone
     in_images = {(disk, b["name"]) for disk, bms in (bitmaps or {}).items() for b in bms}

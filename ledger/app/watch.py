@@ -165,14 +165,14 @@ class Watcher:
         hv = self.w.hypervisor
         jobs = self._state(info)
         out: list[Event] = []
-        for j in hv.backup_jobs(info.name):  # jobs the hypervisor keeps, each once
+        for j in hv.backup_jobs(info.uuid):  # jobs the hypervisor keeps, each once
             key = f"{j.job}@{int(j.started)}"
             if key not in jobs.seen:
                 out += [_started(j, key, j.checkpoint), _ended(key, j)]
-        active = hv.active_backup(info.name)
+        active = hv.active_backup(info.uuid)
         if jobs.open is not None and (active is None
                                       or abs(active.started - jobs.open_at) > SAME_JOB):
-            result = result or hv.last_backup_result(info.name)
+            result = result or hv.last_backup_result(info.uuid)
             out.append(BackupEnded(job=jobs.open, outcome=result.outcome if result else "failed",
                                    bytes=result.bytes if result else None,
                                    seconds=_seconds(result), at=time.time(),
@@ -188,7 +188,7 @@ class Watcher:
                 out.append(_started(active, key, made))
                 jobs.open, jobs.open_at = key, active.started
         elif active is None:  # a job may have begun and ended since the last poll
-            result = result or hv.last_backup_result(info.name)
+            result = result or hv.last_backup_result(info.uuid)
             if result is None or (result.bytes, _seconds(result)) == jobs.last:
                 return out
             now = time.time()

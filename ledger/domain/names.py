@@ -11,6 +11,9 @@ CHECKPOINT_NAME = re.compile(r"[a-zA-Z0-9_\-][a-zA-Z0-9_\-.]*\Z", re.ASCII)
 # diskTarget: (ioemu:)?(fd|hd|sd|vd|xvd|ubd)[a-zA-Z0-9_]+ ; absFilePath: (/|[a-zA-Z]:\\).+
 DISK_TARGET = re.compile(r"(ioemu:)?(fd|hd|sd|vd|xvd|ubd)[a-zA-Z0-9_]+\Z", re.ASCII)
 ABS_FILE_PATH = re.compile(r"(/|[a-zA-Z]:\\)[^\n]+\Z", re.ASCII)
+# A domain UUID as virUUIDParse reads one: 32 hex digits, dashes between groups optional.
+UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\Z",
+                  re.ASCII | re.IGNORECASE)
 # libvirt caps nothing, but a ledger refuses absurd lengths (a file name must fit NAME_MAX).
 MAX_NAME = 255
 
@@ -18,6 +21,11 @@ MAX_NAME = 255
 def _show(value: str) -> str:
     shown = value if len(value) <= 40 else value[:37] + "..."
     return repr(shown)
+
+
+def is_uuid(text: str) -> bool:
+    """True when ``text`` reads as a domain UUID (virsh then looks it up by UUID first)."""
+    return UUID.match(text) is not None
 
 
 def is_checkpoint_name(name: str) -> bool:
