@@ -269,8 +269,11 @@ class LibvirtHypervisor:
         cp = self._call(dom.checkpointCreateXML, xml, flags)
         return str(self._call(cp.getXMLDesc, self._xml_flags()))
 
-    def redefine_checkpoint(self, domain: str, xml: str, validate: bool = False) -> str:
-        """CreateXML with REDEFINE (and REDEFINE_VALIDATE); the resulting XML.
+    def redefine_checkpoint(
+        self, domain: str, xml: str, validate: bool = False, read_back: bool = True
+    ) -> str | None:
+        """CreateXML with REDEFINE (and REDEFINE_VALIDATE); the resulting XML, or None when
+        not ``read_back``.
 
         The test driver refuses REDEFINE_VALIDATE ("unsupported flags (0x4)", INVALID_ARG).
         """
@@ -280,7 +283,7 @@ class LibvirtHypervisor:
         if validate:
             flags |= lv.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE_VALIDATE
         cp = self._call(dom.checkpointCreateXML, xml, flags)
-        return str(self._call(cp.getXMLDesc, self._xml_flags()))
+        return str(self._call(cp.getXMLDesc, self._xml_flags())) if read_back else None
 
     def delete_checkpoint(
         self,

@@ -511,8 +511,11 @@ class MockHypervisor:
             tx.append(_events_op(dom, rules.created_events(dom.meta, definition, out)))
             return out
 
-    def redefine_checkpoint(self, domain: str, xml: str, validate: bool = False) -> str:
-        """REDEFINE (metadata only); with ``validate``, check the bitmaps exist and record."""
+    def redefine_checkpoint(
+        self, domain: str, xml: str, validate: bool = False, read_back: bool = True
+    ) -> str | None:
+        """REDEFINE (metadata only); with ``validate``, check the bitmaps exist and record;
+        the resulting XML, or None when not ``read_back``."""
         request = parse_checkpoint_xml(xml, redefine=True)
         embedded = None
         if request.domain_xml is not None:
@@ -526,7 +529,7 @@ class MockHypervisor:
             out = format_checkpoint_xml(definition)
             tx.append(_events_op(dom, rules.redefined_events(dom.meta, definition, out,
                                                              validate)))
-            return out
+            return out if read_back else None
 
     def _validate(self, dom: _Domain, name: str, disks: tuple[Any, ...]) -> None:
         if not dom.running:

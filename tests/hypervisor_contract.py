@@ -274,6 +274,17 @@ class HypervisorContract:
         # redefining a chain root-first makes the last one current
         assert self.create(hypervisor, "c1")["parent"] == "r2"
 
+    def test_redefine_without_read_back_answers_none_and_defines_the_same(
+        self, hypervisor: Hv
+    ) -> None:
+        adapter, dom = hypervisor
+        out = adapter.redefine_checkpoint(dom, redef_xml("r1", creation_time=1234))
+        assert adapter.redefine_checkpoint(dom, redef_xml("r2", parent="r1"),
+                                           read_back=False) is None
+        assert parsed(adapter.checkpoint_xml(dom, "r1")) == parsed(out)
+        assert parsed(adapter.checkpoint_xml(dom, "r2"))["parent"] == "r1"
+        assert adapter.list_checkpoints(dom) == ["r1", "r2"]
+
     def test_redefine_existing_updates_in_place_keeping_children(self, hypervisor: Hv) -> None:
         adapter, dom = hypervisor
         self.create(hypervisor, "c1")

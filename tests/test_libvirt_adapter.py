@@ -411,3 +411,61 @@ def test_a_command_acts_only_on_the_domain_it_locked(
             assert new not in lg.states and old in lg.states
     finally:
         doms[0].destroy()
+
+
+class _Counting:
+    """The adapter, with a count of each method's calls."""
+
+    def __init__(self, hv: Any) -> None:
+        self.hv = hv
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.hv, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.parametrize("laid_out_as_libvirt", [True, False])
+def test_replay_records_the_text_libvirt_holds(
+    adapter: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, laid_out_as_libvirt: bool
+) -> None:
+    """Replay reads back the last checkpoint of each batch. When libvirt holds the very text
+    sent, that one read stands for the batch; when not (here: the files' embedded domain is
+    not laid out as libvirt formats one), every checkpoint is read back. Either way the
+    ledger's XML of each replayed checkpoint is libvirt's."""
+    from ledger.app import commands
+
+    monkeypatch.setattr(commands, "REPLAY_BATCH", 4)
+    dom_xml = adapter.domain_info("test").domain_xml.rstrip()
+    if not laid_out_as_libvirt:
+        dom_xml = dom_xml.replace("'", '"')
+    embedded = "  " + dom_xml.replace("\n", "\n  ")
+    folder = tmp_path / "chain"
+    folder.mkdir()
+    names = [f"c{i}" for i in range(10)]
+    for i, name in enumerate(names):
+        parent = f"<parent><name>c{i - 1}</name></parent>" if i else ""
+        (folder / f"{name}.xml").write_text(
+            f"<domaincheckpoint><name>{name}</name>{parent}<creationTime>{1_000 + i}"
+            "</creationTime><disks><disk name='vda' checkpoint='bitmap' bitmap='b'/></disks>"
+            f"\n{embedded}\n</domaincheckpoint>")
+    from adapters.libvirt import LibvirtHypervisor
+
+    hv = _Counting(LibvirtHypervisor(URI))  # its own connection: the ledger closes it
+    with Ledger.open(MemoryStore(), hv) as lg:
+        lg.import_xml("test", folder)
+        hv.calls.clear()
+        (report,) = lg.replay(["test"])
+        assert report.error is None
+        assert hv.calls["redefine_checkpoint"] == 10
+        reads = hv.calls.get("checkpoint_xml", 0)
+        assert reads == (3 if laid_out_as_libvirt else 3 + 10)  # batches of 4, 4 and 2
+        for name in names:
+            assert lg.xml("test", name) == adapter.checkpoint_xml("test", name)

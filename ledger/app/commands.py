@@ -178,8 +178,10 @@ def redefine_all_locked(
 
     In batches of :data:`REPLAY_BATCH`: one intent (``replay``, naming the batch) before
     the hypervisor's calls and one append after them, so the store costs two writes a
-    batch. A refusal records the ones before it, then raises. Returns how many were
-    redefined; ``progress`` is called after each."""
+    batch. Each is recorded with the text libvirt holds: the last of a batch is read back,
+    and when it is not the text sent, every one of the batch is. A refusal records the ones
+    before it, then raises. Returns how many were redefined; ``progress`` is called after
+    each."""
     embedded_of: dict[str, tuple[str | None, tuple[Any, ...]]] = {}
     done = 0
     for start in range(0, len(definitions), REPLAY_BATCH):
@@ -212,23 +214,37 @@ def _redefine_batch(
     reason: str | None,
     progress: Callable[[int], None] | None,
 ) -> int:
-    outs: list[str] = []
+    taken: list[str] = []
 
     def run() -> None:
         for text in texts:
-            outs.append(w.hypervisor.redefine_checkpoint(info.uuid, text, validate))
+            w.hypervisor.redefine_checkpoint(info.uuid, text, validate, read_back=False)
+            taken.append(text)
             if progress:
-                progress(len(outs))
+                progress(len(taken))
 
     try:
         _applied(w, info, "replay", names[0], reason, run, {"names": names})
-    except LedgerError:
-        if outs:  # the ones the hypervisor took before refusing are recorded
-            _record_redefined(w, info, outs, validate, reason)
+    except LedgerError as refused:
+        if taken:  # the ones the hypervisor took before refusing are recorded
+            try:
+                held = _held(w, info, names, taken)
+            except LedgerError:  # unreadable now: the next command observes them
+                raise refused from None
+            _record_redefined(w, info, held, validate, reason)
         raise
-    _record_redefined(w, info, outs, validate, reason)
+    _record_redefined(w, info, _held(w, info, names, taken), validate, reason)
     _done(w, info)
-    return len(outs)
+    return len(taken)
+
+
+def _held(w: Writer, info: DomainInfo, names: list[str], sent: list[str]) -> list[str]:
+    """What the hypervisor holds for the checkpoints redefined from ``sent``: the texts sent,
+    when libvirt's text of the last one is the text sent (libvirt formats what it parsed, and
+    the ledger formats as libvirt does); otherwise each one's text, read back."""
+    if w.hypervisor.checkpoint_xml(info.uuid, names[len(sent) - 1]) == sent[-1]:
+        return sent
+    return [w.hypervisor.checkpoint_xml(info.uuid, n) for n in names[:len(sent)]]
 
 
 def _record_redefined(

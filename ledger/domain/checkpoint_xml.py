@@ -424,7 +424,8 @@ def format_checkpoint_xml(d: CheckpointDef, *, no_domain: bool = False, size: bo
         lines.append(f"  <creationTime>{d.creation_time}</creationTime>")
     lines += _disk_block([_disk_line(k, size) for k in d.disks or ()])
     if d.domain_xml is not None and not no_domain:
-        lines += [f"  {line}" if line else line for line in d.domain_xml.split("\n")]
+        lines += [f"  {line}" if line else line
+                  for line in d.domain_xml.rstrip().split("\n")]
     lines.append("</domaincheckpoint>")
     return "\n".join(lines) + "\n"
 

@@ -34,8 +34,11 @@ class Hypervisor(Protocol):
         """``virDomainCheckpointCreateXML(xml, 0)``; return the new checkpoint's XML."""
         ...
 
-    def redefine_checkpoint(self, domain: str, xml: str, validate: bool = False) -> str:
-        """CreateXML with REDEFINE (and REDEFINE_VALIDATE); return the resulting XML."""
+    def redefine_checkpoint(
+        self, domain: str, xml: str, validate: bool = False, read_back: bool = True
+    ) -> str | None:
+        """CreateXML with REDEFINE (and REDEFINE_VALIDATE); return the resulting XML, or
+        None when not ``read_back`` (libvirt's getXMLDesc is then not called)."""
         ...
 
     def delete_checkpoint(
