@@ -13,7 +13,8 @@ class Hypervisor(Protocol):
 
     Every method raises :class:`ledger.domain.errors.LedgerError` with libvirt's code when the
     hypervisor refuses. Methods that change state either do it fully or raise; a partial
-    delete raises :class:`PartialDelete`.
+    delete raises :class:`PartialDelete`. A ``domain`` argument is a UUID or a name, found
+    as virsh finds one (by UUID first); a command passes the UUID of the domain it locked.
     """
 
     uri: str
