@@ -304,3 +304,41 @@ def test_every_hand_checked_event_type_takes_the_fast_path(
     bulk(store)
     assert not set(slow) & fast, sorted(set(slow) & fast)
     assert set(slow) == types - fast  # everything else is folded the ordinary way
+
+
+def _everything(state: DomainState) -> dict[str, Any]:
+    return {f: getattr(state, f) for f in DomainState.__dataclass_fields__}
+
+
+@pytest.mark.parametrize("policy", ["chained", "independent"])
+def test_a_clone_is_the_state_and_changes_apart_from_it(tmp_path: Path, policy: str) -> None:
+    """``DomainState.clone`` (a trial copy) equals a deep copy, private fields included, and
+    folding into it (a create under an unknown parent, a delete, a bitmap change, drift)
+    leaves the original as it was."""
+    import copy
+
+    from ledger.domain.events import CheckpointDeleted, DriftObserved
+
+    # clone() copies these by hand: a new field must be added there too
+    assert set(DomainState.__dataclass_fields__) == {
+        "stream_id", "name", "uuid", "policy", "disks", "checkpoints", "current", "bitmaps",
+        "drift", "version", "position", "_domain_xml", "_indented", "_waiting"}
+    _, _, lg = bulk(history(tmp_path, policy))
+    for state in lg.states.values():
+        state.apply(CheckpointCreated(name="orphan", parent="ghost", creation_time=1,
+                                      disks=(CheckpointDisk(name="vda"),), xml="<x/>"))
+        before = copy.deepcopy(state)
+        trial = state.clone()
+        assert _everything(trial) == _everything(before)
+        newest = state.topological()[0]
+        trial.apply(CheckpointCreated(name="kid", parent=newest, creation_time=2,
+                                      disks=(CheckpointDisk(name="vda"),), xml="<x/>"))
+        trial.apply(CheckpointCreated(name="ghost", parent=None, creation_time=3,
+                                      disks=(CheckpointDisk(name="vda"),), xml="<x/>"))
+        some = next(iter(trial.bitmaps["vda"].values()))
+        trial.apply(BitmapDisabled(disk="vda", bitmap=some.name, checkpoint=some.checkpoint))
+        trial.apply(DriftObserved(kind="bitmap-missing", checkpoint=newest, disk="vda",
+                                  bitmap=newest, detail="gone"))
+        trial.apply(CheckpointDeleted(name=newest, deleted=(newest,),
+                                      reparented={c: None for c in trial.get(newest).children}))
+        assert _everything(state) == _everything(before)

@@ -251,7 +251,10 @@ def _record_redefined(
     w: Writer, info: DomainInfo, outs: Sequence[str], validate: bool, reason: str | None
 ) -> None:
     state = w.model.states.get(info.uuid)
-    known = state.newest_domain_xml if state is not None else None
+    # the domain XML the texts probably embed: the newest checkpoint's, else the domain's own
+    # (which replay embeds in checkpoints recorded without one)
+    known = (state.newest_domain_xml if state is not None else None) or \
+        (info.domain_xml.strip() if info.domain_xml else None)
     actual = [(parse_checkpoint_xml(out, redefine=True, known_domain=known), out)
               for out in outs]
     w.record(info, lambda st: [ev for d, out in actual

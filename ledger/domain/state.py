@@ -170,6 +170,15 @@ class Checkpoint:
                 f"disks={self.disks!r}, domain_xml={self.domain_xml!r}, xml={self.xml!r}, "
                 f"children={self.children!r})")
 
+    def copy(self) -> Checkpoint:
+        """An equal checkpoint with its own list of children (every other field is
+        immutable, so shared)."""
+        new = Checkpoint.__new__(Checkpoint)
+        new.name, new.parent, new.creation_time = self.name, self.parent, self.creation_time
+        new.description, new.disks, new.domain_xml = self.description, self.disks, self.domain_xml
+        new._xml, new.children = self._xml, list(self.children)
+        return new
+
     def bitmap_on(self, disk: str) -> str | None:
         """The bitmap name this checkpoint has on ``disk`` (None for checkpoint='no')."""
         for d in self.disks:
@@ -508,8 +517,17 @@ class DomainState:
 
     # ------------------------------------------------------------- snapshots
     def clone(self) -> DomainState:
-        """A deep copy, for trying events out without touching this state."""
-        return copy.deepcopy(self)
+        """A deep copy, for trying events out without touching this state. Immutable values
+        (strings, tuples, frozen models) are shared; the checkpoints, bitmaps, drift and
+        waiting lists are copied."""
+        new = copy.copy(self)
+        new.checkpoints = {n: c.copy() for n, c in self.checkpoints.items()}
+        new.bitmaps = {disk: {n: Bitmap(b.name, b.checkpoint, b.active, b.problem)
+                              for n, b in bms.items()}
+                       for disk, bms in self.bitmaps.items()}
+        new.drift = dict(self.drift)
+        new._waiting = {parent: list(kids) for parent, kids in self._waiting.items()}
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for snapshots and the mock hypervisor's state file."""
