@@ -65,15 +65,18 @@ def domains(uri: str, count: int, chain: int) -> Iterator[tuple[Any, list[str], 
         shutil.rmtree(scratch)
 
 
+Call = tuple[str, tuple[Any, ...], Any, float]  # name, arguments, answer, seconds taken
+
+
 class _Timed:
     """A hypervisor whose every call is timed: ``spent`` seconds, summed over threads; with
-    ``record``, each call's name, arguments (positional, then keyword) and answer are also
-    kept in ``calls``."""
+    ``record``, each call's name, arguments (positional, then keyword), answer and seconds
+    are also kept in ``calls``."""
 
     def __init__(self, hv: Any, record: bool = False) -> None:
         self.hv = hv
         self.spent = 0.0
-        self.calls: list[tuple[str, tuple[Any, ...], Any]] | None = [] if record else None
+        self.calls: list[Call] | None = [] if record else None
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.hv, name)
@@ -85,9 +88,10 @@ class _Timed:
             try:
                 out = attr(*args, **kwargs)
             finally:
-                self.spent += time.perf_counter() - t
+                took = time.perf_counter() - t
+                self.spent += took
             if self.calls is not None:
-                self.calls.append((name, (*args, kwargs), out))
+                self.calls.append((name, (*args, kwargs), out, took))
             return out
 
         return timed
@@ -162,11 +166,14 @@ def create_libvirt_ours(uri: str, creates: int, store: str = "sqlite") -> dict[s
 class _Answering:
     """The answers a recording :class:`_Timed` kept, given back in order (each call checked to be
     the one recorded): the ledger's own code runs with no time in libvirt between its steps.
-    ``spent`` is the time inside these calls."""
+    With ``pause``, each answer comes after a busy loop (pure Python) as long as libvirt took
+    for it: the time passes, but libvirt does no work. ``spent`` is the time inside these
+    calls."""
 
-    def __init__(self, uri: str, calls: list[tuple[str, tuple[Any, ...], Any]]) -> None:
+    def __init__(self, uri: str, calls: list[Call], pause: bool = False) -> None:
         self.uri = uri
         self.calls = iter(calls)
+        self.pause = pause
         self.spent = 0.0
 
     def close(self) -> None:
@@ -175,19 +182,24 @@ class _Answering:
     def __getattr__(self, name: str) -> Any:
         def answer(*args: Any, **kwargs: Any) -> Any:
             t = time.perf_counter()
-            called, recorded_args, out = next(self.calls)
+            called, recorded_args, out, took = next(self.calls)
             if (called, recorded_args) != (name, (*args, kwargs)):
                 raise RuntimeError(f"expected {called}{recorded_args}, got {name}{(*args, kwargs)}")
+            if self.pause:
+                while time.perf_counter() - t < took:
+                    pass
             self.spent += time.perf_counter() - t
             return out
 
         return answer
 
 
-def create_answered_ours(uri: str, creates: int) -> dict[str, Any]:
+def create_answered_ours(uri: str, creates: int, pause: bool = False) -> dict[str, Any]:
     """``Ledger.create`` ``creates`` times on a memory store, with libvirt's answers to the
     same creates (recorded first, untimed) given back at once: the ledger's own cost without
-    the slowdown its code meets right after each real libvirt call (a cold CPU)."""
+    the slowdown its code meets right after each real libvirt call (a cold CPU). With
+    ``pause``, each answer comes after a busy loop as long as libvirt's call: that slowdown
+    back, without libvirt."""
     from adapters.libvirt import LibvirtHypervisor
     from backends.memory import MemoryStore
     from ledger.app.ledger import Ledger
@@ -199,7 +211,7 @@ def create_answered_ours(uri: str, creates: int) -> dict[str, Any]:
                 lg.create(names[0], f"c{i:05d}")
         assert rec.calls is not None
         calls = rec.calls
-    hv = _Answering(uri, calls)
+    hv = _Answering(uri, calls, pause)
     with Ledger.open(MemoryStore(), hv) as lg:  # type: ignore[arg-type]
         lg.create(names[0], "c00000")
         hv.spent = 0.0

@@ -589,6 +589,15 @@ def _outcome(text: str, redefine: bool, known: str | None) -> CheckpointDef | st
         return e.code
 
 
+def _full_parse(text: str, redefine: bool) -> CheckpointDef | str:
+    from ledger.domain.checkpoint_xml import _parse
+
+    try:
+        return _parse(text, redefine)
+    except LedgerError as e:
+        return e.code
+
+
 @given(data=st.data())
 def test_libvirt_layout_is_read_as_the_full_parser_reads_it(data: st.DataObject) -> None:
     # a document laid out as libvirt formats one is read without a tree
@@ -605,11 +614,35 @@ def test_libvirt_layout_is_read_as_the_full_parser_reads_it(data: st.DataObject)
         text = text[:at] + piece + text[at + cut:]
         head += len(piece) - cut
     redefine = data.draw(st.booleans())
-    assert _outcome(text, redefine, d.domain_xml) == _outcome(text, redefine, None)
+    assert _outcome(text, redefine, d.domain_xml) == _full_parse(text, redefine)
+    assert _outcome(text, redefine, None) == _full_parse(text, redefine)
+
+
+@given(data=st.data())
+def test_a_document_without_domain_in_libvirt_layout_is_read_as_the_full_parser_reads_it(
+    data: st.DataObject,
+) -> None:
+    # create requests and XML_NO_DOMAIN texts are read without a tree when laid out as
+    # libvirt (or virsh --print-xml) lays them out; any edit gives the full parser's answer
+    d = parse_checkpoint_xml(read(data.draw(st.sampled_from(REDEFINE_FILES))), redefine=True)
+    disks = data.draw(st.sampled_from([None, d.disks]))
+    text = data.draw(st.sampled_from([
+        format_checkpoint_xml(d.model_copy(update={"disks": disks}), no_domain=True),
+        create_request_xml(d.name, d.description, disks),
+        create_request_xml(d.name, data.draw(st.sampled_from(["", "x", "a b", "\u00e9"])),
+                           None),
+    ]))
+    for _ in range(data.draw(st.integers(0, 3))):
+        at = data.draw(st.integers(0, len(text)))
+        cut = data.draw(st.integers(0, 2))
+        text = text[:at] + data.draw(st.sampled_from(["", *_EDITS])) + text[at + cut:]
+    redefine = data.draw(st.booleans())
+    assert _outcome(text, redefine, None) == _full_parse(text, redefine)
+    assert _outcome(text, redefine, d.domain_xml) == _full_parse(text, redefine)
 
 
 def test_libvirt_own_layout_takes_the_short_way() -> None:
-    from ledger.domain.checkpoint_xml import _parse_layout
+    from ledger.domain.checkpoint_xml import CLOSE, _parse_layout
 
     for rel in REDEFINE_FILES:
         d = parse_checkpoint_xml(read(rel), redefine=True)
@@ -617,3 +650,9 @@ def test_libvirt_own_layout_takes_the_short_way() -> None:
         text = format_checkpoint_xml(d)
         head = text[:len(text) - len(indented(d.domain_xml)) - len("\n</domaincheckpoint>\n")]
         assert _parse_layout(head, True, d.domain_xml) == d
+        bare = d.model_copy(update={"domain_xml": None})
+        assert _parse_layout(format_checkpoint_xml(d, no_domain=True)[:-len(CLOSE)],
+                             True, None) == bare
+        request = create_request_xml(d.name, d.description, None)
+        assert _parse_layout(request[:-len(CLOSE)], False, None) == CheckpointDef(
+            name=d.name, description=d.description)

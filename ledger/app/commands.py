@@ -40,13 +40,13 @@ def create(
     correlation_id: str | None = None,
 ) -> CheckpointView:
     """Create a checkpoint (``virsh checkpoint-create-as``) and record what was made."""
-    request = _request(name, disks, description)
+    request, text = _request(name, disks, description)
     with w.correlated(correlation_id), w.locked(domain) as info:
         sync.reconcile(w, info, "create")
         state, pre = w.enrollment(info)
         rules.decide_create(state, info, request, int(time.time()))
         xml = _applied(w, info, "create", request.name or "", reason,
-                       lambda: w.hypervisor.create_checkpoint(info.uuid, request_xml(request)))
+                       lambda: w.hypervisor.create_checkpoint(info.uuid, text))
         actual = parse_checkpoint_xml(xml, redefine=True,
                                       known_domain=state.newest_domain_xml or info.domain_xml)
         w.record(info, lambda st: [*_unknown_parents(w, info.uuid, st, actual.parent, "create"),
@@ -103,16 +103,16 @@ def _request(
     name: str | None,
     disks: Sequence[str | CheckpointDisk] | None,
     description: str | None,
-) -> CheckpointDef:
+) -> tuple[CheckpointDef, str]:
+    """The request and the document sent for it, checked against the schema as libvirt
+    checks it."""
     parsed = None
     if disks:
         parsed = tuple(d if isinstance(d, CheckpointDisk) else parse_diskspec(d) for d in disks)
     request = CheckpointDef(name=name, description=description, disks=parsed)
-    parse_checkpoint_xml(request_xml(request))  # the schema checks, as libvirt's
-    return request
-
-def request_xml(request: CheckpointDef) -> str:
-    return create_request_xml(request.name, request.description, request.disks)
+    text = create_request_xml(request.name, request.description, request.disks)
+    parse_checkpoint_xml(text)
+    return request, text
 
 def print_xml(
     name: str | None = None,
@@ -120,7 +120,7 @@ def print_xml(
     description: str | None = None,
 ) -> str:
     """The XML ``create`` would send (``--print-xml``); creates nothing."""
-    return request_xml(_request(name, disks, description))
+    return _request(name, disks, description)[1]
 
 def redefine(
     w: Writer,

@@ -270,6 +270,7 @@ def indented(domain_xml: str) -> str:
 
 
 END = "\n</domaincheckpoint>\n"  # what follows the embedded domain, as libvirt formats it
+CLOSE = "</domaincheckpoint>\n"
 
 
 @functools.lru_cache(maxsize=256)
@@ -296,16 +297,21 @@ def parse_checkpoint_xml(text: str | bytes, *, redefine: bool = False,
 
     ``known_domain``: a domain XML the document probably embeds (the domain's newest
     checkpoint's). When the document ends with it, laid out as libvirt formats it, that
-    part is not parsed again: the result is the same, in a fraction of the time.
+    part is not parsed again; a document without ``<domain>`` laid out so is not parsed as a
+    tree. The result is the same, in a fraction of the time.
     """
-    if known_domain is not None and type(text) is str and len(text) <= MAX_XML_BYTES:
-        mid = _embeddable(known_domain)
-        if mid is not None and text.endswith(END):
-            start = len(text) - len(END) - len(mid)
-            if text.startswith(mid, start) and text.endswith("\n", 0, start):
+    if type(text) is str and len(text) <= MAX_XML_BYTES:
+        if known_domain is not None and text.endswith(END):
+            mid = _embeddable(known_domain)
+            start = len(text) - len(END) - len(mid or "")
+            if mid is not None and text.startswith(mid, start) and text.endswith("\n", 0, start):
                 head = text[:start]
                 return (_parse_layout(head, redefine, known_domain)
                         or _parse(head + "  <domain/>" + END, redefine, known_domain))
+        if text.endswith(CLOSE):  # a document without <domain>, as libvirt lays one out?
+            found = _parse_layout(text[:-len(CLOSE)], redefine, None)
+            if found is not None:
+                return found
     return _parse(text, redefine)
 
 
@@ -323,16 +329,17 @@ _LAYOUT_DISK = re.compile(r"    <disk name='([^'<&>\x00-\x1f]*)' checkpoint='(bi
 
 def _parse_layout(head: str, redefine: bool, domain_xml: str | None) -> CheckpointDef | None:
     """The definition of a valid document laid out exactly as libvirt formats one, given up
-    to its embedded ``<domain>`` (``head``); None for any other text, valid or not (the full
-    parser decides, with its errors). Exactness is checked by formatting the result again,
-    so the answer is the full parser's, without building a tree."""
+    to its embedded ``<domain>`` or, without one, up to its end tag (``head``); None for
+    any other text, valid or not (the full parser decides, with its errors). Exactness is
+    checked by formatting the result again, so the answer is the full parser's, without
+    building a tree."""
     m = _LAYOUT.match(head) if head.isascii() else None
     if m is None:
         return None
     name, description, parent, created, disk_lines = m.groups()
     if not (name is not None and is_checkpoint_name(name)
             and (parent is None or is_checkpoint_name(parent))
-            and created is not None and 0 < int(created) <= LAST_SHOWN_TIME):
+            and (0 < int(created) <= LAST_SHOWN_TIME if created is not None else not redefine)):
         return None
     disks = None
     if disk_lines is not None:
@@ -341,10 +348,13 @@ def _parse_layout(head: str, redefine: bool, domain_xml: str | None) -> Checkpoi
             return None
         disks = tuple(shared_disk(g[0], g[1], g[2] or None, None) for g in found)
     d = CheckpointDef(name=name, description=description or None, parent=parent,
-                      creation_time=int(created), disks=disks, domain_xml=domain_xml)
+                      creation_time=None if created is None else int(created), disks=disks,
+                      domain_xml=domain_xml)
     if format_checkpoint_xml(d, no_domain=True) != head + "</domaincheckpoint>\n":
         return None
-    return d if redefine else d.model_copy(update={"parent": None, "creation_time": None})
+    if redefine or (parent is None and created is None):
+        return d
+    return CheckpointDef(name=name, description=d.description, disks=disks, domain_xml=domain_xml)
 
 
 def _parse(text: str | bytes, redefine: bool, known_domain: str | None = None) -> CheckpointDef:
