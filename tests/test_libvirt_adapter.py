@@ -413,6 +413,33 @@ def test_a_command_acts_only_on_the_domain_it_locked(
         doms[0].destroy()
 
 
+def test_forget_asks_the_host_about_the_domain_it_recorded(adapter: Any) -> None:
+    """``forget`` is refused while the host still has the checkpoint on the domain the
+    ledger recorded (by UUID); a new domain that took the name, with a checkpoint that took
+    the checkpoint's name, does not stand in for it."""
+    import uuid
+
+    _libvirt_or_skip()
+    doms = [_transient(adapter, "renamed", str(uuid.uuid4()))]
+    try:
+        with Ledger.open(MemoryStore(), URI) as lg:
+            lg.create("renamed", name="c1")
+            lg.create("renamed", name="c2")
+            with pytest.raises(LedgerError) as err:
+                lg.forget("renamed", "c1", "a typo")
+            assert err.value.code == "OPERATION_INVALID" and "still on" in str(err.value)
+            doms[0].destroy()  # gone, with its checkpoints; another domain takes the name
+            doms[0] = _transient(adapter, "renamed", str(uuid.uuid4()))
+            doms[0].checkpointCreateXML("<domaincheckpoint><name>c1</name></domaincheckpoint>")
+            count = lg.event_count()
+            lg.forget("renamed", "c1", "the host lost it")
+            assert lg.event_count() == count + 1
+            assert [c.name for c in lg.list("renamed")] == ["c2"]
+            assert [c.getName() for c in doms[0].listAllCheckpoints()] == ["c1"]
+    finally:
+        doms[0].destroy()
+
+
 class _Counting:
     """The adapter, with a count of each method's calls."""
 

@@ -320,10 +320,22 @@ def _record_partial(
         w.append(info, events, reason or f"partial delete of {name}: {partial.error}")
 
 
+def _on_host(w: Writer, uuid: str) -> list[str]:
+    """The checkpoints the hypervisor has for the domain with ``uuid``: none when it has no
+    such domain (undefined, or replaced by another of the same name)."""
+    try:
+        return w.hypervisor.list_checkpoints(uuid)
+    except LedgerError as err:
+        if err.code == "NO_DOMAIN":
+            return []
+        raise
+
+
 def forget(w: Writer, domain: str, name: str, reason: str) -> None:
     """Record by hand that checkpoint ``name`` is gone (a ``CheckpointGone``, why
     ``forgotten``, with who and ``reason``): the ledger stops showing and replaying it, its
-    children move to its parent. Refused while the hypervisor (when given) still has it."""
+    children move to its parent. Refused while the hypervisor (when given) still has it on
+    the same domain (by UUID)."""
     if not reason or not reason.strip():
         raise LedgerError("INVALID_ARG", "forgetting a checkpoint needs a reason")
     state = w.model.state(domain)
@@ -335,7 +347,7 @@ def forget(w: Writer, domain: str, name: str, reason: str) -> None:
         cp = state.get(name)
         if cp is None:
             raise no_checkpoint(name)
-        if w.has_hypervisor() and name in w.hypervisor.list_checkpoints(domain):
+        if w.has_hypervisor() and name in _on_host(w, info.uuid):
             raise LedgerError(
                 "OPERATION_INVALID", f"checkpoint {name} is still on {w.hypervisor.uri}",
                 hint=f"`ckpt-ledger delete {domain} {name}` deletes it there and here")
