@@ -24,8 +24,9 @@ interpreter (``bench.worker``) on a fresh or cached file:
   against a raw REDEFINE loop, the ledger's own cost per checkpoint, and 20 domains x 100
   with ``jobs=4`` and ``jobs=1`` against the raw loop in turn (bench/on_libvirt.py);
 * ``Ledger.create`` on libvirt + SQLite against the raw call + one durable INSERT, and its own
-  cost on a memory store (also with libvirt's recorded answers given back at once: the same
-  code without the slowdown it meets right after each real call);
+  cost on a memory store with libvirt's recorded answers given back at once (the row with a
+  target), then between real libvirt calls and with each answer given back after a busy loop
+  as long as libvirt's call (both diagnostic: the same code, slowed by the pause);
 * peak RSS of the rebuild (``VmHWM``).
 
 Every measurement is the median of 3 trials (5 for the replay chain), interleaved, each round
@@ -279,7 +280,9 @@ def bench_replay(scale: Scale, rows: list[Row]) -> None:
 
 def bench_create_libvirt(scale: Scale, rows: list[Row]) -> None:
     """Create rows on libvirt: ``Ledger.create`` against the raw call + one durable INSERT,
-    and the ledger's own cost of a create (on a memory store: no durable commit)."""
+    and the ledger's own cost of a create on a memory store (no durable commit): its code
+    with libvirt's answers given back at once (the row with a target), between real libvirt
+    calls, and with each answer given back after a busy loop as long as libvirt's call."""
     uri = LIBVIRT_URI[0]
     if libvirt_missing(rows, "create"):
         return
@@ -291,13 +294,13 @@ def bench_create_libvirt(scale: Scale, rows: list[Row]) -> None:
                             ("create_libvirt_raw", kw))
     rows.append(at_least(f"{n} x Ledger.create, {uri} + SQLite vs raw call + durable INSERT",
                          med_rate(ours), med_rate(raw), 0.9, "/s"))
-    rows.append(own_cost("Ledger.create: its own cost (no hypervisor, no durable commit)",
-                         mem, raw, "raw create", 0.15))
     answered, paused = trials(scale.repeats, ("create_answered_ours", kw),
                               ("create_answered_ours", {**kw, "pause": True}))
-    for label, got in (("libvirt's answers given back at once", answered),
-                       ("the answers after a busy loop as long as libvirt's call", paused)):
-        row = own_cost(f"  the same, {label}", got, raw, "raw create", 0.15)
+    rows.append(own_cost("Ledger.create: its own cost (libvirt's answers given at once, no commit)",
+                         answered, raw, "raw create", 0.15))
+    for label, got in (("  the same between real libvirt calls (a cold CPU)", mem),
+                       ("  the same after a busy loop as long as libvirt's call", paused)):
+        row = own_cost(label, got, raw, "raw create", 0.15)
         rows.append(replace(row, target="", result="diagnostic"))
 
 
