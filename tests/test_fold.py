@@ -330,15 +330,15 @@ def test_a_clone_is_the_state_and_changes_apart_from_it(tmp_path: Path, policy: 
         before = copy.deepcopy(state)
         trial = state.clone()
         assert _everything(trial) == _everything(before)
-        newest = state.topological()[0]
-        trial.apply(CheckpointCreated(name="kid", parent=newest, creation_time=2,
+        root = state.topological()[0]
+        trial.apply(CheckpointCreated(name="kid", parent=root, creation_time=2,
                                       disks=(CheckpointDisk(name="vda"),), xml="<x/>"))
         trial.apply(CheckpointCreated(name="ghost", parent=None, creation_time=3,
                                       disks=(CheckpointDisk(name="vda"),), xml="<x/>"))
         some = next(iter(trial.bitmaps["vda"].values()))
         trial.apply(BitmapDisabled(disk="vda", bitmap=some.name, checkpoint=some.checkpoint))
-        trial.apply(DriftObserved(kind="bitmap-missing", checkpoint=newest, disk="vda",
-                                  bitmap=newest, detail="gone"))
-        trial.apply(CheckpointDeleted(name=newest, deleted=(newest,),
-                                      reparented={c: None for c in trial.get(newest).children}))
+        trial.apply(DriftObserved(kind="bitmap-missing", checkpoint=root, disk="vda",
+                                  bitmap=root, detail="gone"))
+        trial.apply(CheckpointDeleted(name=root, deleted=(root,),
+                                      reparented={c: None for c in trial.get(root).children}))
         assert _everything(state) == _everything(before)

@@ -269,8 +269,8 @@ def indented(domain_xml: str) -> str:
     return sys.intern("  " + domain_xml.replace("\n", "\n  "))
 
 
-END = "\n</domaincheckpoint>\n"  # what follows the embedded domain, as libvirt formats it
-CLOSE = "</domaincheckpoint>\n"
+CLOSE = "</domaincheckpoint>\n"  # a document's end tag, as libvirt formats it
+END = "\n" + CLOSE  # what follows the embedded domain
 
 
 @functools.lru_cache(maxsize=256)
@@ -301,10 +301,10 @@ def parse_checkpoint_xml(text: str | bytes, *, redefine: bool = False,
     tree. The result is the same, in a fraction of the time.
     """
     if type(text) is str and len(text) <= MAX_XML_BYTES:
-        if known_domain is not None and text.endswith(END):
-            mid = _embeddable(known_domain)
-            start = len(text) - len(END) - len(mid or "")
-            if mid is not None and text.startswith(mid, start) and text.endswith("\n", 0, start):
+        mid = _embeddable(known_domain) if known_domain is not None else None
+        if mid is not None and text.endswith(END):
+            start = len(text) - len(END) - len(mid)
+            if text.startswith(mid, start) and text.endswith("\n", 0, start):
                 head = text[:start]
                 return (_parse_layout(head, redefine, known_domain)
                         or _parse(head + "  <domain/>" + END, redefine, known_domain))
@@ -350,7 +350,7 @@ def _parse_layout(head: str, redefine: bool, domain_xml: str | None) -> Checkpoi
     d = CheckpointDef(name=name, description=description or None, parent=parent,
                       creation_time=None if created is None else int(created), disks=disks,
                       domain_xml=domain_xml)
-    if format_checkpoint_xml(d, no_domain=True) != head + "</domaincheckpoint>\n":
+    if format_checkpoint_xml(d, no_domain=True) != head + CLOSE:
         return None
     if redefine or (parent is None and created is None):
         return d
