@@ -37,6 +37,7 @@ from ledger.domain.events import (
 from ledger.domain.model import CheckpointDef, CheckpointDisk, DomainDisk, Policy, shared_disk
 
 _intern = sys.intern
+_new = object.__new__
 
 PROJECTION_VERSION = 2  # 2: checkpoint disks as rows
 
@@ -332,10 +333,11 @@ class DomainState:
         bitmaps = self.bitmaps
         for d in disks:
             if d.checkpoint == "bitmap":
-                bms = bitmaps.get(d.name)
+                disk = d.name
+                bms = bitmaps.get(disk)
                 if bms is None:
-                    bms = bitmaps[d.name] = {}
-                bitmap = d.bitmap_of(name)
+                    bms = bitmaps[disk] = {}
+                bitmap = d.bitmap or name  # d.bitmap_of(name), inlined
                 bms[bitmap] = Bitmap(bitmap, name, True)
 
     def _bitmap_disabled(self, event: BitmapDisabled | BitmapEnabled) -> None:
@@ -411,9 +413,18 @@ class DomainState:
             else:
                 domain_xml = self._domain_xml = _intern(domain_xml)
                 mid = self._indented = indented(domain_xml)
+        # Checkpoint(...) without its __init__ (the fold inserts tens of thousands a second)
+        cp = _new(Checkpoint)
+        cp.name, cp.parent, cp.creation_time = name, parent, creation_time
+        cp.description, cp.disks, cp.domain_xml = description, disks, domain_xml
+        cp.children = []
+        end = len(xml) - _END_LEN
+        if mid is not None and xml.endswith(END) and xml.endswith(mid, 0, end):
+            cp._xml = (xml[:end - len(mid)], mid, END)  # _split_xml's first case, inlined
+        else:
+            cp._xml = _split_xml(xml, domain_xml, mid)
         checkpoints = self.checkpoints
-        checkpoints[name] = Checkpoint(name, parent, creation_time, description, disks,
-                                       domain_xml, xml, None, mid)
+        checkpoints[name] = cp
         if parent is not None:
             up = checkpoints.get(parent)
             if up is not None:

@@ -110,11 +110,14 @@ def _deleted(state: DomainState, data: dict[str, Any]) -> bool:
             or type(get("children_only")) is not _bool
             or type(get("metadata_only")) is not _bool
             or type(deleted) is not _list or type(reparented) is not _dict
-            or not all(type(n) is _str for n in deleted)
-            or not all(type(k) is _str and type(v) in _STR_OR_NONE
-                       for k, v in reparented.items())
             or name not in state.checkpoints):  # let apply raise as it does
         return False
+    for n in deleted:
+        if type(n) is not _str:
+            return False
+    for k, v in reparented.items():
+        if type(k) is not _str or (v is not None and type(v) is not _str):
+            return False
     state.delete(name, deleted, reparented)
     return True
 
@@ -153,6 +156,10 @@ def fold_rows(
     unpackb, newest, str_ = _unpackb, SCHEMA_VERSION, _str  # locals: read once per row
     int_, bytes_, active_len = _int, _bytes, _ACTIVE_LEN
     last = count = 0
+    # the stream of the row before and its state (most rows follow one of the same domain);
+    # a placeholder until the first row, whose stream is never None
+    last_stream: str | None = None
+    state = DomainState(stream_id="")
     current: Sequence[ScanRow] | None = None  # the page being folded
     try:
         for page in pages:
@@ -163,9 +170,11 @@ def fold_rows(
                     raise _malformed(position, stream_id, version, schema_version, payload)
                 if schema_version > newest or schema_version < 1:
                     check_schema(position, schema_version)
-                state = get_state(stream_id)
-                if state is None:
-                    state = states[stream_id] = DomainState(stream_id=stream_id)
+                if stream_id != last_stream:
+                    found = get_state(stream_id)
+                    if found is None:
+                        found = states[stream_id] = DomainState(stream_id=stream_id)
+                    state, last_stream = found, stream_id
                 obj = unpackb(payload, raw=False, strict_map_key=False)
                 try:
                     data = obj["data"]
