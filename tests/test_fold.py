@@ -9,6 +9,7 @@ refuse (the rows before it folded, the ledger's position on the last good one).
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from adapters.mock import MockHypervisor
 from backends.memory import MemoryStore
 from ledger import Ledger
+from ledger.app.read_model import PROMOTE_AFTER
 from ledger.domain.errors import LedgerError
 from ledger.domain.events import SCHEMA_VERSION, BitmapDisabled, CheckpointCreated, DomainEnrolled
 from ledger.domain.model import CheckpointDisk, DomainDisk
@@ -114,6 +116,20 @@ def test_catch_up_folds_only_what_is_new(tmp_path: Path) -> None:
     lg.catch_up()
     assert lg.folded == before + (store.last_position() - before)
     assert {k: v.to_dict() for k, v in lg.states.items()} == one_by_one(store)[0]
+
+
+def test_a_long_catch_up_leaves_no_young_generation_to_sweep() -> None:
+    """A catch-up of PROMOTE_AFTER events or more hands its objects to the collector's oldest
+    generation: collection is on again after it, with nothing young waiting to be swept."""
+    store = MemoryStore()
+    store.append([enrolled(), raw(UUID, created())]
+                 + [raw(UUID, disabled()) for _ in range(PROMOTE_AFTER)])
+    assert gc.isenabled()
+    lg = Ledger(store)
+    lg.catch_up()
+    assert gc.isenabled()
+    assert gc.get_count()[0] < 100  # a young collection would otherwise visit every object
+    assert lg.state("vm").bitmaps["vda"]["c1"].active is False
 
 
 # --------------------------------------------------------------- payloads by hand

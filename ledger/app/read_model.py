@@ -43,6 +43,21 @@ def _told(pages: Iterable[Sequence[ScanRow]], total: int,
             progress(page[-1][0], max(total, page[-1][0]))
 
 
+# events folded in one catch-up past which its new objects go straight to the oldest generation
+PROMOTE_AFTER = 10_000
+
+
+def _promote_young_objects() -> None:
+    """Move every object the collector tracks into its oldest generation, without a
+    collection. After a long fold with collection off, the youngest generation holds every
+    projection object just made (hundreds of thousands, all live); the young collection that
+    would follow traverses each of them only to keep it (about 0.1 s after 300,000 events).
+    Other young objects of the process are promoted too: a garbage cycle among them is
+    collected by the next full collection instead of a young one."""
+    gc.freeze()  # every tracked object to the permanent generation ...
+    gc.unfreeze()  # ... and from there to the oldest one
+
+
 class ReadModel:
     """The projections of one store: ``states`` by stream id, ``by_name`` (domain name ->
     stream id), and the ``position`` of the last event folded."""
@@ -117,10 +132,13 @@ class ReadModel:
             enabled = gc.isenabled()
             if enabled:
                 gc.disable()
+            before = self.folded
             try:
                 fold_rows(self.states, self.by_name, pages, self._folded)
             finally:
                 if enabled:
+                    if self.folded - before >= PROMOTE_AFTER:
+                        _promote_young_objects()
                     gc.enable()
 
     def _folded(self, position: int, count: int) -> None:
