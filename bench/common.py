@@ -38,6 +38,9 @@ class Scale:
     # trials of the replay chain against the raw loop: both sides are libvirt's time, which
     # drifts by tens of percent over minutes on this machine, more than the 5% the row judges
     libvirt_repeats: int = 5
+    # trials of each rebuild: the ledger's rebuild (a few hundred MB of projections) swings by
+    # up to 15% from one fresh interpreter to the next here, eventsourcing's by a few percent
+    rebuild_repeats: int = 5
 
     @property
     def events(self) -> int:

@@ -29,7 +29,8 @@ interpreter (``bench.worker``) on a fresh or cached file:
   as long as libvirt's call (both diagnostic: the same code, slowed by the pause);
 * peak RSS of the rebuild (``VmHWM``).
 
-Every measurement is the median of 3 trials (5 for the replay chain), interleaved, each round
+Every measurement is the median of 3 trials (5 for the rebuilds and the replay chain),
+interleaved, each round
 starting with a different contender, each trial reading its files once before its clock starts
 (so all start from the page cache). ``--quick`` is 10x smaller
 everywhere. ``--profile`` prints where a 100,000-event rebuild spends its time instead.
@@ -139,14 +140,14 @@ def bench_rebuild(scale: Scale, rows: list[Row]) -> None:
     """Rebuild rows (the chained history and the mixed one) and the RSS row."""
     hist = history_path(scale)
     ours = _rebuild_rows(rows, hist, es_history_path(scale), scale.domains, False,
-                         scale.repeats, "")
+                         scale.rebuild_repeats, "")
     rss = median([float(r["rss_mb"]) for r in ours])
     base = median([float(r["rss_before_mb"]) for r in ours])
     rows.append(Row(f"rebuild {scale.events // 1000:,}k events: peak RSS (VmHWM)",
                     f"{rss:,.0f} MB", f"es {ours[-1]['es_rss_mb']:,.0f} MB",
                     f"(at start {base:,.0f} MB)", "< 400 MB", verdict(rss < 400)))
     _rebuild_rows(rows, mixed_history_path(scale), es_mixed_history_path(scale),
-                  scale.mixed_domains, True, scale.repeats, " mixed, both policies,")
+                  scale.mixed_domains, True, scale.rebuild_repeats, " mixed, both policies,")
     bench_snapshot(hist, median([float(r["seconds"]) for r in ours]), scale.repeats, rows)
 
 
@@ -386,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before {load_before}, after {load_average()}")
     print(table(rows))
     print("ratios are ours / reference (plan: many / few, RSS: absolute); medians of "
-          f"{scale.repeats} interleaved trials ({scale.libvirt_repeats} for the replay chain), "
+          f"{scale.repeats} interleaved trials ({scale.rebuild_repeats} for the rebuilds, "
+          f"{scale.libvirt_repeats} for the replay chain), "
           "each in a fresh interpreter.")
     return 0
 
