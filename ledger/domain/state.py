@@ -132,16 +132,14 @@ class Checkpoint:
         domain_xml: str | None,
         xml: str,
         children: list[str] | None = None,
-        indented_domain: str | None = None,
     ) -> None:
-        """``indented_domain``: ``indented(domain_xml)``, when the caller has it."""
         self.name = name
         self.parent = parent
         self.creation_time = creation_time
         self.description = description
         self.disks = disks
         self.domain_xml = domain_xml
-        self._xml = _split_xml(xml, domain_xml, indented_domain)
+        self._xml = _split_xml(xml, domain_xml)
         self.children = [] if children is None else children
 
     @property

@@ -38,9 +38,6 @@ _str = str
 _bool = bool
 _list = list
 _dict = dict
-_STR_OR_NONE = (str, type(None))
-
-
 _int = int
 _bytes = bytes
 # how many keys each hand-checked event's data has: its model's fields, type included (a new
