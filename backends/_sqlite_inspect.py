@@ -70,19 +70,44 @@ def inspect(path: str, schema_version: int, readonly: bool = False) -> int | Non
         raise err(f"cannot read store {path}: {e.strerror}") from e
     if page_size < 512 or size % page_size or (valid and size < pages * page_size):
         raise err(f"cannot open store {path}: file is truncated or damaged ({size} bytes)")
-    # immutable=1 reads without creating -wal/-shm sidecars; it would ignore a WAL that
-    # still holds commits, so a non-empty -wal is read through a plain read-only connection.
-    mode = "mode=ro" if _nonempty(path + "-wal") else "mode=ro&immutable=1"
-    uri = "file:" + quote(os.path.abspath(path)) + "?" + mode
-    try:
-        with closing(sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)) as ro:
-            tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            app_id = ro.execute("PRAGMA application_id").fetchone()[0]
-            version = ro.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.Error as e:
-        raise err(f"cannot open store {path}: {e}") from e
+    tables, app_id, version = _identity_of(path)
     check_identity(path, tables, app_id, version, schema_version)
     return int(version)
+
+
+def _identity_of(path: str) -> tuple[set[str], int, int]:
+    """The tables, application id and user version of the database at ``path``.
+
+    immutable=1 reads without creating -wal/-shm sidecars; it would ignore a WAL that still
+    holds commits, so a non-empty -wal is read through a plain read-only connection. An
+    immutable read also ignores a writer that comes meanwhile and checkpoints into the file
+    (it may then see a torn mix of pages): when the file changed or a WAL appeared while it
+    ran, it is read again."""
+    uri = "file:" + quote(os.path.abspath(path)) + "?"
+    for _ in range(RETRIES):
+        immutable = not _nonempty(path + "-wal")
+        before = _file_state(path)
+        try:
+            with closing(sqlite3.connect(uri + ("mode=ro&immutable=1" if immutable else "mode=ro"),
+                                         uri=True, timeout=BUSY_TIMEOUT_MS / 1000)) as ro:
+                tables = {r[0] for r in
+                          ro.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                app_id = ro.execute("PRAGMA application_id").fetchone()[0]
+                version = ro.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as e:
+            if immutable and (_file_state(path) != before or _nonempty(path + "-wal")):
+                continue  # a writer came while it was read: read it again
+            raise err(f"cannot open store {path}: {e}") from e
+        return tables, app_id, version
+    raise err(f"cannot open store {path}: it kept changing while being read")
+
+
+def _file_state(path: str) -> tuple[int, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise err(f"cannot read store {path}: {e.strerror}") from e
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def check_identity(
@@ -98,6 +123,9 @@ def check_identity(
             f"cannot open store {path}: written by a newer ckpt-ledger (store schema version "
             f"{version}; this version understands up to {schema_version})"
         )
+
+
+RETRIES = 20  # immutable reads thrown away in a row (writers checkpointing) before giving up
 
 
 def _nonempty(path: str) -> bool:

@@ -28,9 +28,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ._sqlite_inspect import BUSY_TIMEOUT_MS, err, quote
-
-RETRIES = 20  # immutable reads thrown away in a row (writers checkpointing) before giving up
+from ._sqlite_inspect import BUSY_TIMEOUT_MS, RETRIES, err, quote
 
 
 class ReadOnlyDatabase:

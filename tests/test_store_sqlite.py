@@ -352,6 +352,35 @@ def come_and_go(path: str, n: int) -> None:
         w.close()
 
 
+@pytest.mark.parametrize("writer_came", [True, False])
+def test_a_read_only_open_reads_the_file_again_when_a_writer_changed_it_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer_came: bool
+) -> None:
+    """Opening read-only reads the file's identity on an immutable connection, which ignores
+    writers: a read that fails while a writer checkpoints into the file (it changes under
+    it) is run again; a failure on a file that did not change is the file's own."""
+    path = _ledger(tmp_path / "x.db")
+    real = sqlite3.connect
+    uris: list[str] = []
+
+    def torn_first(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        uris.append(database)
+        if len(uris) == 1 or not writer_came:
+            if writer_came:
+                os.utime(path, ns=(1, 1))  # what a writer's checkpoint does to the file
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return real(database, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite3, "connect", torn_first)
+    if writer_came:
+        open_url(str(path), readonly=True).close()
+        assert "immutable=1" in uris[0] and len(uris) >= 2
+    else:
+        with pytest.raises(LedgerError, match="database disk image is malformed"):
+            open_url(str(path), readonly=True)
+        assert len(uris) == 1
+
+
 def test_readonly_reads_stay_whole_while_writers_come_and_go(tmp_path: Path) -> None:
     """Read-only handles keep reading while a writer process opens the store, appends and
     closes it, again and again (each close checkpoints the WAL into the file and removes
