@@ -30,9 +30,8 @@ interpreter (``bench.worker``) on a fresh or cached file:
 * peak RSS of the rebuild (``VmHWM``).
 
 Every measurement is the median of 3 trials (5 for the rebuilds and the replay chain),
-interleaved, each round
-starting with a different contender, each trial reading its files once before its clock starts
-(so all start from the page cache). ``--quick`` is 10x smaller
+interleaved, each round starting with a different contender, each trial reading its files once
+before its clock starts (so all start from the page cache). ``--quick`` is 10x smaller
 everywhere. ``--profile`` prints where a 100,000-event rebuild spends its time instead.
 """
 
