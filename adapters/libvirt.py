@@ -151,6 +151,7 @@ class LibvirtHypervisor:
             raise LedgerError("HYPERVISOR_ERROR", f"cannot connect to hypervisor '{uri}'")
         self._conn: Any = conn
         self._by_uuid: dict[str, Any] = {}  # virDomain by lower-case UUID (see _domain)
+        self._lib_version: int | None = None  # the daemon's, read once per connection
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -229,8 +230,14 @@ class LibvirtHypervisor:
     def policy(self) -> Policy:
         """``independent`` for libvirt >= 6.5.0 (one recording bitmap per checkpoint), else
         ``chained``."""
-        version = int(self._call(self.connection.getLibVersion))
-        return "independent" if version >= INDEPENDENT_SINCE else "chained"
+        return "independent" if self._libvirt_version() >= INDEPENDENT_SINCE else "chained"
+
+    def _libvirt_version(self) -> int:
+        """The daemon's libvirt version: read once per connection (a daemon upgraded
+        since restarted, which ended the connection)."""
+        if self._lib_version is None:
+            self._lib_version = int(self._call(self.connection.getLibVersion))
+        return self._lib_version
 
     def describe(self) -> str:
         """``QEMU 7.2.0 via libvirt 9.0.0 (bitmap policy independent)``."""
@@ -240,7 +247,7 @@ class LibvirtHypervisor:
             hv_version = _dotted(int(self._call(conn.getVersion)))
         except LedgerError:
             hv_version = "?"
-        lib = _dotted(int(self._call(conn.getLibVersion)))
+        lib = _dotted(self._libvirt_version())
         return f"{driver} {hv_version} via libvirt {lib} (bitmap policy {self.policy()})"
 
     def domain_info(self, domain: str) -> DomainInfo:
