@@ -52,8 +52,8 @@ def create(
         w.record(info, lambda st: [*_unknown_parents(w, info.uuid, st, actual.parent, "create"),
                                    *rules.created_events(st, actual, xml)], reason)
         _done(w, info)
-    assert actual.name is not None
-    return checkpoint_view(w.model.state(domain), actual.name)
+        assert actual.name is not None
+        return _made(w, info, actual.name)
 
 def _applied(w: Writer, info: DomainInfo, op: str, checkpoint: str, reason: str | None,
              call: Any, flags: dict[str, Any] | None = None) -> Any:
@@ -78,6 +78,12 @@ def _applied(w: Writer, info: DomainInfo, op: str, checkpoint: str, reason: str 
 def _done(w: Writer, info: DomainInfo) -> None:
     """The operation's events are appended (which closed its intent)."""
     faults.point("after-append")
+
+
+def _made(w: Writer, info: DomainInfo, name: str) -> CheckpointView:
+    """The view of checkpoint ``name`` as the command left it: read under the domain's lock,
+    from the state its append just folded (no other writer can have changed it since)."""
+    return checkpoint_view(w.model.states[info.uuid], name)
 
 
 def _unknown_parents(
@@ -159,7 +165,7 @@ def redefine_locked(
     w.record(info, lambda st: rules.redefined_events(st, actual, out, validate), reason)
     _done(w, info)
     assert actual.name is not None
-    return checkpoint_view(w.model.state(info.name), actual.name)
+    return _made(w, info, actual.name)
 
 
 REPLAY_BATCH = 200  # redefinitions per intent and per append

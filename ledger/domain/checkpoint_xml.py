@@ -393,8 +393,13 @@ def _parse(text: str | bytes, redefine: bool, known_domain: str | None = None) -
     )
 
 
+_PLAIN = re.compile(r"[\w.:@+/ -]*", re.ASCII).fullmatch  # text escaping leaves as it is
+
+
 def escape(value: str) -> str:
     """Escape ``value`` as libvirt's ``virBufferEscapeString`` does."""
+    if _PLAIN(value) is not None:
+        return value
     return value.translate(_DROPPED).translate(_ESCAPES)
 
 

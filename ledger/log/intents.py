@@ -49,14 +49,17 @@ class Intent:
         return bytes(msgpack.packb({"v": _VERSION, **vars(self)}, use_bin_type=True))
 
     @classmethod
-    def decode(cls, data: bytes) -> Intent | None:
-        """The intent ``data`` holds; None when empty (cleared) or not an intent this code
-        wrote (the host's state settles the domain anyway)."""
+    def decode(cls, data: bytes, version: int | None = None) -> Intent | None:
+        """The intent ``data`` holds; None when empty (cleared), not an intent this code
+        wrote (the host's state settles the domain anyway), or, with ``version``, saved at
+        another stream version (closed)."""
         if not data:
             return None
         try:
             obj = msgpack.unpackb(data, raw=False)
             if not isinstance(obj, dict) or obj.pop("v", None) != _VERSION:
+                return None
+            if version is not None and obj.get("version") != version:
                 return None
             intent = cls(**obj)
         except (ValueError, TypeError, msgpack.UnpackException):
@@ -71,10 +74,7 @@ def load_intent(store: EventStore, stream_id: str, version: int | None = None) -
     """The domain's intent, if any; with the stream's current ``version``, only one still
     open (no event appended since it was saved)."""
     saved = store.load_snapshot(intent_key(stream_id))
-    intent = None if saved is None else Intent.decode(saved[1])
-    if intent is not None and version is not None and intent.version != version:
-        return None
-    return intent
+    return None if saved is None else Intent.decode(saved[1], version)
 
 
 def save_intent(store: EventStore, stream_id: str, intent: Intent | None) -> None:
