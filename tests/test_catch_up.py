@@ -152,3 +152,33 @@ def test_a_store_that_lost_events_is_refused_with_one_line(two: tuple[Ledger, Le
         assert err.value.code == "STORE_ERROR"
         line = err.value.one_line()
         assert "\n" not in line and f"position {folded - 2}" in line and str(folded) in line
+
+
+def test_a_writer_folds_its_own_append_without_reading_it_back(db: str, hv: str) -> None:
+    counting = Counting(SqliteStore(db))
+    with Ledger.open(counting, hv, snapshot_every=0) as lg:
+        lg.create("d", "c1")
+        counting.scans = []
+        before = lg.position
+        made = lg.create("d", "c2")
+        # the one scan is the catch-up under the lock (nothing new); the append's own events
+        # are folded from what the append returned
+        assert counting.scans == [before]
+        assert lg.position > before and made.current and made.parent == "c1"
+        with Ledger.open(SqliteStore(db), snapshot_every=0) as fresh:  # the same state folded
+            assert fresh.state("d").to_dict() == lg.state("d").to_dict()  # from the store
+
+
+def test_a_writer_whose_append_follows_another_writers_events_folds_those_first(
+    two: tuple[Ledger, Ledger], db: str,
+) -> None:
+    lg, other = two
+    other.create("e", "e1")  # lg has not read these: its next append lands after them
+    made = lg.create("d", "c3")
+    assert made.parent == "c2" and made.current
+    with SqliteStore(db) as store:
+        assert lg.position == store.last_position()
+    assert lg.state("e").current == "e1"
+    with Ledger.open(SqliteStore(db), snapshot_every=0) as fresh:  # folded from the store
+        for name in ("d", "e"):
+            assert fresh.state(name).to_dict() == lg.state(name).to_dict()

@@ -18,6 +18,7 @@ from ledger.domain.state import DomainState
 from ledger.log import snapshot_codec
 from ledger.log.chain import GENESIS
 from ledger.log.fold import fold_rows
+from ledger.log.records import StoredRecord
 from ledger.log.store import EventStore, ScanRow
 
 AsOf = int | str | datetime | None  # an event position or a time (see ReadModel.state_at)
@@ -140,6 +141,20 @@ class ReadModel:
                     if self.folded - before >= PROMOTE_AFTER:
                         _promote_young_objects()
                     gc.enable()
+
+    def fold_appended(self, records: Sequence[StoredRecord]) -> None:
+        """Fold what an append just returned (oldest first) from its records, without
+        reading the store again, when they follow the last event folded; otherwise catch up
+        (another writer's events came between, or these were folded already)."""
+        if not records:
+            return
+        with self._folding:
+            if self.position == records[0].position - 1:
+                fold_rows(self.states, self.by_name,
+                          [[(r.position, r.stream_id, r.stream_version, r.schema_version,
+                             r.payload) for r in records]], self._folded)
+            elif self.position < records[-1].position:
+                self.catch_up()
 
     def _folded(self, position: int, count: int) -> None:
         if count:

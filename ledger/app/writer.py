@@ -136,7 +136,7 @@ class Writer:
         now = time.time()
         records = [new_record(info.uuid, info.name, ev, prov, now) for ev in events]
         try:
-            self.model.store.append(records, expected_version=expected)
+            stored = self.model.store.append(records, expected_version=expected)
         except VersionConflict as err:
             raise LedgerError(
                 "VERSION_CONFLICT",
@@ -144,7 +144,7 @@ class Writer:
                 "the hypervisor was changed but this event was not recorded",
                 hint=f"`ckpt-ledger import {info.name}` reconciles",
             ) from err
-        self.model.catch_up()
+        self.model.fold_appended(stored)
         log.debug("appended %s to domain %s (%s)", ", ".join(e.type for e in events),
                   info.name, reason or "no reason given")
 
