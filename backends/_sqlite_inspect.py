@@ -19,6 +19,7 @@ from ._common import one_line
 
 APPLICATION_ID = 0x636B706C  # "ckpl", in PRAGMA application_id
 BUSY_TIMEOUT_MS = 30_000
+RETRIES = 20  # immutable reads thrown away in a row (writers checkpointing) before giving up
 _HEADER = b"SQLite format 3\x00"
 
 
@@ -123,9 +124,6 @@ def check_identity(
             f"cannot open store {path}: written by a newer ckpt-ledger (store schema version "
             f"{version}; this version understands up to {schema_version})"
         )
-
-
-RETRIES = 20  # immutable reads thrown away in a row (writers checkpointing) before giving up
 
 
 def _nonempty(path: str) -> bool:

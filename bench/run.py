@@ -360,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="cProfile a 100k-event rebuild instead of the table")
     ap.add_argument("--top", type=int, default=25, help="rows of the profile to print")
     ap.add_argument("--libvirt-uri", default=LIBVIRT_URI[0],
-                    help="where the replay rows run (default: libvirt's test driver)")
+                    help="where the replay and create rows run (default: libvirt's test "
+                         "driver; the create rows need domains that take checkpoints: "
+                         "use it with --only replay for libvirtd)")
     args = ap.parse_args(argv)
     LIBVIRT_URI[0] = args.libvirt_uri
     if args.profile:
